@@ -1,0 +1,111 @@
+"""Shared fixtures: a session-scoped local Ray, a real S3 endpoint (moto's server), sample clips.
+
+The environment for the test run is set here, before Ray or DeepSpeed are imported: token auth off
+(Ray 2.60 turns it on by default and writes ~/.ray/auth_token), usage stats off, DeepSpeed on CPU,
+a stable TORCH_EXTENSIONS_DIR (its C++ ops compile once), and offline Hugging Face.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["DS_ACCELERATOR"] = "cpu"
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.pop("RAY_ADDRESS", None)
+
+SHARED = Path(os.environ.get("EMER_SHARED_DIR", ROOT.parent / "shared"))
+TEST_NUM_CPUS = 4  # logical CPUs for the test Ray (2 physical cores): trainer + 2 workers + data
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if not has_gpu:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"reference data folder {SHARED} is absent (set EMER_SHARED_DIR to use another)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray for the whole session, stopped by handle at the end (never `ray stop`)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=TEST_NUM_CPUS, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "DS_ACCELERATOR": "cpu",
+                                           "HF_HUB_OFFLINE": "1",
+                                           "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"]}})
+    yield ray
+    ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class S3Endpoint:
+    endpoint: str
+    bucket: str
+
+    def uri(self, prefix: str = "") -> str:
+        return f"s3://{self.bucket}/{prefix}".rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server on 127.0.0.1 with a bucket; AWS_* variables point boto3/pyarrow/Ray at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from cluster import storage
+
+    storage.boto3_client().create_bucket(Bucket="emer-test")
+    yield S3Endpoint(endpoint, "emer-test")
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def sample_clips(tmp_path_factory):
+    """The generated MER-style sample set (8 clips + broken inputs + subtitles.csv)."""
+    from pipelines.samples import generate_samples
+
+    return generate_samples(tmp_path_factory.mktemp("samples"), n=8, seed=0)
