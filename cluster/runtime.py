@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 
 from cluster.config import Config, check_range
 
@@ -42,10 +43,23 @@ class RayConfig(Config):
         return out
 
 
+SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def is_secret(name: str) -> bool:
+    """Whether an environment variable's value must never be written anywhere (passed by name only)."""
+    return bool(SECRET_RE.search(name))
+
+
 def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
-    """Environment variables to hand to workers: the pass-through names that are set."""
+    """Non-secret pass-through variables that are set, by value, for the runtime environment.
+
+    Secret ones (keys, tokens) are left out: Ray stores a runtime env's ``env_vars`` in its job table,
+    logs and worker command lines. Workers inherit them from their node's environment instead (a
+    local Ray inherits the driver's; cluster nodes get them from their start commands or IAM).
+    """
     names = list(PASS_THROUGH_ENV) + list(extra_names)
-    return {n: os.environ[n] for n in names if os.environ.get(n)}
+    return {n: os.environ[n] for n in names if os.environ.get(n) and not is_secret(n)}
 
 
 def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
