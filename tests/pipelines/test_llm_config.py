@@ -1,0 +1,69 @@
+"""LLMConfig validation, request checks and the backend factory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cluster.config import ConfigError, dump_yaml, load
+from pipelines.llm import LLMConfig, LLMRequest, LLMResult, create_backend
+from pipelines.llm.vllm_backend import MISSING
+
+
+def test_defaults_are_valid_and_round_trip_yaml(tmp_path):
+    cfg = LLMConfig(prompts={"ov_extract": "List the emotions."})
+    path = tmp_path / "llm.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert load(LLMConfig, path) == cfg
+    assert load(LLMConfig, path, ["backend=openai", "concurrency=16"]).concurrency == 16
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        LLMConfig.from_dict({"backend": "tgi", "batch_size": 0, "temperature": 3, "min_new_tokens": 900,
+                             "max_new_tokens": 10, "prompts": {"nope": "x", "audio_clue": " "},
+                             "dtype": "int8"})
+    text = str(err.value)
+    for part in ("backend = 'tgi': must be one of 'transformers', 'openai', 'vllm'", "batch_size = 0",
+                 "temperature = 3.0", "min_new_tokens = 900: must be <= max_new_tokens (10)",
+                 "prompts.nope: unknown prompt name", "prompts.audio_clue = '': must be an instruction",
+                 "dtype = 'int8'"):
+        assert part in text
+    assert len(err.value.problems) == 7
+
+
+def test_a_pasted_key_is_not_echoed():
+    with pytest.raises(ConfigError) as err:
+        LLMConfig(api_key_env="sk-live-abcdef123456")
+    assert "sk-live-abcdef123456" not in str(err.value)
+    assert "api_key_env: must be the name of an environment variable" in str(err.value)
+
+
+def test_request_repr_hides_media():
+    req = LLMRequest(prompt="describe", frames=[b"\xff\xd8\xff" * 1000] * 8,
+                     audio=np.zeros(32000, np.float32), id="clip_7")
+    text = repr(req)
+    assert "frames=8" in text and "audio=2.00s" in text and "clip_7" in text and len(text) < 120
+
+
+def test_result_ok():
+    assert LLMResult(text="x").ok and not LLMResult(error="boom").ok and not LLMResult().ok
+
+
+def test_unknown_role_and_missing_vllm():
+    with pytest.raises(ValueError, match="role 'speech'"):
+        create_backend(LLMConfig(backend="openai", api_key_env=""), "speech")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"pip install 'emer\[vllm\]'"):
+            create_backend(LLMConfig(backend="vllm"), "text")
+        assert "emer[vllm]" in MISSING
+    else:
+        pytest.skip("vllm is installed: the missing-extra error cannot be shown")
+
+
+def test_request_accepts_array_of_frames():
+    frames = np.array([b"\xff\xd8\xffa", b"\xff\xd8\xffb"], dtype=object)  # as Ray Data delivers them
+    req = LLMRequest(prompt="x", frames=frames)
+    assert req.frames == [b"\xff\xd8\xffa", b"\xff\xd8\xffb"]
