@@ -1,0 +1,170 @@
+"""LLM grouping and label extraction against a local OpenAI-compatible server: retries on 429/5xx,
+the on-disk cache (a rerun makes zero requests), malformed answers re-asked then reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluation.config import LLMConfig
+from evaluation.llm import OpenAIComplete, parse_groups_answer, parse_label_answer
+
+GT = {"s1": ["happy", "joyful", "sad"], "s2": ["angry"], "s3": ["worried", "anxious"], "s4": ["calm"]}
+PRED = {"s1": ["happy", "hopeful"], "s2": ["annoyed", "sad"], "s3": ["worried"], "s4": []}
+
+
+def write(path: Path, data: dict, column: str = "openset") -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", column])
+        for k, v in data.items():
+            w.writerow([k, repr(v) if isinstance(v, list) else v])
+    return path
+
+
+def llm_flags(fake, cache: Path) -> list[str]:
+    return [
+        f"--evaluate.llm.base_url={fake.base_url}",
+        f"--evaluate.llm.cache_dir={cache}",
+        "--evaluate.llm.model=test-model",
+        "--evaluate.llm.concurrency=3",
+        "--evaluate.llm.max_retries=3",
+    ]
+
+
+def expected_first_letter() -> tuple[float, float]:
+    """Grouping by first letter: s1 {h, j, s} vs {h}: acc 1, rec 1/3; s2 {a} vs {a, s}: 1/2, 1;
+    s3 {w, a} vs {w}: 1, 1/2; s4 empty prediction: 0, 0."""
+    return (1 + 0.5 + 1 + 0) / 4, (1 / 3 + 1 + 0.5 + 0) / 4
+
+
+def test_llm_grouping_retries_then_cache(emer, fake_llm, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    gt, pred = write(tmp_path / "gt.csv", GT), write(tmp_path / "pred.csv", PRED)
+    fake_llm.script = [429, 500]
+    argv = [
+        "evaluate",
+        "ov",
+        "--gt",
+        gt,
+        "--pred",
+        pred,
+        "--grouping",
+        "llm",
+        "--json",
+        "--no-report",
+        *llm_flags(fake_llm, tmp_path / "cache"),
+    ]
+    rc, out, err = emer(*argv)
+    assert rc == 0, err
+    r = json.loads(out)
+    acc, rec = expected_first_letter()
+    assert r["accuracy"] == pytest.approx(acc) and r["recall"] == pytest.approx(rec)
+    assert r["llm_failures"] == 0
+    # s4's union has one label: no call; three prompts + the two scripted failures retried
+    assert fake_llm.requests == 5
+    rc, out2, err = emer(*argv)
+    assert rc == 0, err
+    assert fake_llm.requests == 5  # second run: every answer from the cache, zero requests
+    assert json.loads(out2)["avg"] == r["avg"]
+
+
+def test_llm_malformed_answers_reasked_then_reported(emer, fake_llm, tmp_path):
+    gt, pred = write(tmp_path / "gt.csv", GT), write(tmp_path / "pred.csv", PRED)
+    fake_llm.bad_once = {"annoyed"}  # s2: malformed, fine when re-asked
+    fake_llm.always_bad = {"joyful"}  # s1: never readable -> exact grouping, reported
+    rc, out, err = emer(
+        "evaluate",
+        "ov",
+        "--gt",
+        gt,
+        "--pred",
+        pred,
+        "--grouping",
+        "llm",
+        "--json",
+        "--out",
+        tmp_path / "rep",
+        *llm_flags(fake_llm, tmp_path / "cache"),
+        "--evaluate.llm.reask=2",
+    )
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["llm_failures"] == 1 and r["llm_failed_names"] == ["s1"]
+    assert r["llm_malformed_answers"] == 4  # s2 once, s1 three times
+    assert fake_llm.requests == 3 + 1 + 2
+    # s1 exact: {happy, joyful, sad} vs {happy, hopeful}: acc 1/2, rec 1/3
+    assert r["accuracy"] == pytest.approx((0.5 + 0.5 + 1 + 0) / 4)
+    assert "llm failures: 1" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_extraction_from_descriptions(emer, fake_llm, tmp_path):
+    gt = write(tmp_path / "gt.csv", GT)
+    desc = {
+        "s1": "He smiles; he looks happy and joyful.",
+        "s2": "Her voice is angry.",
+        "s3": "",
+        "s4": "Calm and quiet, maybe a little sad.",
+    }
+    pred = write(tmp_path / "desc.csv", desc, column="description")
+    rc, out, err = emer(
+        "evaluate",
+        "extract",
+        "--pred",
+        pred,
+        "--output",
+        tmp_path / "labels.csv",
+        "--json",
+        *llm_flags(fake_llm, tmp_path / "cache"),
+    )
+    assert rc == 0, err
+    assert json.loads(out)["extraction_failures"] == 0
+    with open(tmp_path / "labels.csv") as f:
+        rows = {r["name"]: r["openset"] for r in csv.DictReader(f)}
+    assert rows == {"s1": "['happy', 'joyful']", "s2": "['angry']", "s3": "[]", "s4": "['calm', 'sad']"}
+    assert fake_llm.requests == 3  # the empty description needs no call
+    # ov straight from the descriptions (extraction answers are cached now)
+    rc, out, err = emer(
+        "evaluate",
+        "ov",
+        "--gt",
+        gt,
+        "--pred",
+        pred,
+        "--grouping",
+        "exact",
+        "--json",
+        "--no-report",
+        *llm_flags(fake_llm, tmp_path / "cache"),
+    )
+    assert rc == 0, err
+    r = json.loads(out)
+    assert fake_llm.requests == 3 and r["extracted_from"] == "description"
+    assert r["recall"] == pytest.approx((2 / 3 + 1 + 0 + 1) / 4)
+
+
+def test_complete_records_errors_after_retries(fake_llm, tmp_path):
+    fake_llm.script = [500, 500, 500]
+    complete = OpenAIComplete(LLMConfig(base_url=fake_llm.base_url, cache_dir=str(tmp_path), max_retries=2))
+    assert complete(["Input: ['a', 'b'] Output:"]) == [""]
+    assert fake_llm.requests == 3 and len(complete.errors) == 1 and "500" in complete.errors[0]
+    assert list(tmp_path.rglob("*.json")) == []  # failures are not cached
+
+
+def test_answer_parsers():
+    assert parse_label_answer("['Happy', 'sad']") == ["happy", "sad"]
+    assert parse_label_answer("```python\n['worried']\n```") == ["worried"]
+    assert parse_label_answer("surprise, nervous, dissatisfied") == ["surprise", "nervous", "dissatisfied"]
+    assert parse_label_answer("[happy, relieved]") == ["happy", "relieved"]
+    assert parse_label_answer("None") == [] and parse_label_answer("[]") == []
+    assert parse_label_answer("") is None
+    assert (
+        parse_label_answer("The character seems to be feeling quite conflicted about the whole thing") is None
+    )
+    assert parse_groups_answer("Output: [['a', 'b'], ['c']]", ["a", "c"]) == [["a", "b"], ["c"]]
+    assert parse_groups_answer("[[a, b], [c]", ["a"]) == [["a", "b"], ["c"]]
+    assert parse_groups_answer("no list here", ["a"]) is None
+    assert parse_groups_answer("[['x']]", ["a"]) is None  # unrelated to the labels asked about
