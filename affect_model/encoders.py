@@ -1,0 +1,162 @@
+"""Frozen encoders: any Hugging Face vision tower over N frames, an audio encoder over 2-second clips.
+
+``VisionEncoder`` loads the vision half of CLIP / SigLIP (or any ``AutoModel`` vision tower) from a
+full or vision-only checkpoint and maps ``pixel_values [B, T, 3, H, W]`` to ``[B, T, N, D]`` (N = 1:
+the pooled frame embedding, or every patch token). ``AudioEncoder`` loads a Whisper encoder (from an
+encoder-only or a full Whisper checkpoint) or a waveform model (HuBERT, WavLM, wav2vec 2.0) and maps
+one input per clip ``[B, C, ...]`` to ``[B, C, M, D]`` (M = 1 pooled, or the clip's encoder frames).
+Both stay frozen and in eval mode; they run under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+WHISPER_FRAMES_PER_SECOND = 50  # encoder positions per second of audio (mel hop 10 ms, conv stride 2)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return _DTYPES[name]
+
+
+def _auto_config(path: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise OSError(
+            f"cannot read a model config from {path!r}: pass a Hugging Face id available offline "
+            f"or a local folder holding config.json ({err})"
+        ) from err
+
+
+def _vision_config(cfg):
+    return getattr(cfg, "vision_config", None) or cfg
+
+
+def vision_width(path: str) -> int:
+    """Feature width of the vision tower at ``path`` (reads only its config)."""
+    return int(_vision_config(_auto_config(path)).hidden_size)
+
+
+def audio_kind(path: str) -> str:
+    """``whisper`` (log-mel input) or ``waveform`` (raw 16 kHz input: HuBERT, WavLM, wav2vec 2.0)."""
+    return "whisper" if _auto_config(path).model_type == "whisper" else "waveform"
+
+
+def audio_positions(path: str) -> int:
+    """Encoder positions of a Whisper checkpoint (its input is exactly twice as many mel frames)."""
+    return int(_auto_config(path).max_source_positions)
+
+
+def audio_width(path: str) -> int:
+    cfg = _auto_config(path)
+    return int(cfg.d_model if cfg.model_type == "whisper" else cfg.hidden_size)
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def load_vision_tower(path: str, dtype: torch.dtype) -> nn.Module:
+    """The vision tower alone: ``CLIPVisionModel`` from a full CLIP checkpoint, ``SiglipVisionModel``
+    from SigLIP, or ``AutoModel`` for a vision-only checkpoint."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    cfg = _auto_config(path)
+    sub = getattr(cfg, "vision_config", None)
+    if sub is not None:
+        name = MODEL_MAPPING_NAMES.get(sub.model_type)
+        if name is None:
+            raise ValueError(f"{path}: no transformers class for its vision tower {sub.model_type!r}")
+        return getattr(transformers, name).from_pretrained(path, dtype=dtype)
+    return transformers.AutoModel.from_pretrained(path, dtype=dtype)
+
+
+def load_audio_encoder(path: str, dtype: torch.dtype) -> nn.Module:
+    """A Whisper encoder (encoder-only folder or full Whisper checkpoint) or a waveform ``AutoModel``."""
+    import transformers
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    cfg = _auto_config(path)
+    if cfg.model_type != "whisper":
+        return transformers.AutoModel.from_pretrained(path, dtype=dtype)
+    if "WhisperEncoder" in (cfg.architectures or []):
+        return WhisperEncoder.from_pretrained(path, dtype=dtype)
+    full = transformers.WhisperModel.from_pretrained(path, dtype=dtype)  # full checkpoint: keep the encoder
+    return full.get_encoder()
+
+
+class VisionEncoder(nn.Module):
+    """Frozen vision tower applied frame by frame."""
+
+    def __init__(self, path: str, dtype: torch.dtype = torch.float32, tokens: str = "pooled") -> None:
+        super().__init__()
+        self.model = _freeze(load_vision_tower(path, dtype))
+        self.tokens = tokens
+        self.hidden_size = int(_vision_config(self.model.config).hidden_size)
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` -> ``[B, T, N, D]``."""
+        if pixel_values.dim() != 5:
+            raise ValueError(
+                f"pixel_values: expected [batch, frames, 3, H, W], got {tuple(pixel_values.shape)}"
+            )
+        b, t = pixel_values.shape[:2]
+        flat = pixel_values.flatten(0, 1).to(self.model.dtype)
+        out = self.model(pixel_values=flat)
+        if self.tokens == "pooled":
+            pooled = getattr(out, "pooler_output", None)
+            feats = (pooled if pooled is not None else out.last_hidden_state.mean(1)).unsqueeze(1)
+        else:
+            feats = out.last_hidden_state
+        return feats.reshape(b, t, feats.shape[1], feats.shape[2])
+
+
+class AudioEncoder(nn.Module):
+    """Frozen audio encoder applied clip by clip."""
+
+    def __init__(
+        self, path: str, dtype: torch.dtype = torch.float32, tokens: str = "pooled", clip_seconds: float = 2.0
+    ) -> None:
+        super().__init__()
+        self.model = _freeze(load_audio_encoder(path, dtype))
+        self.kind = "whisper" if self.model.config.model_type == "whisper" else "waveform"
+        self.tokens = tokens
+        self.clip_seconds = clip_seconds
+        cfg = self.model.config
+        self.hidden_size = int(cfg.d_model if self.kind == "whisper" else cfg.hidden_size)
+
+    @torch.no_grad()
+    def forward(self, audio_features: torch.Tensor) -> torch.Tensor:
+        """Whisper: log-mel ``[B, C, mels, frames]``; waveform models: ``[B, C, samples]``.
+        Returns ``[B, C, M, D]``."""
+        want = 4 if self.kind == "whisper" else 3
+        if audio_features.dim() != want:
+            shape = "[batch, clips, mels, frames]" if want == 4 else "[batch, clips, samples]"
+            raise ValueError(
+                f"audio_features: expected {shape} for a {self.kind} encoder, "
+                f"got {tuple(audio_features.shape)}"
+            )
+        b, c = audio_features.shape[:2]
+        flat = audio_features.flatten(0, 1).to(self.model.dtype)
+        if self.kind == "whisper":
+            hidden = self.model(input_features=flat).last_hidden_state
+            # a clip padded to the encoder's window: keep the positions that cover the clip itself
+            keep = min(hidden.shape[1], math.ceil(self.clip_seconds * WHISPER_FRAMES_PER_SECOND))
+            hidden = hidden[:, :keep]
+        else:
+            hidden = self.model(input_values=flat).last_hidden_state
+        feats = hidden.mean(1, keepdim=True) if self.tokens == "pooled" else hidden
+        return feats.reshape(b, c, feats.shape[1], feats.shape[2])
