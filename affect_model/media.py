@@ -24,9 +24,15 @@ def decode_audio(value) -> np.ndarray:
     if value is None:
         return np.zeros(0, dtype=np.float32)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        if len(value) % 4:
-            raise ValueError(f"audio bytes: length {len(value)} is not a multiple of 4; expected raw float32")
-        return np.frombuffer(bytes(value), dtype="<f4").astype(np.float32)
+        data = bytes(value)
+        if data[:4] in (b"fLaC", b"RIFF", b"OggS"):  # an encoded file, as `emer annotate` stores (FLAC)
+            import soundfile as sf
+
+            wave, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            return wave.mean(axis=1).astype(np.float32)
+        if len(data) % 4:
+            raise ValueError(f"audio bytes: length {len(data)} is neither FLAC/WAV/OGG nor raw float32")
+        return np.frombuffer(data, dtype="<f4").astype(np.float32)
     return np.asarray(value, dtype=np.float32).reshape(-1)
 
 

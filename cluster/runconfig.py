@@ -71,7 +71,7 @@ RunConfig = _make_run_config()
 
 def load_run_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """Load a RunConfig from a YAML preset (path, or a name from configs/) plus dotted overrides."""
-    if path and not Path(path).exists() and (CONFIG_DIR / f"{path}.yaml").exists():
+    if path and not Path(path).is_file() and (CONFIG_DIR / f"{path}.yaml").is_file():
         path = str(CONFIG_DIR / f"{path}.yaml")
     cfg = load(RunConfig, path, overrides)
     storage.configure(cfg.storage)

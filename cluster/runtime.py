@@ -54,9 +54,10 @@ def is_secret(name: str) -> bool:
 def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """Non-secret pass-through variables that are set, by value, for the runtime environment.
 
-    Secret ones (keys, tokens) are left out: Ray stores a runtime env's ``env_vars`` in its job table,
-    logs and worker command lines. Workers inherit them from their node's environment instead (a
-    local Ray inherits the driver's; cluster nodes get them from their start commands or IAM).
+    Secret ones (keys, tokens) are left out: Ray stores a runtime env's ``env_vars`` in its job table
+    (served by the dashboard's job API) and writes them to ``runtime_env_agent.log``. Workers inherit
+    them from their node's environment instead (a local Ray inherits the driver's; cluster nodes get
+    them from their start commands or IAM).
     """
     names = list(PASS_THROUGH_ENV) + list(extra_names)
     return {n: os.environ[n] for n in names if os.environ.get(n) and not is_secret(n)}

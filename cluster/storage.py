@@ -104,7 +104,18 @@ def boto3_client(service: str = "s3"):
     kwargs: dict = {"region_name": region(), "config": BotoConfig(retries=retries)}
     if endpoint_url():
         kwargs["endpoint_url"] = endpoint_url()
-    return boto3.client(service, **kwargs)
+    client = boto3.client(service, **kwargs)
+    client.meta.events.register(f"needs-retry.{service}", _count_retry)
+    return client
+
+
+def _count_retry(attempts: int | None = None, response=None, **_) -> None:
+    """botocore's needs-retry hook: count retried requests (pyarrow's retries have no hook)."""
+    error = (response or (None, {}))[1].get("Error", {}) if isinstance(response, tuple) else {}
+    if attempts and error.get("Code") in ("SlowDown", "Throttling", "RequestLimitExceeded", "503"):
+        from cluster import metrics
+
+        metrics.counter("emer_s3_retries").inc(1, {"op": "boto3"})
 
 
 def exists(uri: str) -> bool:

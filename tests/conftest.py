@@ -53,8 +53,11 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A local Ray for the whole session, stopped by handle at the end (never `ray stop`)."""
+def ray_local(s3):
+    """A local Ray for the whole session, stopped by handle at the end (never `ray stop`).
+
+    It starts after the ``s3`` endpoint so that workers inherit the ``AWS_*`` credentials from the
+    environment (secret values are never put into a runtime env)."""
     import ray
 
     if not ray.is_initialized():

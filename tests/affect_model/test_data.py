@@ -100,7 +100,7 @@ def test_decode_audio_forms():
     for form in (wave, wave.tolist(), wave.tobytes()):
         np.testing.assert_array_equal(decode_audio(form), wave)
     assert decode_audio(None).size == 0
-    with pytest.raises(ValueError, match="multiple of 4"):
+    with pytest.raises(ValueError, match="nor raw float32"):
         decode_audio(b"abc")
 
 
@@ -202,3 +202,19 @@ def test_config_checks_and_presets():
     with pytest.raises(ConfigError, match="pre-fusion needs both"):
         ModelConfig(fusion="qformer", use_audio=False, prompt="{video}{fusion}{subtitle}")
     assert ModelConfig(use_audio=False, prompt="{video} {subtitle}").slot_lengths()["audio"] == 0
+
+
+def test_audio_as_stored_by_annotation_decodes():
+    """`emer annotate` stores audio as 16 kHz 16-bit FLAC bytes; the model's reader takes them as is."""
+    import numpy as np
+
+    from affect_model.media import decode_audio
+    from pipelines.media import encode_flac
+
+    wave = (0.5 * np.sin(np.linspace(0, 200, 16000))).astype(np.float32)
+    back = decode_audio(encode_flac(wave))
+    assert back.shape == wave.shape
+    assert np.abs(back - wave).max() < 2 / 32768
+    assert np.array_equal(decode_audio(wave.tobytes()), wave)
+    with pytest.raises(ValueError, match="neither FLAC/WAV/OGG nor raw float32"):
+        decode_audio(b"abc")

@@ -1,0 +1,267 @@
+"""Submit any ``emer`` command to a Ray cluster as a Ray job, and run it there.
+
+Client side (``emer submit``): ``build_submission`` turns ``emer <subcommand> [args…]`` into a Ray
+job: the entrypoint runs this module on the cluster (``python -m cluster.submit --env-names … --
+<subcommand> [args…]``); the runtime environment carries the project folder (``working_dir``, without
+git-ignored files, the virtual environment and caches) and the non-secret pass-through variables (S3
+endpoint, region, offline flags) by value. Secret variables (names with KEY, SECRET, TOKEN, PASSWORD,
+CREDENTIAL: S3 keys, LLM API keys) travel **by name only**: Ray 2.60 keeps a runtime env's
+``env_vars`` in the job table (served by the dashboard API) and writes them to
+``runtime_env_agent.log``, so their values must never go there. The job's driver inherits them from
+the head node's environment instead (the Ray processes were started with them, or an IAM instance
+profile provides S3 access), and the entrypoint checks by name that they are present.
+
+Cluster side (``python -m cluster.submit``): ``entry_main`` reports which required names are set
+(names only), fails early with the fix when one is missing, then runs ``cluster.cli.main``.
+
+Connection: ``--address`` / ``RAY_ADDRESS`` (the dashboard URL, e.g. the ``ray dashboard`` SSH
+tunnel on http://127.0.0.1:8265) and the token from ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` /
+``~/.ray/auth_token``, sent as ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlparse
+
+from cluster.runtime import PASS_THROUGH_ENV, is_secret
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_submission", "client", "entry_main", "follow", "is_secret", "submit", "wait"]
+
+# Found by the AWS credential chain without the variable (instance profile, ~/.aws): missing is OK.
+CHAIN_FALLBACK = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+WORKING_DIR_EXCLUDES = [".git", ".venv", "venv", ".cache", "runs", "build", "dist", "**/__pycache__",
+                        "*.egg-info", ".pytest_cache", ".ruff_cache", "*.pt", "*.safetensors", "*.mp4"]
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 60.0  # a fresh head's job agent registers a few seconds after the dashboard answers
+
+
+def project_root() -> Path | None:
+    """The emer source folder this module runs from (has pyproject.toml), or None for an installed copy."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "cluster").is_dir() else None
+
+
+# ---------------------------------------------------------------- connection
+
+
+def dashboard_address(address: str | None = None) -> str:
+    """The Jobs API URL from ``address`` or ``RAY_ADDRESS``; explains the fix for a wrong one."""
+    addr = (address or os.environ.get("RAY_ADDRESS", "")).strip().rstrip("/")
+    if not addr:
+        raise ValueError("no cluster address: pass --address http://127.0.0.1:8265 (after `ray dashboard "
+                         "ray_cluster.yaml` opened the SSH tunnel) or set RAY_ADDRESS")
+    if addr.startswith("ray://") or addr == "auto":
+        raise ValueError(f"--address {addr}: `emer submit` talks to the dashboard's Jobs API; use its "
+                         "http:// URL (default port 8265), not a ray:// or GCS address")
+    if "://" not in addr:
+        addr = "http://" + addr
+    parsed = urlparse(addr)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"--address {addr}: must look like http://HOST:8265")
+    if parsed.port == 6379:
+        raise ValueError(f"--address {addr}: 6379 is the GCS port; the Jobs API is the dashboard (8265)")
+    return addr
+
+
+def auth_token() -> str | None:
+    """The Ray auth token from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (not printed)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ValueError(f"RAY_AUTH_TOKEN_PATH={path}: no such file")
+        return p.read_text().strip() or None
+    default = Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled" and default.is_file():
+        return default.read_text().strip() or None
+    return None
+
+
+def auth_headers() -> dict[str, str]:
+    token = auth_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def client(address: str | None = None):
+    """A ``JobSubmissionClient`` for the cluster, with the token header when one is configured."""
+    from ray.job_submission import JobSubmissionClient
+
+    url = dashboard_address(address)
+    headers = auth_headers()
+    host = urlparse(url).hostname or ""
+    if not headers and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("no Ray auth token (RAY_AUTH_TOKEN / ~/.ray/auth_token) for %s: a cluster reachable "
+                    "without one runs anybody's code; see docs/cluster.md", host)
+    return JobSubmissionClient(url, headers=headers)
+
+
+# ---------------------------------------------------------------- building a submission
+
+
+@dataclass
+class Submission:
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    metadata: dict[str, str]
+    env_names: list[str] = field(default_factory=list)  # secret names the job needs (by name)
+
+
+def pass_through_names(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    names: list[str] = []
+    for name in list(PASS_THROUGH_ENV) + list(extra):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"--env {name!r}: not an environment variable name")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def check_no_secret_values(command: list[str], names: list[str]) -> None:
+    """Refuse a command line that contains a secret's value (it would land in the job's metadata)."""
+    for name in names:
+        value = os.environ.get(name, "")
+        if is_secret(name) and len(value) >= 4 and any(value in arg for arg in command):
+            raise ValueError(f"the command line contains the value of ${name}; pass it through the "
+                             f"environment instead (`--env {name}`), never as an argument")
+
+
+def build_submission(command: list[str], extra_env: list[str] | tuple[str, ...] = (),
+                     working_dir: str | Path | None = None, python: str = "python",
+                     metadata: dict[str, str] | None = None) -> Submission:
+    """The entrypoint, runtime env and metadata that run ``emer <command…>`` on the cluster."""
+    if not command or command[0].startswith("-"):
+        raise ValueError("emer submit needs an emer subcommand, e.g. `emer submit annotate --input …`")
+    if command[0] in ("submit", "jobs"):
+        raise ValueError(f"`emer submit {command[0]}` makes no sense; run `emer {command[0]}` locally")
+    names = pass_through_names(extra_env)
+    check_no_secret_values(command, names)
+    secret_names = [n for n in names if is_secret(n) and os.environ.get(n)]
+    env_values = {n: os.environ[n] for n in names if not is_secret(n) and os.environ.get(n)}
+    env_values.setdefault("PYTHONUNBUFFERED", "1")
+    runtime_env: dict[str, Any] = {"env_vars": env_values}
+    if working_dir:
+        runtime_env["working_dir"] = str(working_dir)
+        runtime_env["excludes"] = list(WORKING_DIR_EXCLUDES)
+    wrapper = [python, "-m", "cluster.submit"]
+    if secret_names:
+        wrapper += ["--env-names", ",".join(secret_names)]
+    entrypoint = shlex.join(wrapper + ["--"] + list(command))
+    meta = {"emer_command": command[0], "emer_env_names": ",".join(secret_names),
+            "emer_submitted_by": _user(), **(metadata or {})}
+    return Submission(entrypoint, runtime_env, meta, secret_names)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def submit(sub: Submission, address: str | None = None, submission_id: str | None = None,
+           num_cpus: float | None = None, num_gpus: float | None = None,
+           resources: dict[str, float] | None = None) -> str:
+    """Submit and return the submission id."""
+    kwargs: dict[str, Any] = {}
+    if num_cpus is not None:
+        kwargs["entrypoint_num_cpus"] = num_cpus
+    if num_gpus:
+        kwargs["entrypoint_num_gpus"] = num_gpus
+    if resources:
+        kwargs["entrypoint_resources"] = resources
+    jc = client(address)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return jc.submit_job(entrypoint=sub.entrypoint, runtime_env=sub.runtime_env,
+                                 metadata=sub.metadata, submission_id=submission_id, **kwargs)
+        except RuntimeError as err:  # a cluster that just started has no job agent registered yet
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+# ---------------------------------------------------------------- following a job
+
+
+async def _tail(jc, job_id: str, out: TextIO) -> None:
+    async for chunk in jc.tail_job_logs(job_id):
+        out.write(chunk)
+        out.flush()
+
+
+def follow(jc, job_id: str, out: TextIO | None = None) -> str:
+    """Stream the job's logs to ``out`` until it ends; return its final status name."""
+    out = out or sys.stdout
+    try:
+        asyncio.run(_tail(jc, job_id, out))
+    except RuntimeError as err:  # the websocket dropped: fall back to polling
+        log.warning("log stream of %s interrupted (%s); waiting for the job to end", job_id, err)
+    return wait(jc, job_id)
+
+
+def wait(jc, job_id: str, timeout: float | None = None, poll: float = 1.0) -> str:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = str(jc.get_job_status(job_id).value)
+        if status in TERMINAL:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            return status
+        time.sleep(poll)
+
+
+# ---------------------------------------------------------------- cluster side
+
+
+def check_env(names: list[str]) -> list[str]:
+    """Names the job needs that the node lacks and that nothing else can provide."""
+    present = [n for n in names if os.environ.get(n)]
+    missing = [n for n in names if not os.environ.get(n)]
+    if names:
+        print(f"emer job: environment from the cluster node: set: {', '.join(present) or '-'}; "
+              f"not set: {', '.join(missing) or '-'}", flush=True)
+    return [n for n in missing if n not in CHAIN_FALLBACK]
+
+
+def entry_main(argv: list[str] | None = None) -> int:
+    """Run ``emer <command…>`` inside a Ray job after checking the required variables by name."""
+    parser = argparse.ArgumentParser(prog="python -m cluster.submit",
+                                     description="Entrypoint of a job submitted by `emer submit`.")
+    parser.add_argument("--env-names", default="", help="comma-separated variables the job needs")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- emer subcommand and arguments")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    names = [n for n in args.env_names.split(",") if n]
+    lacking = check_env(names)
+    if lacking:
+        print(f"emer job: the cluster nodes lack {', '.join(lacking)}: start Ray on them with these "
+              "variables set (see docs/cluster.md, 'Secrets'); they are never sent with the job",
+              file=sys.stderr, flush=True)
+        return 2
+    # The job's runtime env (project folder, env vars) is merged with what the command's own
+    # ray.init adds (init_ray's pass-through variables, same values): allow the overlap.
+    os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
+    from cluster.cli import main
+
+    return main(command)
+
+
+if __name__ == "__main__":
+    sys.exit(entry_main())

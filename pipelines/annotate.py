@@ -1,0 +1,238 @@
+"""The annotation job: clips -> decode/check -> audio and video clues -> disambiguated bilingual
+description -> OV labels -> EMER-Coarse shards, as one lazy Ray Data pipeline.
+
+``build_annotation_pipeline(cfg, input, subtitles, output)`` lists the input, skips what the output
+already holds (completion markers) and returns the lazy Dataset; consuming it writes the shards from
+inside the pipeline and yields only small summary rows. ``run_annotation`` drives it: reconcile the
+output, run, re-run the rows of blocks lost to crashed workers one by one (so only the culprit
+fails), record what is still lost as failures, write the manifest and dataset card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import warnings
+from typing import Any
+
+from cluster import placement
+from pipelines import card, sink
+from pipelines.config import AnnotateConfig, StageConfig
+from pipelines.inputs import Listing, build_listing
+from pipelines.stage import FAILED, StageChain
+from pipelines.stages import (
+    AudioClueStage,
+    CheckStage,
+    DecodeStage,
+    DisambiguateStage,
+    OVLabelStage,
+    TranslateStage,
+    VideoClueStage,
+)
+
+log = logging.getLogger(__name__)
+
+CRASH_REASON = ("lost with its block, also when retried alone: the worker process died (native crash, out "
+                "of memory) or the block raised outside the per-row handling (e.g. the output could not be "
+                "written); see the job log")
+
+
+@dataclasses.dataclass
+class Plan:
+    listing: Listing
+    state: sink.OutputState
+    todo: list[dict[str, Any]]  # input rows to process in this run
+    skipped: int  # names already finished
+
+
+def plan_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str) -> Plan:
+    """List and key the input, reconcile the output, choose the rows to (re)process."""
+    listing = build_listing(input_uri, subtitles_uri, cfg)
+    state = sink.reconcile(output)
+    if cfg.retry_failed:
+        redo = state.names(sink.REJECTED, FAILED)
+        todo = [r for r in listing.rows if r["name"] in redo]
+    else:
+        todo = [r for r in listing.rows if r["name"] not in state.outcome]
+    fresh = [r for r in listing.rejected if r["name"] not in state.outcome or cfg.retry_failed]
+    if fresh:
+        sink.write_shard(output, fresh, sink.FAILURE_COLUMNS)
+    return Plan(listing, state, todo, len(listing.rows) - len(todo))
+
+
+def stage_groups(cfg: AnnotateConfig) -> list[tuple[list, StageConfig, Any]]:
+    """Stages grouped by the actor pool they run in: (stage classes, resources, LLM config or None)."""
+    groups: list[tuple[list, StageConfig, Any]] = [([DecodeStage, CheckStage], cfg.stages.decode, None)]
+    if cfg.llm_stages:
+        groups += [([AudioClueStage], cfg.stages.audio, cfg.audio),
+                   ([VideoClueStage], cfg.stages.video, cfg.video),
+                   ([DisambiguateStage, TranslateStage, OVLabelStage], cfg.stages.text, cfg.text)]
+    return groups
+
+
+def pool_bounds(cfg: AnnotateConfig, groups) -> list[tuple[int, int]]:
+    """(min, max) actors per group: configured; else auto (see ``StageConfig``)."""
+    import ray
+
+    totals = ray.cluster_resources()
+    bounds = [_auto_bounds(res, llm, totals) for _, res, llm in groups]
+    used = sum(b[1] * res.num_cpus for b, (_, res, _) in zip(bounds, groups) if b is not None)
+    free = float(totals.get("CPU", 1)) - used
+    out = []
+    for b, (_, res, _) in zip(bounds, groups):
+        if b is None:  # decode, auto, no custom resources: the CPUs the other pools leave free
+            n = max(1, int(free // max(res.num_cpus, 1e-3)))
+            b = (n, n)
+        out.append(b)
+    return out
+
+
+def _auto_bounds(res: StageConfig, llm, totals: dict) -> tuple[int, int] | None:
+    gpus = llm.num_gpus if llm is not None else 0.0
+    if res.actors:
+        return res.actors, res.actors
+    if res.resources or gpus:
+        per_actor = {"CPU": res.num_cpus, "GPU": gpus, **res.resources}
+        return placement.pool_bounds(0, per_actor, res.max_actors, totals)
+    return (1, 1) if llm is not None else None
+
+
+def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool = False):
+    """The lazy Dataset over ``rows``: one actor pool per stage group, the sink in the last one.
+
+    ``isolate``: one row per batch and one task in flight per actor, so a crash loses one row.
+    """
+    import ray
+
+    from cluster.runtime import worker_env
+
+    groups = stage_groups(cfg)
+    bounds = pool_bounds(cfg, groups)
+    env = _runtime_env(worker_env())
+    batches = [1 if isolate else _batch_size(res.batch_size, len(rows), hi)
+               for (_, res, _), (_, hi) in zip(groups, bounds)]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batches[0])))
+    batches[0] = None  # the first pool takes one input block (<= its batch size) per call
+    for i, ((stages, res, llm), (lo, hi), batch) in enumerate(zip(groups, bounds, batches)):
+        chain = [(cls, {}) for cls in stages]
+        if i == len(groups) - 1:
+            chain.append((sink.WriteStage, {"output": output}))
+        pool = {"size": lo} if lo == hi else {"min_size": lo, "max_size": hi}
+        remote = placement.remote_args(res.resources, num_cpus=res.num_cpus,
+                                       num_gpus=llm.num_gpus if llm is not None else None,
+                                       max_restarts=res.max_restarts,
+                                       max_task_retries=0 if isolate else res.max_task_retries)
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameter for actor restarts / task retries: they go as remote args.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
+            ds = ds.map_batches(
+                StageChain, fn_constructor_kwargs={"stages": chain, "cfg": cfg}, batch_format="pyarrow",
+                batch_size=batch, runtime_env=env, compute=ray.data.ActorPoolStrategy(
+                    **pool, max_tasks_in_flight_per_actor=1 if isolate else 2), **remote)
+    return ds
+
+
+def _runtime_env(wanted: dict[str, str]) -> dict | None:
+    """The driver's non-secret env (S3 endpoint...) for the workers, unless the job already gives them it.
+
+    A runtime env of its own makes Ray start fresh worker processes for the pool (slower start).
+    """
+    import ray
+
+    job = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
+    missing = {k: v for k, v in wanted.items() if job.get(k) != v}
+    return {"env_vars": {**job, **missing}} if missing else None
+
+
+def _batch_size(configured: int, rows: int, actors: int) -> int:
+    """The configured batch, smaller when there are too few rows to keep every actor busy."""
+    return max(1, min(configured, math.ceil(rows / max(1, actors))))
+
+
+def build_annotation_pipeline(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str):
+    """List ``input_uri``, skip finished names in ``output`` and return the lazy Dataset."""
+    return build_pipeline(cfg, plan_annotation(cfg, input_uri, subtitles_uri, output).todo, output)
+
+
+def consume(ds, total: int, every: float = 10.0, label: str = "annotate") -> list[dict[str, Any]]:
+    """Stream the summary rows to the driver (small rows only); one progress line every ``every`` s."""
+    from cluster.metrics import ProgressLine
+
+    out: list[dict[str, Any]] = []
+    progress = ProgressLine(label, total=total, unit="clips", every=every)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        rows = batch.to_pylist()
+        out += rows
+        progress.update(len(rows), **{o: sum(1 for r in rows if r["outcome"] == o) for o in sink.OUTCOMES})
+    progress.close()
+    return out
+
+
+def run_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str,
+                   resolved: Any = None) -> dict[str, Any]:
+    """Annotate, resuming from what ``output`` holds; returns the manifest (also written to OUTPUT).
+
+    ``resolved``: the whole run config to save as ``OUTPUT/config.yaml`` (default: ``cfg``).
+    """
+    start = time.perf_counter()
+    plan = plan_annotation(cfg, input_uri, subtitles_uri, output)
+    log.info("annotate: %d to process, %d already finished%s", len(plan.todo), plan.skipped,
+             " (retrying failures)" if cfg.retry_failed else "")
+    done, lost = _execute(cfg, plan.todo, output)
+    state = sink.reconcile(output)
+    stats = {"attempted": len(plan.todo), "skipped_finished": plan.skipped, "lost_to_crashes": len(lost),
+             "orphans_removed": plan.state.orphans_removed, "superseded": state.superseded,
+             "seconds": round(time.perf_counter() - start, 2),
+             **{o: sum(1 for r in done if r["outcome"] == o) for o in sink.OUTCOMES}}
+    manifest = card.write_manifest_and_card(cfg, plan.listing, state, stats, input_uri, subtitles_uri, output,
+                                            resolved)
+    log.info("annotate: this run %s; output %s", stats, manifest["counts"])
+    return manifest
+
+
+def _execute(cfg: AnnotateConfig, todo: list[dict[str, Any]], output: str) -> tuple[list, list]:
+    """Run the rows; re-run those of lost blocks one by one; record the rest as failures."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    saved, ctx.max_errored_blocks = ctx.max_errored_blocks, cfg.max_errored_blocks
+    try:
+        done = _run_rows(cfg, todo, output, isolate=False) if todo else []
+        lost = _lost(todo, done)
+        if lost and cfg.isolate_crashes:
+            log.warning("annotate: %d rows were in blocks lost to crashed workers; retrying them one by one",
+                        len(lost))
+            done += _run_rows(cfg, lost, output, isolate=True)
+            lost = _lost(todo, done)
+    finally:
+        ctx.max_errored_blocks = saved
+    if lost:
+        rows = [sink.failure_row(r["name"], "crash", CRASH_REASON, r["clip"]) for r in lost]
+        done += sink.write_shard(output, rows, sink.FAILURE_COLUMNS).to_pylist()
+    return done, lost
+
+
+def _run_rows(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool):
+    ds = build_pipeline(cfg, rows, output, isolate=isolate)
+    label = "annotate (crash isolation)" if isolate else "annotate"
+    return consume(ds, len(rows), cfg.progress_every_s, label)
+
+
+def with_tiny_models(cfg: AnnotateConfig, models_dir: str, max_new_tokens: int = 24) -> AnnotateConfig:
+    """``cfg`` with every LLM role on a tiny random-weight checkpoint of the real model class, built
+    once under ``models_dir`` (the offline demo; the text they generate is gibberish)."""
+    from pipelines.llm import tiny
+
+    roles = {role: getattr(cfg, role).replace(backend="transformers", model=tiny.BUILDERS[role](
+        f"{models_dir}/{role}"), model_class="", max_new_tokens=max_new_tokens,
+        min_new_tokens=min(4, max_new_tokens), num_gpus=0.0)
+        for role in ("audio", "video", "text")}
+    return cfg.replace(**roles)
+
+
+def _lost(todo: list[dict[str, Any]], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen = {r["name"] for r in done}
+    return [r for r in todo if r["name"] not in seen]
+

@@ -1,0 +1,145 @@
+"""``AnnotateConfig``: the ``annotate`` section of the run config (all defaults, all checks).
+
+Media (frames sampled per clip, frame size, JPEG quality), the clip filter (duration bounds from
+MER2024: 2-16 s, audio present, audio length consistent with the video, optional face count), the
+subtitle language that feeds the prompts, the LLM of each role (``audio``, ``video``, ``text``: one
+``LLMConfig`` each, prompts overridable there), per-stage Ray resources (``stages.<name>``:
+num_cpus, actors, batch_size, max_restarts; GPUs come from the role's ``num_gpus``) and reliability
+knobs (retry_failed, max_errored_blocks, crash isolation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cluster.config import Config, check_choice, check_range
+from pipelines.llm import LLMConfig
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
+LANGUAGES = ("english", "chinese")
+TRANSLATIONS = ("en_zh", "zh_en", "none")
+STOP_AFTER = ("check", "labels")
+AUDIO_BACKENDS = ("pyav", "ffmpeg")
+VIDEO_PROMPTS = ("video_clue", "frames_clue")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig(Config):
+    """Ray resources of one stage (its actor pool).
+
+    actors: pool size; 0 = auto: decode gets the CPUs the LLM stages leave free, an LLM stage one
+    actor, or, when it asks for GPUs or custom ``resources``, a pool from 1 to as many as fit (raised
+    to ``max_actors``). resources: custom Ray resources per actor, e.g. ``{decode: 1}`` on a cluster
+    whose CPU nodes carry them. max_restarts / max_task_retries cap Ray's restarts of a crashed actor
+    and retries of its task (a retried task re-runs a crashing clip: rows of lost blocks are re-run
+    one by one afterwards instead, see ``isolate_crashes``).
+    """
+
+    num_cpus: float = 1.0
+    actors: int = 0
+    max_actors: int = 0
+    batch_size: int = 16
+    resources: dict[str, float] = dataclasses.field(default_factory=dict)
+    max_restarts: int = 3
+    max_task_retries: int = 0
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_range(out, "num_cpus", self.num_cpus, 0.0, None)
+        check_range(out, "actors", self.actors, 0, 4096)
+        check_range(out, "max_actors", self.max_actors, 0, 4096)
+        check_range(out, "batch_size", self.batch_size, 1, 100_000)
+        check_range(out, "max_restarts", self.max_restarts, 0, 1000)
+        check_range(out, "max_task_retries", self.max_task_retries, 0, 1000)
+        for name, amount in self.resources.items():
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+                out.append(f"resources.{name} = {amount!r}: must be a number >= 0")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StagesConfig(Config):
+    """Per-stage resources, e.g. ``--annotate.stages.decode.actors=8``."""
+
+    decode: StageConfig = StageConfig()
+    audio: StageConfig = StageConfig(batch_size=8)
+    video: StageConfig = StageConfig(batch_size=8)
+    text: StageConfig = StageConfig(batch_size=16)
+
+
+def _llm(model: str, max_new_tokens: int = 512) -> LLMConfig:
+    return LLMConfig(model=model, max_new_tokens=max_new_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotateConfig(Config):
+    """Clips -> clues -> disambiguated bilingual description -> OV labels (EMER-Coarse)."""
+
+    # media
+    frames: int = 8  # frames sampled uniformly per clip (8 for training; 3-4 for a GPT-4V-style prompt)
+    frame_size: int = 224  # frames are resized to frame_size x frame_size
+    jpeg_quality: int = 90
+    audio_backend: str = "pyav"  # pyav (in-process libav) or ffmpeg (subprocess); never decord's reader
+    extensions: list[str] = dataclasses.field(default_factory=lambda: list(VIDEO_SUFFIXES))
+    store_media: bool = True  # keep frames (JPEG) and audio (FLAC) in the samples shards
+    # clip filter (MER2024 section 2.1)
+    min_duration_s: float = 2.0
+    max_duration_s: float = 16.0
+    require_audio: bool = True
+    av_tolerance_s: float = 0.5  # audio may differ from the video duration by max(this, ratio * duration)
+    av_tolerance_ratio: float = 0.1
+    face_check: bool = False  # OpenCV Haar cascade; needs opencv-python-headless
+    face_min_fraction: float = 0.5  # share of sampled frames that must show exactly one face
+    # prompts and models
+    subtitle_language: str = "english"  # which subtitle column feeds the prompts
+    translate: str = "en_zh"  # direction of the translation step (description language -> other)
+    video_prompt: str = "video_clue"  # video_clue (video LLM, Table 6 S0) or frames_clue (Table 1 #1)
+    video_prompt_frames: int = 0  # frames given to the video LLM (uniform subset); 0 = all
+    audio: LLMConfig = _llm("Qwen/Qwen2-Audio-7B-Instruct")
+    video: LLMConfig = _llm("Qwen/Qwen2.5-VL-7B-Instruct")
+    text: LLMConfig = _llm("Qwen/Qwen2-7B-Instruct")
+    stop_after: str = "labels"  # "check": decode + check + write only (no LLM stages)
+    # Ray and reliability
+    stages: StagesConfig = StagesConfig()
+    retry_failed: bool = False  # re-attempt the names recorded in failures/ (and only those)
+    max_errored_blocks: int = 20  # blocks lost to crashed workers before the job aborts; -1 = no limit
+    isolate_crashes: bool = True  # re-run rows of crashed blocks one by one, so only the culprit fails
+    progress_every_s: float = 10.0  # seconds between the driver's progress lines
+    debug_crash_on: list[str] = dataclasses.field(default_factory=list)  # tests: decode SIGKILLs itself
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_range(out, "annotate.frames", self.frames, 1, 256)
+        check_range(out, "annotate.frame_size", self.frame_size, 16, 4096)
+        check_range(out, "annotate.jpeg_quality", self.jpeg_quality, 1, 100)
+        check_choice(out, "annotate.audio_backend", self.audio_backend, AUDIO_BACKENDS)
+        bad = [e for e in self.extensions if not (e.startswith(".") and len(e) > 1)]
+        if not self.extensions or bad:
+            out.append(f"annotate.extensions = {self.extensions!r}: must be a non-empty list of suffixes "
+                       "like '.mp4'")
+        check_range(out, "annotate.min_duration_s", self.min_duration_s, 0.0, None)
+        if self.max_duration_s <= self.min_duration_s:
+            out.append(f"annotate.max_duration_s = {self.max_duration_s}: must be > annotate.min_duration_s "
+                       f"({self.min_duration_s})")
+        check_range(out, "annotate.av_tolerance_s", self.av_tolerance_s, 0.0, None)
+        check_range(out, "annotate.av_tolerance_ratio", self.av_tolerance_ratio, 0.0, 1.0)
+        check_range(out, "annotate.face_min_fraction", self.face_min_fraction, 0.0, 1.0)
+        check_choice(out, "annotate.subtitle_language", self.subtitle_language, LANGUAGES)
+        check_choice(out, "annotate.translate", self.translate, TRANSLATIONS)
+        check_choice(out, "annotate.video_prompt", self.video_prompt, VIDEO_PROMPTS)
+        check_range(out, "annotate.video_prompt_frames", self.video_prompt_frames, 0, self.frames)
+        check_choice(out, "annotate.stop_after", self.stop_after, STOP_AFTER)
+        if self.max_errored_blocks < -1:
+            out.append(f"annotate.max_errored_blocks = {self.max_errored_blocks}: must be >= 0, or -1 for "
+                       "no limit")
+        check_range(out, "annotate.progress_every_s", self.progress_every_s, 0.0, None)
+        return out
+
+    @property
+    def llm_stages(self) -> bool:
+        return self.stop_after == "labels"
+
+    def model_ids(self) -> dict[str, str]:
+        """Role -> "backend:model", for the manifest."""
+        return {role: f"{c.backend}:{c.model}" for role, c in
+                (("audio", self.audio), ("video", self.video), ("text", self.text))}

@@ -1,0 +1,243 @@
+"""Decode one clip into what the pipeline carries, and the checks that filter clips.
+
+Video: decord samples N frames uniformly, resized to a square, and they are JPEG-encoded at once
+(raw frames would be ~1.2 MB a clip; JPEG ~40 KB). Audio: 16 kHz mono float32 through libav (PyAV,
+in-process) or an ffmpeg subprocess, never decord's AudioReader (it leaks memory); it travels and
+is stored as 16-bit FLAC bytes. A clip without an audio stream decodes with ``audio=None`` (the
+check turns it into a reason). Decoders read local paths; an S3 clip is copied to a temporary file
+first (``local_clip``). ``check_clip`` returns the reason a clip is rejected, or None.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+class MediaError(Exception):
+    """A clip that cannot be decoded; the message is the reason recorded in failures/."""
+
+
+@dataclasses.dataclass
+class Decoded:
+    frames: list[bytes]  # JPEG, time order
+    audio: np.ndarray | None  # 16 kHz mono float32; None = no audio stream
+    duration_s: float  # of the video stream: frame count / fps
+    fps: float
+    width: int  # source size
+    height: int
+    num_video_frames: int
+    faces: list[int] | None = None  # faces per sampled frame, when the face check ran
+
+    @property
+    def audio_s(self) -> float:
+        return 0.0 if self.audio is None else len(self.audio) / SAMPLE_RATE
+
+
+@contextlib.contextmanager
+def local_clip(uri: str) -> Iterator[str]:
+    """A local path for ``uri``: itself, or an S3 object copied to a temporary file for the block."""
+    from cluster import storage
+
+    if not storage.is_s3(uri):
+        if not os.path.isfile(uri):
+            raise MediaError(f"clip {uri} does not exist (moved or deleted since the listing)")
+        yield uri
+        return
+    suffix = os.path.splitext(uri)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix, prefix="emer-clip-") as tmp:
+        tmp.write(storage.read_bytes(uri))
+        tmp.flush()
+        yield tmp.name
+
+
+def sample_indices(total: int, n: int) -> list[int]:
+    """``n`` frame indices spread uniformly over ``total`` frames (centres of n equal segments)."""
+    if total <= 0:
+        return []
+    return [min(total - 1, int((k + 0.5) * total / n)) for k in range(n)]
+
+
+def decode_video(path: str, n: int, size: int) -> tuple[np.ndarray, dict]:
+    """``n`` RGB frames (n, size, size, 3) sampled uniformly, and the stream's frame count and rate."""
+    import decord
+
+    if os.path.getsize(path) == 0:
+        raise MediaError("empty file (0 bytes)")
+    try:
+        reader = decord.VideoReader(path, width=size, height=size, num_threads=1)
+        total, fps = len(reader), float(reader.get_avg_fps())
+        frames = reader.get_batch(sample_indices(total, n)).asnumpy()
+    except (RuntimeError, decord.DECORDError, AssertionError, IndexError) as err:
+        raise MediaError(f"cannot decode video: {_short(err)}") from err
+    if total <= 0 or fps <= 0:
+        raise MediaError(f"video stream has {total} frames at {fps} fps")
+    return frames, {"duration_s": total / fps, "fps": fps, "num_video_frames": total}
+
+
+def probe_and_audio(path: str, backend: str = "pyav") -> tuple[dict, np.ndarray | None]:
+    """Source frame size and the first audio stream as 16 kHz mono float32 (None: no audio stream)."""
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, ValueError) as err:
+        raise MediaError(f"cannot open container: {_short(err)}") from err
+    with container:
+        video = container.streams.video
+        meta = {"width": int(video[0].codec_context.width) if video else 0,
+                "height": int(video[0].codec_context.height) if video else 0}
+        if backend == "ffmpeg":
+            return meta, _audio_ffmpeg(path)
+        if not container.streams.audio:
+            return meta, None
+        return meta, _audio_pyav(container)
+
+
+def _audio_pyav(container) -> np.ndarray:
+    import av
+
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    chunks, bad = [], 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            bad += 1  # like the ffmpeg CLI: skip a corrupt packet, the length check judges the rest
+            continue
+        for frame in frames:
+            chunks += [o.to_ndarray().reshape(-1) for o in resampler.resample(frame)]
+    chunks += [o.to_ndarray().reshape(-1) for o in resampler.resample(None)]
+    if bad:
+        log.debug("skipped %d corrupt audio packets", bad)
+    return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+
+
+def _audio_ffmpeg(path: str) -> np.ndarray | None:
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0?", "-vn", "-ac", "1",
+           "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=120)
+    except FileNotFoundError as err:
+        raise MediaError("ffmpeg is not installed (apt-get install -y ffmpeg), or use audio_backend=pyav") \
+            from err
+    err = proc.stderr.decode("utf-8", "replace")
+    if proc.returncode != 0 and "does not contain any stream" not in err:
+        last = err.strip().splitlines()[-1] if err.strip() else f"ffmpeg exit {proc.returncode}"
+        raise MediaError(f"cannot decode audio: {last}")
+    if not proc.stdout:
+        return None  # "-map 0:a:0?" maps nothing when there is no audio stream
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+
+
+def encode_jpeg(frames: np.ndarray, quality: int = 90) -> list[bytes]:
+    from PIL import Image
+
+    out = []
+    for frame in frames:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def encode_flac(audio: np.ndarray) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes) -> np.ndarray:
+    import soundfile as sf
+
+    audio, rate = sf.read(io.BytesIO(data), dtype="float32")
+    if rate != SAMPLE_RATE:
+        raise MediaError(f"audio at {rate} Hz, expected {SAMPLE_RATE}")
+    return audio.reshape(-1) if audio.ndim == 1 else audio.mean(axis=1)
+
+
+class FaceCounter:
+    """Faces per frame with OpenCV's frontal-face Haar cascade (loaded once per actor)."""
+
+    def __init__(self) -> None:
+        try:
+            import cv2
+        except ImportError as err:
+            raise RuntimeError("annotate.face_check = true needs OpenCV: "
+                               "pip install 'opencv-python-headless<5'") from err
+        self.cv2 = cv2
+        self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        if self.cascade.empty():
+            raise RuntimeError("OpenCV's haarcascade_frontalface_default.xml did not load")
+
+    def count(self, frame: np.ndarray) -> int:
+        gray = self.cv2.cvtColor(np.ascontiguousarray(frame), self.cv2.COLOR_RGB2GRAY)
+        side = min(gray.shape[:2])
+        found = self.cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
+                                              minSize=(max(16, side // 8), max(16, side // 8)))
+        return len(found)
+
+
+def decode_clip(path: str, cfg, faces: FaceCounter | None = None) -> Decoded:
+    """Frames (JPEG) + audio + metadata of one clip; raises ``MediaError`` with the reason.
+
+    ``cfg`` needs ``frames``, ``frame_size``, ``jpeg_quality`` and ``audio_backend``.
+    """
+    frames, meta = decode_video(path, cfg.frames, cfg.frame_size)
+    size, audio = probe_and_audio(path, cfg.audio_backend)
+    counts = [faces.count(f) for f in frames] if faces is not None else None
+    if audio is not None and not np.isfinite(audio).all():
+        raise MediaError("audio holds NaN/inf samples")
+    return Decoded(frames=encode_jpeg(frames, cfg.jpeg_quality), audio=audio, faces=counts, **meta, **size)
+
+
+def check_clip(row: dict, cfg) -> str | None:
+    """Why a decoded clip is rejected, or None to keep it.
+
+    ``row`` holds ``duration_s``, ``has_audio``, ``audio_s`` and ``faces`` (None when not counted).
+    """
+    duration = row["duration_s"]
+    if duration < cfg.min_duration_s:
+        return f"too short: {duration:.2f} s < min_duration_s {cfg.min_duration_s} s"
+    if duration > cfg.max_duration_s:
+        return f"too long: {duration:.2f} s > max_duration_s {cfg.max_duration_s} s"
+    if not row["has_audio"]:
+        return "no audio stream" if cfg.require_audio else None
+    allowed = max(cfg.av_tolerance_s, cfg.av_tolerance_ratio * duration)
+    if abs(row["audio_s"] - duration) > allowed:
+        return (f"audio length {row['audio_s']:.2f} s does not match video {duration:.2f} s "
+                f"(tolerance {allowed:.2f} s): damaged or mismatched file")
+    faces = row.get("faces")
+    if faces is not None:
+        one = sum(1 for c in faces if c == 1)
+        if one < cfg.face_min_fraction * len(faces):
+            return (f"face check: {one} of {len(faces)} frames show exactly one face "
+                    f"(need {cfg.face_min_fraction:.0%})")
+    return None
+
+
+def _short(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text[:limit] + ("..." if len(text) > limit else "")

@@ -1,0 +1,215 @@
+"""The annotation stages: decode, check, audio clue, video clue, disambiguate, translate, OV labels.
+
+CPU stages decode and filter clips (``pipelines.media``). LLM stages render the papers' prompts
+(``pipelines.prompts``: subtitles and clues go in as quoted data), call the role's backend
+(``pipelines.llm``; one instance per role per actor, so the three text stages share one model) and
+parse answers defensively (``pipelines.labels``). A failed LLM call fails its row, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+from cluster import metrics
+from pipelines import media
+from pipelines.stage import OK, REJECTED, Stage, fail
+
+log = logging.getLogger(__name__)
+
+_BACKENDS: dict[tuple[str, str], Any] = {}
+
+
+def shared_backend(role: str, llm_cfg) -> Any:
+    """The backend of ``role`` for this process, created once (stages of one actor share it)."""
+    from pipelines.llm import create_backend
+
+    key = (role, repr(llm_cfg))
+    if key not in _BACKENDS:
+        _BACKENDS[key] = create_backend(llm_cfg, role)
+    return _BACKENDS[key]
+
+
+class DecodeStage(Stage):
+    """Clip bytes -> JPEG frames, FLAC audio and metadata (decord + libav)."""
+
+    name = "decode"
+    needs = ("name", "clip")
+    produces = ("duration_s", "fps", "width", "height", "num_video_frames", "has_audio", "audio_s", "faces",
+                "frames", "audio")
+
+    def setup(self) -> None:
+        self.faces = media.FaceCounter() if self.cfg.face_check else None
+        self.crash_on = set(self.cfg.debug_crash_on)
+
+    def process(self, rows: list[dict[str, Any]]) -> None:
+        super().process(rows)
+        decoded = sum(1 for r in rows if r["outcome"] == OK)
+        metrics.counter("emer_clips_decoded").inc(decoded, {"stage": self.name})
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        if row["name"] in self.crash_on:  # fault injection for the crash tests: a native-style death
+            os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            with media.local_clip(row["clip"]) as path:
+                d = media.decode_clip(path, self.cfg, self.faces)
+        except media.MediaError as err:
+            fail(row, self.name, str(err))
+            return
+        row.update(duration_s=d.duration_s, fps=d.fps, width=d.width, height=d.height,
+                   num_video_frames=d.num_video_frames, has_audio=d.audio is not None, audio_s=d.audio_s,
+                   faces=d.faces, frames=d.frames,
+                   audio=media.encode_flac(d.audio) if d.audio is not None and d.audio.size else None)
+
+
+class CheckStage(Stage):
+    """Duration bounds, audio present and consistent with the video, optional face count."""
+
+    name = "check"
+    needs = ("duration_s", "has_audio", "audio_s")
+    codes = (("too short", "too_short"), ("too long", "too_long"), ("no audio", "no_audio"),
+             ("audio length", "av_mismatch"), ("face check", "faces"))
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        reason = media.check_clip(row, self.cfg)
+        if reason:
+            code = next((c for prefix, c in self.codes if reason.startswith(prefix)), "check")
+            fail(row, self.name, reason, REJECTED, code)
+
+
+class LLMStage(Stage):
+    """A stage that asks the role's LLM one question per row and stores the answer."""
+
+    output = ""
+
+    def setup(self) -> None:
+        self.llm_cfg = getattr(self.cfg, self.role)
+        self.backend = shared_backend(self.role, self.llm_cfg)
+
+    def request(self, row: dict[str, Any]):
+        raise NotImplementedError
+
+    def accept(self, row: dict[str, Any], text: str) -> None:
+        row[self.output] = text
+
+    def process(self, rows: list[dict[str, Any]]) -> None:
+        asked, requests = [], []
+        for r in rows:
+            try:
+                req = self.request(r)
+            except Exception as err:  # noqa: BLE001 - a row whose input cannot be prepared fails alone
+                fail(r, self.name, f"cannot build the {self.role} request: {type(err).__name__}: {err}")
+                continue
+            if req is None:
+                continue
+            req.id = r["name"]
+            asked.append(r)
+            requests.append(req)
+        if not requests:
+            return
+        results = self.backend.generate(requests)
+        for r, res in zip(asked, results):
+            if res.ok:
+                self.accept(r, res.text)
+            else:
+                model = f"{self.llm_cfg.backend}:{self.llm_cfg.model}"
+                fail(r, self.name, f"{self.role} LLM ({model}): {res.error}")
+
+    def render(self, prompt: str, **values: Any) -> str:
+        from pipelines.prompts import render
+
+        return render(prompt, self.llm_cfg.prompts, **values)
+
+
+class AudioClueStage(LLMStage):
+    """Strategy S0: the audio LLM describes the acoustic emotion clues (no subtitle)."""
+
+    name, role, output = "audio_clue", "audio", "audio_clue"
+    needs = ("audio",)
+    produces = ("audio_clue",)
+
+    def request(self, row: dict[str, Any]):
+        from pipelines.llm import LLMRequest
+
+        if not row.get("audio"):
+            row[self.output] = ""  # allowed only when require_audio is off
+            return None
+        return LLMRequest(prompt=self.render("audio_clue"), audio=media.decode_flac(row["audio"]))
+
+
+class VideoClueStage(LLMStage):
+    """Strategy S0: the video LLM describes facial, body and scene clues from the sampled frames."""
+
+    name, role, output = "video_clue", "video", "video_clue"
+    needs = ("frames", "duration_s")
+    produces = ("video_clue",)
+
+    def request(self, row: dict[str, Any]):
+        from pipelines.llm import LLMRequest
+
+        frames = list(row["frames"])
+        k = self.cfg.video_prompt_frames or len(frames)
+        frames = [frames[i] for i in media.sample_indices(len(frames), k)]
+        values = {"num_frames": len(frames)} if self.cfg.video_prompt == "frames_clue" else {}
+        fps = len(frames) / row["duration_s"] if row["duration_s"] else None
+        return LLMRequest(prompt=self.render(self.cfg.video_prompt, **values), frames=frames, fps=fps)
+
+
+class DisambiguateStage(LLMStage):
+    """Strategy S2: the text LLM merges the audio and video clues with the subtitle (Table 1 #3)."""
+
+    name, role = "disambiguate", "text"
+    needs = ("audio_clue", "video_clue", "subtitle")
+    produces = ("description_en", "description_zh")
+
+    def request(self, row: dict[str, Any]):
+        from pipelines.llm import LLMRequest
+
+        prompt = self.render("disambiguate", audio_clue=row["audio_clue"] or "",
+                             video_clue=row["video_clue"] or "", subtitle=row["subtitle"] or "")
+        return LLMRequest(prompt=prompt)
+
+    def accept(self, row: dict[str, Any], text: str) -> None:
+        row["description_en"] = row["description_zh"] = None
+        row["description_zh" if self.cfg.translate == "zh_en" else "description_en"] = text
+
+
+class TranslateStage(LLMStage):
+    """EN <-> ZH, so every description is bilingual."""
+
+    name, role = "translate", "text"
+    needs = ("description_en", "description_zh")
+    produces = ("description_en", "description_zh")
+
+    def request(self, row: dict[str, Any]):
+        from pipelines.llm import LLMRequest
+
+        if self.cfg.translate == "none":
+            return None
+        src = "description_zh" if self.cfg.translate == "zh_en" else "description_en"
+        return LLMRequest(prompt=self.render(f"translate_{self.cfg.translate}", text=row.get(src) or ""))
+
+    def accept(self, row: dict[str, Any], text: str) -> None:
+        row["description_en" if self.cfg.translate == "zh_en" else "description_zh"] = text
+
+
+class OVLabelStage(LLMStage):
+    """Open-vocabulary labels from the description (EMER Table 2 #4), parsed into a clean list."""
+
+    name, role = "ov_labels", "text"
+    needs = ("description_en", "description_zh")
+    produces = ("ov_labels", "ov_raw")
+
+    def request(self, row: dict[str, Any]):
+        from pipelines.llm import LLMRequest
+
+        clues = row.get("description_en") or row.get("description_zh") or ""
+        return LLMRequest(prompt=self.render("ov_extract", clues=clues))
+
+    def accept(self, row: dict[str, Any], text: str) -> None:
+        from pipelines.labels import parse_ov_labels
+
+        row["ov_raw"] = text
+        row["ov_labels"] = parse_ov_labels(text)

@@ -1,0 +1,126 @@
+"""Training pieces without Ray: lr schedule (warm-up really happens), DeepSpeed config, TrainConfig checks,
+the engine's gradient accumulation, the history curves."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from affect_model.schedule import lr_factor, param_groups, total_optimizer_steps
+from affect_model.train_config import TrainConfig
+from affect_model.train_engine import DDPEngine, deepspeed_config
+from affect_model.train_report import History
+from cluster.config import ConfigError
+
+
+class StandIn(torch.nn.Module):
+    """A frozen 'encoder' and a trainable head, called like AffectGPT (keyword batch -> .loss)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = torch.nn.Linear(4, 8).requires_grad_(False)
+        self.head = torch.nn.Linear(8, 1)
+
+    def forward(self, x, y):
+        return {"loss": torch.nn.functional.mse_loss(self.head(torch.tanh(self.frozen(x))).squeeze(-1), y)}
+
+
+def _loss(model, batch):
+    return model(**batch)
+
+
+def test_lr_warms_up_linearly_then_decays_by_cosine():
+    f = [lr_factor(s, warmup_steps=4, total_steps=12, min_ratio=0.1) for s in range(12)]
+    assert f[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert f[4] == 1.0 and all(a > b for a, b in zip(f[4:], f[5:]))
+    assert lr_factor(12, 4, 12, min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_factor(8, 4, 12, min_ratio=0.0) == pytest.approx(0.5)
+    assert lr_factor(30, 4, 12, cosine=False) == 1.0
+
+
+def test_engine_optimizer_follows_warmup_and_accumulates():
+    torch.manual_seed(0)
+    cfg = TrainConfig(strategy="ddp", precision="fp32", lr=0.1, warmup_steps=3, grad_accum=2, grad_clip=1.0,
+                      weight_decay=0.0)
+    model = StandIn()
+    frozen_before = model.frozen.weight.clone()
+    engine = DDPEngine(model, cfg, total_steps=6, world_size=1, rank=0, device=torch.device("cpu"))
+    x, y = torch.randn(6, 4), torch.randn(6)
+    lrs, moves, head = [], [], model.head.weight.detach().clone()
+    for _ in range(6):
+        for _ in range(2):  # two micro-batches per optimizer step
+            lr = engine.lr()
+            engine.micro_step(_loss, {"x": x, "y": y})
+            stepped = engine.step()
+        assert stepped
+        lrs.append(lr)
+        moves.append(float((model.head.weight.detach() - head).abs().max()))
+        head = model.head.weight.detach().clone()
+    # the optimizer really ran with the warm-up rates: 0.1 * (1/4, 2/4, 3/4), then 0.1, then decay
+    assert engine.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(6, 3, 6, min_ratio=0.1))
+    assert lrs[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert lrs[4] < lrs[3]
+    # Adam's first updates are ~lr in size: the parameter moves grow with the warm-up
+    assert moves[0] < moves[1] < moves[2]
+    assert torch.equal(model.frozen.weight, frozen_before)
+
+
+def test_param_groups_only_trainable_and_no_decay_on_biases():
+    groups = param_groups(StandIn(), weight_decay=0.05)
+    assert [len(g["params"]) for g in groups] == [1, 1]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
+    frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        param_groups(frozen, 0.0)
+
+
+def test_deepspeed_config_from_train_config():
+    cfg = TrainConfig(zero_stage=3, precision="bf16", grad_accum=4, batch_size=3, offload_optimizer=True,
+                      torch_adam=True, grad_clip=0.5, lr=3e-4, betas=(0.9, 0.95))
+    ds = deepspeed_config(cfg, world_size=2, use_gpu=False)
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": False}
+    assert ds["bf16"] == {"enabled": True} and "fp16" not in ds
+    assert ds["train_batch_size"] == 3 * 4 * 2 and ds["gradient_accumulation_steps"] == 4
+    assert ds["gradient_clipping"] == 0.5
+    assert ds["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.05,
+                                         "torch_adam": True}
+    assert ds["zero_force_ds_cpu_optimizer"] is False
+    plain = deepspeed_config(TrainConfig(precision="fp32"), 1, use_gpu=True)
+    assert plain["zero_optimization"] == {"stage": 2}
+    assert "bf16" not in plain and "torch_adam" not in str(plain)
+
+
+def test_train_config_reports_every_problem_with_its_key():
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({"stage": 3, "precision": "fp8", "zero_stage": 4, "batch_size": 0,
+                               "use_cached_features": True, "infer": {"split": "dev"}})
+    text = str(err.value)
+    for key in ("train.stage = 3", "train.precision = 'fp8'", "train.zero_stage = 4", "train.batch_size = 0",
+                "train.features_uri = ''", "train.infer.split = 'dev'"):
+        assert key in text
+    with pytest.raises(ConfigError, match="train.fine_uri"):
+        TrainConfig(stage=2)
+    assert TrainConfig(stage=2, fine_uri="f.csv").name == "stage2"
+
+
+def test_total_steps_and_too_few_rows():
+    assert total_optimizer_steps(266, 1, 3, 1, 100) == (88, 8800)  # the paper: 88 iterations per epoch
+    assert total_optimizer_steps(16, 2, 2, 2, 3, max_steps=5) == (2, 5)
+    with pytest.raises(ValueError, match="too few"):
+        total_optimizer_steps(3, 2, 2, 1, 1)
+
+
+def test_history_round_trip_and_curves():
+    h = History(steps=[{"step": i, "epoch": 0, "loss": 2.0 / i, "lr": 1e-4 * i, "samples_per_s": 3.0,
+                        "mem_gb": 1.0} for i in range(1, 5)],
+                epochs=[{"epoch": 0, "step": 4, "eval_accuracy": 0.2, "eval_recall": 0.1, "eval_avg": 0.15}],
+                resumes=[2])
+    again = History.from_json(h.to_json())
+    assert again == h
+    curves = h.curves()
+    assert set(curves) == {"loss", "lr", "accuracy"}
+    assert all(png.startswith(b"\x89PNG") for png in curves.values())
+    assert not math.isnan(again.steps[-1]["loss"])

@@ -1,0 +1,154 @@
+"""Fast checks of ``emer submit`` / ``emer jobs`` internals, the metrics API and placement helpers
+(no cluster started)."""
+
+from __future__ import annotations
+
+import io
+import shlex
+
+import pytest
+
+from cluster import metrics, placement
+from cluster import submit as sb
+from cluster.cli import build_parser, split_overrides
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """A clean environment: no Ray address/auth, HOME in tmp, test secrets set."""
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "AWS_SESSION_TOKEN",
+                 "OPENAI_BASE_URL", "HF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RAY_OVERRIDE_JOB_RUNTIME_ENV", "0")  # entry_main sets it: restored afterwards
+    values = {"AWS_ACCESS_KEY_ID": "AKIAUNITTEST0001", "AWS_SECRET_ACCESS_KEY": "unit-secret-value-123",
+              "OPENAI_API_KEY": "sk-unit-test-key-456", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+def test_secrets_travel_by_name_only(env):
+    sub = sb.build_submission(["annotate", "--input", "s3://b/clips"], working_dir="/proj")
+    blob = repr((sub.entrypoint, sub.runtime_env, sub.metadata))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY"):
+        assert env[name] not in blob and name in sub.env_names
+    assert sub.runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"]  # not secret: by value
+    assert sub.runtime_env["working_dir"] == "/proj"
+    argv = shlex.split(sub.entrypoint)
+    assert argv[:3] == ["python", "-m", "cluster.submit"]
+    assert argv[argv.index("--") + 1:] == ["annotate", "--input", "s3://b/clips"]
+    assert sub.metadata["emer_command"] == "annotate"
+    assert sub.metadata["emer_env_names"] == "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,OPENAI_API_KEY"
+
+
+def test_a_secret_value_on_the_command_line_is_refused(env):
+    with pytest.raises(ValueError, match=r"\$OPENAI_API_KEY"):
+        sb.build_submission(["annotate", f"--annotate.text.api_key={env['OPENAI_API_KEY']}"])
+    with pytest.raises(ValueError, match="subcommand"):
+        sb.build_submission(["--input", "x"])
+    with pytest.raises(ValueError, match="not an environment variable name"):
+        sb.build_submission(["annotate"], extra_env=["BAD-NAME"])
+
+
+def test_dashboard_address(env, monkeypatch):
+    with pytest.raises(ValueError, match="RAY_ADDRESS"):
+        sb.dashboard_address(None)
+    assert sb.dashboard_address("127.0.0.1:8265") == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "https://ray.example:8443/")
+    assert sb.dashboard_address(None) == "https://ray.example:8443"
+    for bad in ("ray://head:10001", "http://head:6379", "auto"):
+        with pytest.raises(ValueError, match="--address"):
+            sb.dashboard_address(bad)
+
+
+def test_auth_token_sources(env, monkeypatch, tmp_path):
+    assert sb.auth_headers() == {}
+    default = tmp_path / ".ray" / "auth_token"
+    default.parent.mkdir()
+    default.write_text("from-default-file\n")
+    assert sb.auth_token() == "from-default-file"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the default file is ignored when auth is off
+    assert sb.auth_token() is None
+    path = tmp_path / "tok"
+    path.write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+    assert sb.auth_token() == "from-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert sb.auth_headers() == {"Authorization": "Bearer from-env"}
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="RAY_AUTH_TOKEN_PATH"):
+        sb.auth_token()
+
+
+def test_entrypoint_checks_names_and_runs_the_command(env, monkeypatch, capsys):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert sb.entry_main(["--env-names", "AWS_SECRET_ACCESS_KEY,OPENAI_API_KEY", "--", "config"]) == 2
+    out = capsys.readouterr()
+    assert "not set: OPENAI_API_KEY" in out.out and "lack OPENAI_API_KEY" in out.err
+    assert env["AWS_SECRET_ACCESS_KEY"] not in out.out + out.err
+    # AWS keys may come from the instance profile: missing is not fatal; the command then runs
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert sb.entry_main(["--env-names", "AWS_SECRET_ACCESS_KEY", "--", "config"]) == 0
+    assert "annotate:" in capsys.readouterr().out  # `emer config` printed the resolved config
+
+
+def _submit_args(argv):
+    rest, overrides = split_overrides(argv)
+    args = build_parser().parse_args(rest)
+    args.overrides = overrides
+    return args
+
+
+def test_submit_forwards_overrides_and_a_shipped_config(env):
+    from cluster.jobs_cli import _job_command
+
+    root = sb.project_root()
+    assert root is not None
+    config = root / "configs" / "demo.yaml"
+    args = _submit_args(["submit", "--config", str(config), "annotate", "--input", "x",
+                         "--annotate.frames=4"])
+    assert _job_command(args) == ["annotate", "--input", "x", "--config", "configs/demo.yaml",
+                                  "--annotate.frames=4"]
+    preset = _submit_args(["submit", "--config", "cluster", "annotate"])  # resolved on the cluster
+    assert _job_command(preset) == ["annotate", "--config", "cluster"]
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        _job_command(_submit_args(["submit", "--config", "missing/run.yaml", "annotate"]))
+
+
+def test_metrics_api():
+    with pytest.raises(KeyError, match="not declared"):
+        metrics.counter("emer_made_up")
+    with pytest.raises(TypeError, match="gauge"):
+        metrics.counter("emer_train_loss")
+    c = metrics.counter("emer_clips_rejected")
+    assert c._tags({"stage": "check", "bogus": 1}) == {"stage": "check", "reason": "none"}
+    c.inc(1, {"stage": "check", "reason": "too_short"})  # outside Ray: a no-op, never an error
+    metrics.gauge("emer_train_loss").set(None)
+    assert metrics.prometheus_name("emer_clips_decoded") == "ray_emer_clips_decoded_total"
+    assert metrics.prometheus_name("emer_train_loss") == "ray_emer_train_loss"
+    assert metrics.prometheus_name("emer_stage_seconds") == "ray_emer_stage_seconds_bucket"
+
+
+def test_progress_line():
+    buf = io.StringIO()
+    p = metrics.ProgressLine("annotate", total=10, unit="clips", every=3600, stream=buf)
+    p.update(4, rejected=1)
+    p.update(1, rejected=2)
+    assert buf.getvalue() == ""  # throttled
+    p.close()
+    line = buf.getvalue().strip()
+    assert line.startswith("annotate: 5/10 clips (50%)") and "clips/s" in line and "rejected=3" in line
+
+
+def test_placement_asks_for_custom_resources_only_when_configured():
+    assert placement.remote_args({}, num_cpus=1) == {"num_cpus": 1}
+    assert placement.remote_args({"decode": 1, "llm": 0}, num_cpus=1, num_gpus=0.5) == {
+        "num_cpus": 1, "num_gpus": 0.5, "resources": {"decode": 1.0}}
+    totals = {"CPU": 16.0, "decode": 8.0, "GPU": 2.0, "llm": 2.0}
+    assert placement.fit_count({"CPU": 1, "decode": 1}, totals) == 8
+    assert placement.fit_count({"CPU": 1, "llm": 1}, {"CPU": 4.0}) == 0
+    assert placement.pool_bounds(3, {"decode": 1}, totals=totals) == (3, 3)
+    assert placement.pool_bounds(0, {"CPU": 1, "decode": 1}, totals=totals) == (1, 8)
+    assert placement.pool_bounds(0, {"llm": 1}, max_size=4, totals={"CPU": 2.0}) == (1, 4)  # autoscale from 0

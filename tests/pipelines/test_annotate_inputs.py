@@ -1,0 +1,84 @@
+"""Listing and keying the input, and reading the subtitle CSV (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import AnnotateConfig
+from pipelines.inputs import build_listing, list_clips, read_subtitles, unsafe_id_reason
+
+CFG = AnnotateConfig()
+
+
+def touch(path, data: bytes = b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def write_csv(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["sample_00000001", "a.b-c_D", "0", "_x"])
+def test_safe_ids(name):
+    assert unsafe_id_reason(name) is None
+
+
+@pytest.mark.parametrize("name", ["..", "a..b", ".hidden", "-rf", "has space", "semi;colon", "a" * 129,
+                                  "ümlaut", "new\nline", "back\\slash"])
+def test_unsafe_ids_are_rejected_with_a_reason(name):
+    assert "unsafe sample id" in unsafe_id_reason(name)
+
+
+def test_listing_keys_by_stem_and_joins_subtitles(tmp_path):
+    clips = tmp_path / "clips"
+    for rel in ("a.mp4", "sub/b.MKV", "c.webm", "d.avi", "notes.txt", "bad name.mp4"):
+        touch(clips / rel)
+    subs = write_csv(tmp_path / "s.csv", "name,chinese,english\na,你好,hello\nb,再见,bye\nghost,鬼,boo\n")
+    listing = build_listing(str(clips), subs, CFG)
+    by_name = {r["name"]: r for r in listing.rows}
+    assert sorted(by_name) == ["a", "b", "c", "d"]
+    assert by_name["a"]["subtitle"] == "hello" and by_name["a"]["subtitle_zh"] == "你好"
+    assert by_name["b"]["clip"].endswith("sub/b.MKV")
+    assert by_name["c"]["subtitle_missing"] and by_name["c"]["subtitle"] == ""
+    assert listing.missing_subtitles == ["c", "d"] and listing.orphan_subtitles == ["ghost"]
+    assert [r["name"] for r in listing.rejected] == ["bad name"]
+    assert listing.rejected[0]["stage"] == "list" and "unsafe" in listing.rejected[0]["reason"]
+    zh = build_listing(str(clips), subs, CFG.replace(subtitle_language="chinese"))
+    assert {r["name"]: r["subtitle"] for r in zh.rows}["b"] == "再见"
+
+
+def test_duplicate_stems_name_both_files(tmp_path):
+    touch(tmp_path / "one" / "x.mp4")
+    touch(tmp_path / "two" / "x.avi")
+    with pytest.raises(ValueError) as err:
+        list_clips(str(tmp_path), CFG.extensions)
+    assert "one/x.mp4" in str(err.value) and "two/x.avi" in str(err.value) and "duplicate" in str(err.value)
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        list_clips(str(tmp_path / "nope"), CFG.extensions)
+
+
+def test_subtitles_csv_problems(tmp_path):
+    with pytest.raises(ValueError, match="lacks"):
+        read_subtitles(write_csv(tmp_path / "a.csv", "name,text\na,hi\n"))
+    with pytest.raises(ValueError, match="appears twice"):
+        read_subtitles(write_csv(tmp_path / "b.csv", "name,chinese,english\na,x,y\na,x,z\n"))
+    bad = tmp_path / "c.csv"
+    bad.write_bytes("name,chinese,english\na,\xff,y\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="UTF-8"):
+        read_subtitles(str(bad))
+    got = read_subtitles(write_csv(tmp_path / "d.csv", "\ufeffName, Chinese ,english\n007,零,\"a, b\"\n\n"))
+    assert got == {"007": {"chinese": "零", "english": "a, b"}}
+
+
+def test_subtitles_from_s3(s3, tmp_path):
+    from cluster import storage
+
+    uri = s3.uri("inputs-test/subs.csv")
+    storage.write_text(uri, "name,chinese,english\nq,问,ask\n")
+    assert read_subtitles(uri) == {"q": {"chinese": "问", "english": "ask"}}
