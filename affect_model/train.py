@@ -58,7 +58,9 @@ def run_training(run_cfg: Any, task: Any = None, extra_env: dict[str, str] | Non
     save_resolved(run_cfg, cfg.run_uri, "config.yaml")
     # The trainer runs in a 0-CPU task carrying the storage / HF / DeepSpeed variables, so its
     # controller and workers see them even when Ray was started without them.
-    env = {**worker_env(), **(extra_env or {})}
+    # RAY_ADDRESS: Ray Train's placement-group cleaner looks the cluster up itself and would otherwise
+    # fail on a machine running several Ray instances
+    env = {**worker_env(), "RAY_ADDRESS": ray.get_runtime_context().gcs_address, **(extra_env or {})}
     payload["env"] = env
     fit = ray.remote(num_cpus=0, max_retries=0)(_fit).options(runtime_env={"env_vars": env})
     return ray.get(fit.remote(payload))

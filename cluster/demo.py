@@ -73,13 +73,10 @@ def _step(name: str, t0: float) -> None:
 def with_tiny_models(cfg: Any, root: Path) -> Any:
     """Point every model of ``cfg`` at tiny random-weight checkpoints built (once) under ``root``."""
     from affect_model.config import debug_config
-    from pipelines.llm import tiny
+    from pipelines.annotate import with_tiny_models as tiny_llms
 
-    ann = cfg.annotate
-    roles = {role: getattr(ann, role).replace(backend="transformers", model=tiny.BUILDERS[role](root / role))
-             for role in ("audio", "video", "text")}
-    model = debug_config(root / "affectgpt")
-    return cfg.replace(annotate=ann.replace(**roles), model=model)
+    annotate = tiny_llms(cfg.annotate, str(root), max_new_tokens=cfg.annotate.text.max_new_tokens)
+    return cfg.replace(annotate=annotate, model=debug_config(root / "affectgpt"))
 
 
 def evaluate_demo(cfg: Any, trained: dict[str, str], coarse: str, out_dir: str) -> str:
