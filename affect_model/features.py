@@ -22,7 +22,7 @@ import numpy as np
 
 from affect_model.config import ModelConfig
 from affect_model.train_config import TrainConfig
-from affect_model.train_task import RAW_COLUMNS, batch_rows
+from affect_model.train_task import RAW_COLUMNS, absolute_paths, batch_rows
 from cluster import storage
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def build_features(model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
 
     from affect_model.train_data import count_rows, read_parquet
 
+    model_cfg, cfg = absolute_paths(model_cfg, cfg)
     source = cfg.features.source_uri or cfg.coarse_uri
     out_uri = cfg.features_uri
     if not out_uri:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from affect_model.train_config import TrainConfig
-from affect_model.train_task import AffectGPTTask, batch_rows, to_device
+from affect_model.train_task import AffectGPTTask, absolute_paths, batch_rows, to_device
 from cluster import storage
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ def run_inference(run_cfg: Any) -> dict:
     from affect_model.train import resolve_weights
     from cluster.runconfig import save_resolved
 
-    cfg: TrainConfig = run_cfg.train
+    _, cfg = absolute_paths(None, run_cfg.train)
+    run_cfg = run_cfg.replace(train=cfg)
     ic = cfg.infer
     default = storage.join(cfg.storage_path, "stage2")
     weights = resolve_weights(ic.checkpoint or default, "train.infer.checkpoint")

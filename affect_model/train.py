@@ -47,17 +47,18 @@ def run_training(run_cfg: Any, task: Any = None, extra_env: dict[str, str] | Non
     """
     import ray
 
-    from affect_model.train_task import AffectGPTTask
+    from affect_model.train_task import AffectGPTTask, absolute_paths
     from cluster.runconfig import save_resolved
     from cluster.runtime import worker_env
 
-    cfg: TrainConfig = run_cfg.train
+    model_cfg, cfg = absolute_paths(run_cfg.model, run_cfg.train)
+    run_cfg = run_cfg.replace(model=model_cfg, train=cfg)
     task = task or AffectGPTTask(run_cfg.model, cached=cfg.use_cached_features)
     payload = {"train": cfg, "task": task, "evaluate": getattr(run_cfg, "evaluate", None),
                "init_uri": resolve_weights(cfg.init_from) if cfg.init_from else ""}
     save_resolved(run_cfg, cfg.run_uri, "config.yaml")
-    # The trainer runs in a 0-CPU task carrying the storage / HF / DeepSpeed variables, so its
-    # controller and workers see them even when Ray was started without them.
+    # The trainer runs in a 0-CPU task carrying the (non-secret) storage / HF / DeepSpeed variables, so
+    # its controller and workers see them even when Ray was started without them.
     # RAY_ADDRESS: Ray Train's placement-group cleaner looks the cluster up itself and would otherwise
     # fail on a machine running several Ray instances
     env = {**worker_env(), "RAY_ADDRESS": ray.get_runtime_context().gcs_address, **(extra_env or {})}

@@ -127,6 +127,33 @@ class AffectGPTTask:
         return complete
 
 
+def _absolute(value: str) -> str:
+    from pathlib import Path
+
+    if value and "://" not in value and Path(value).exists() and not Path(value).is_absolute():
+        return str(Path(value).absolute())
+    return value
+
+
+def absolute_paths(model_cfg: ModelConfig | None, train_cfg: Any) -> tuple[Any, Any]:
+    """Local relative paths made absolute on the driver: Ray workers run in other folders."""
+    from pathlib import Path
+
+    if model_cfg is not None:
+        keys = ("vision_model", "audio_model", "llm_model", "tokenizer")
+        model_cfg = model_cfg.replace(**{k: _absolute(getattr(model_cfg, k)) for k in keys})
+    keys = ("coarse_uri", "fine_uri", "fine_media_uri", "features_uri", "init_from", "eval_gt_uri")
+    changes = {k: _absolute(getattr(train_cfg, k)) for k in keys}
+    if "://" not in train_cfg.storage_path:
+        changes["storage_path"] = str(Path(train_cfg.storage_path).absolute())
+    fc, ic = train_cfg.features, train_cfg.infer
+    changes["features"] = fc.replace(source_uri=_absolute(fc.source_uri))
+    changes["infer"] = ic.replace(checkpoint=_absolute(ic.checkpoint), input_uri=_absolute(ic.input_uri),
+                                  output_uri=ic.output_uri if "://" in ic.output_uri or not ic.output_uri
+                                  else str(Path(ic.output_uri).absolute()))
+    return model_cfg, train_cfg.replace(**changes)
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 

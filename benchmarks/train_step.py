@@ -298,7 +298,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="emer-bench-"))
     base = {"gpu": gpu, "real": args.real, "layers": args.layers, "root": str(root), "warmup": args.warmup,
             "steps": args.steps, "batch": args.batch or (3 if args.real else 4),
-            "image": 224, "answer_words": 60 if args.real else 16}
+            "image": 224, "answer_words": 150 if args.real else 16}
     interleave = not gpu and not args.max_batch
     results, specs = [], []
     for cached, strategy, ckpt in itertools.product((False, True), ("ddp", "deepspeed"), (False, True)):
