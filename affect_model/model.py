@@ -151,34 +151,31 @@ class AffectGPT(nn.Module):
         Cached ``*_embeds`` take precedence over raw inputs."""
         out: dict[str, torch.Tensor] = {}
         hidden: dict[str, torch.Tensor] = {}
-        if self.video_qformer is not None:
-            feats = (
-                video_embeds
-                if video_embeds is not None
-                else self._need(pixel_values, "pixel_values", self.encode_video)
-            )
-            hidden["video"] = self.video_qformer(feats, frame_mask)
-            out["video"] = self.video_proj(hidden["video"])
-        if self.audio_qformer is not None:
-            feats = (
-                audio_embeds
-                if audio_embeds is not None
-                else self._need(audio_features, "audio_features", self.encode_audio)
-            )
-            hidden["audio"] = self.audio_qformer(feats, clip_mask)
-            out["audio"] = self.audio_proj(hidden["audio"])
+        branches = (
+            ("video", self.video_qformer, self.video_proj, video_embeds, pixel_values, "pixel_values",
+             self.encode_video, frame_mask),
+            ("audio", self.audio_qformer, self.audio_proj, audio_embeds, audio_features, "audio_features",
+             self.encode_audio, clip_mask),
+        )
+        for slot, qformer, proj, cached, raw, raw_name, encode, mask in branches:
+            if qformer is not None:
+                hidden[slot] = qformer(self._features(cached, raw, raw_name, encode), mask)
+                out[slot] = proj(hidden[slot])
         if self.fusion is not None:
             out["fusion"] = self.fusion_proj(self.fusion(hidden["video"], hidden["audio"]))
         return out
 
     @staticmethod
-    def _need(value, name: str, encode):
-        if value is None:
+    def _features(cached, raw, name: str, encode):
+        """Cached encoder outputs if given, else the frozen encoder over the raw input."""
+        if cached is not None:
+            return cached
+        if raw is None:
             raise ValueError(
                 f"batch has neither {name} nor cached {name.split('_')[0]}_embeds; "
                 "build it with affect_model.data.SampleEncoder"
             )
-        return encode(value)
+        return encode(raw)
 
     def embed_inputs(
         self, input_ids: torch.Tensor, slot_ids: torch.Tensor, tokens: dict[str, torch.Tensor]
