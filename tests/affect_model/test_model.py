@@ -230,6 +230,10 @@ def test_slot_mismatch_is_a_clear_error(tiny_cfg, rows):
         model(**batch)
     with pytest.raises(TypeError, match="unexpected inputs"):
         model(**batch_for(model, rows[:1]), spectrogram=torch.zeros(1))
+    batch = batch_for(model, rows[:1])
+    batch.pop("audio_features")
+    with pytest.raises(ValueError, match="neither audio_features nor cached audio_embeds"):
+        model(**batch)
 
 
 def test_bf16_gradient_checkpointing_and_lora_generate(tiny_cfg, rows):
