@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,14 +79,22 @@ def real_model_cfg(root: Path, layers: int = 0, dtype: str = "bfloat16"):
 def random_weights() -> None:
     """Make every ``from_pretrained`` in this process build the architecture from its config with random
     weights (real-size checkpoints of tens of GB are neither needed nor downloadable here)."""
+    import torch
     import transformers
     from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
+    # The weights of a tower depend on its path only, not on what was built before it, and the global
+    # RNG is left as it was: live and cached configurations then train the same model (equal losses).
+    def seeded(build, path):
+        with torch.random.fork_rng():
+            torch.manual_seed(zlib.crc32(str(path).encode()))
+            return build(transformers.AutoConfig.from_pretrained(path))
+
     def model_from_config(cls, path, *args, dtype=None, **kwargs):
-        return cls._from_config(transformers.AutoConfig.from_pretrained(path), dtype=dtype)
+        return seeded(lambda c: cls._from_config(c, dtype=dtype), path)
 
     def auto_from_config(cls, path, *args, dtype=None, **kwargs):
-        return cls.from_config(transformers.AutoConfig.from_pretrained(path), dtype=dtype)
+        return seeded(lambda c: cls.from_config(c, dtype=dtype), path)
 
     transformers.PreTrainedModel.from_pretrained = classmethod(model_from_config)
     _BaseAutoModelClass.from_pretrained = classmethod(auto_from_config)
