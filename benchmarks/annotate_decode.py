@@ -79,8 +79,8 @@ def run_loop(rows: list[dict], out: str) -> float:
     """The same stages in a plain loop, batch by batch like the pipeline; returns clips/s."""
     import importlib
 
+    from core.stage import StageChain, rows_to_table
     from pipelines.sink import WriteStage
-    from pipelines.stage import StageChain, rows_to_table
     from pipelines.stages import CheckStage, DecodeStage
 
     for lib in ("av", "decord", "PIL.Image", "soundfile"):  # imported before the clock, like ray.data

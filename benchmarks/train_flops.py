@@ -38,7 +38,7 @@ def part_params(root: Path) -> tuple[dict[str, int], object]:
     import torch
     import train_step
 
-    from affect_model.train_task import AffectGPTTask
+    from affect_model.train.task import AffectGPTTask
 
     train_step.random_weights()
     cfg = train_step.real_model_cfg(root)

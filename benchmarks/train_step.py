@@ -2,7 +2,7 @@
 
 Configurations: live encoders vs cached features x plain DDP vs DeepSpeed ZeRO-2 x activation
 checkpointing off / on. Each runs in its own subprocess (so peak memory is its own), through the same
-engine the Ray Train loop uses (``affect_model.train_engine``), with data prepared the way a worker
+engine the Ray Train loop uses (``affect_model.train.engine``), with data prepared the way a worker
 gets it (Ray Data column batches -> ``AffectGPTTask.collate``): a live step decodes the JPEG frames and
 audio and runs the frozen encoders, a cached step reads their stored outputs. Prints one JSON object.
 
@@ -41,7 +41,7 @@ PAPER_BATCH = 3  # AffectGPT paper: batch 3 on one 80 GB A100
 
 
 def tiny_model_cfg(root: Path):
-    from affect_model.config import debug_config
+    from affect_model.model.config import debug_config
 
     return debug_config(root / "tiny")
 
@@ -56,8 +56,8 @@ def real_model_cfg(root: Path, layers: int = 0, dtype: str = "bfloat16"):
         Wav2Vec2FeatureExtractor,
     )
 
-    from affect_model.config import ModelConfig
-    from pipelines.llm.tiny import build_tiny_tokenizer
+    from affect_model.model.config import ModelConfig
+    from core.llm.tiny import build_tiny_tokenizer
 
     vision, audio, llm = root / "vit-l-14", root / "hubert-large", root / "llama-7b"
     CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=layers or 24,
@@ -148,7 +148,7 @@ def _init_dist(device_type: str) -> None:
 
 def _step_time(engine, task, module, batch, device, sync, clock) -> tuple[float, float, float]:
     """(data seconds, compute seconds, loss) of one step: collate (decode / features), then fwd+bwd+step."""
-    from affect_model.train_task import to_device
+    from affect_model.train.task import to_device
 
     t0 = clock()
     mb = to_device(task.collate(module, batch), device)
@@ -167,10 +167,10 @@ class Bench:
     def __init__(self, spec: dict) -> None:
         import torch
 
-        from affect_model.features import FeatureEncoder
-        from affect_model.train_config import TrainConfig
-        from affect_model.train_engine import make_engine
-        from affect_model.train_task import AffectGPTTask
+        from affect_model.jobs.features import FeatureEncoder
+        from affect_model.train.config import TrainConfig
+        from affect_model.train.engine import make_engine
+        from affect_model.train.task import AffectGPTTask
 
         self.spec = spec
         self.device = device = torch.device("cuda" if spec["gpu"] else "cpu")
@@ -184,7 +184,7 @@ class Bench:
         batch = raw_batch(spec["batch"], 0, model_cfg.frames, spec["image"], model_cfg.audio_clips * 2.0,
                           spec["answer_words"])
         if spec["cached"]:  # the feature job's output for the same rows, made before timing
-            batch = FeatureEncoder(model_cfg, "float32")(batch)
+            batch = FeatureEncoder(model_cfg, dtype="float32")(batch)
         self.batch = batch
         torch.manual_seed(0)
         self.task = AffectGPTTask(model_cfg, cached=spec["cached"])

@@ -1,7 +1,7 @@
 """Submit any ``emer`` command to a Ray cluster as a Ray job, and run it there.
 
 Client side (``emer submit``): ``build_submission`` turns ``emer <subcommand> [args…]`` into a Ray
-job: the entrypoint runs this module on the cluster (``python -m cluster.submit --env-names … --
+job: the entrypoint runs this module on the cluster (``python -m emer.job_entry --env-names … --
 <subcommand> [args…]``); the runtime environment carries the project folder (``working_dir``, without
 git-ignored files, the virtual environment and caches) and the non-secret pass-through variables (S3
 endpoint, region, offline flags) by value. Secret variables (names with KEY, SECRET, TOKEN, PASSWORD,
@@ -11,8 +11,8 @@ CREDENTIAL: S3 keys, LLM API keys) travel **by name only**: Ray 2.60 keeps a run
 the head node's environment instead (the Ray processes were started with them, or an IAM instance
 profile provides S3 access), and the entrypoint checks by name that they are present.
 
-Cluster side (``python -m cluster.submit``): ``entry_main`` reports which required names are set
-(names only), fails early with the fix when one is missing, then runs ``cluster.cli.main``.
+Cluster side (``python -m emer.job_entry``, in the application layer): ``entry_main`` reports which required names are set
+(names only), fails early with the fix when one is missing, then runs ``emer.cli.main``.
 
 Connection: ``--address`` / ``RAY_ADDRESS`` (the dashboard URL, e.g. the ``ray dashboard`` SSH
 tunnel on http://127.0.0.1:8265) and the token from ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` /
@@ -21,7 +21,6 @@ tunnel on http://127.0.0.1:8265) and the token from ``RAY_AUTH_TOKEN`` / ``RAY_A
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import getpass
 import logging
@@ -35,11 +34,11 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
-from cluster.runtime import PASS_THROUGH_ENV, is_secret
+from core.runtime import PASS_THROUGH_ENV, is_secret
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_submission", "client", "entry_main", "follow", "is_secret", "submit", "wait"]
+__all__ = ["build_submission", "client", "follow", "is_secret", "submit", "wait"]
 
 # Found by the AWS credential chain without the variable (instance profile, ~/.aws): missing is OK.
 CHAIN_FALLBACK = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -158,7 +157,7 @@ def build_submission(command: list[str], extra_env: list[str] | tuple[str, ...] 
     if working_dir:
         runtime_env["working_dir"] = str(working_dir)
         runtime_env["excludes"] = list(WORKING_DIR_EXCLUDES)
-    wrapper = [python, "-m", "cluster.submit"]
+    wrapper = [python, "-m", "emer.job_entry"]
     if secret_names:
         wrapper += ["--env-names", ",".join(secret_names)]
     entrypoint = shlex.join(wrapper + ["--"] + list(command))
@@ -238,30 +237,3 @@ def check_env(names: list[str]) -> list[str]:
         print(f"emer job: environment from the cluster node: set: {', '.join(present) or '-'}; "
               f"not set: {', '.join(missing) or '-'}", flush=True)
     return [n for n in missing if n not in CHAIN_FALLBACK]
-
-
-def entry_main(argv: list[str] | None = None) -> int:
-    """Run ``emer <command…>`` inside a Ray job after checking the required variables by name."""
-    parser = argparse.ArgumentParser(prog="python -m cluster.submit",
-                                     description="Entrypoint of a job submitted by `emer submit`.")
-    parser.add_argument("--env-names", default="", help="comma-separated variables the job needs")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- emer subcommand and arguments")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    names = [n for n in args.env_names.split(",") if n]
-    lacking = check_env(names)
-    if lacking:
-        print(f"emer job: the cluster nodes lack {', '.join(lacking)}: start Ray on them with these "
-              "variables set (see docs/cluster.md, 'Secrets'); they are never sent with the job",
-              file=sys.stderr, flush=True)
-        return 2
-    # The job's runtime env (project folder, env vars) is merged with what the command's own
-    # ray.init adds (init_ray's pass-through variables, same values): allow the overlap.
-    os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
-    from cluster.cli import main
-
-    return main(command)
-
-
-if __name__ == "__main__":
-    sys.exit(entry_main())

@@ -1,67 +1,26 @@
 """The ``evaluate`` section of the run config: grouping, inputs, LLM endpoint, text metrics.
 
-The default prompts are the ones the papers define (EMER / AffectGPT section 4.2 for grouping,
-MER2024 section 2.3 for open-vocabulary label extraction); they are configurable defaults.
+The LLM is configured like every other (``core.llm.LLMConfig``); its prompts are the registry's
+``synonym_grouping`` (EMER 4.2) and ``ov_extract`` (MER2024 2.3), replaceable per name with
+``evaluate.llm.prompts.<name>``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from cluster.config import Config, check_choice, check_range
+from core.config import Config, check_choice, check_range
+from core.llm import LLMConfig
 
 GROUPINGS = ("auto", "exact", "groups", "wheel", "llm")
 LIST_PARSERS = ("auto", "literal", "mertools")
 LANGUAGES = ("en", "zh")
 
-# EMER (seed 001, section 4.2) / AffectGPT (seed 000, section 2): the synonym-grouping prompt.
-GROUPING_PROMPT = (
-    "Please assume the role of an expert in the field of emotions. We provide a set of emotions. "
-    "Please group the emotions, with each group containing emotions with the same meaning. "
-    "Directly output the results. The output format should be a list containing multiple lists. "
-    "Input: {labels} Output:"
-)
 
-# MER2024 (seed 004, section 2.3) / EMER Table 2 #4: open-vocabulary label extraction.
-EXTRACT_PROMPT = (
-    "Please assume the role of an expert in the field of emotions. We provide clues that may be related "
-    "to the emotions of the characters. Based on the provided clues, please identify the emotional states "
-    "of the main characters. Please separate different emotional categories with commas and output only "
-    "the clearly identifiable emotional categories in a list format. If none are identified, please "
-    "output an empty list. Clues: {description} Output:"
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class LLMConfig(Config):
-    """An OpenAI-compatible chat endpoint used for ``llm`` grouping and OV label extraction."""
-
-    base_url: str = ""  # empty: the OpenAI API (or $OPENAI_BASE_URL)
-    model: str = "gpt-4o-mini"
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
-    max_retries: int = 4  # client retries on 408/409/429/5xx with backoff
-    timeout: float = 60.0  # seconds per request
-    reask: int = 2  # extra asks when an answer is malformed
-    temperature: float = 0.0
-    max_tokens: int = 1000
-    cache_dir: str = ".cache/evaluate-llm"  # answers keyed by a hash of the request; local or s3://
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        check_range(out, "evaluate.llm.concurrency", self.concurrency, 1, 256)
-        check_range(out, "evaluate.llm.max_retries", self.max_retries, 0, 50)
-        check_range(out, "evaluate.llm.reask", self.reask, 0, 20)
-        check_range(out, "evaluate.llm.timeout", self.timeout, 0.1, None)
-        check_range(out, "evaluate.llm.temperature", self.temperature, 0.0, 2.0)
-        check_range(out, "evaluate.llm.max_tokens", self.max_tokens, 1, None)
-        if self.base_url and not self.base_url.startswith(("http://", "https://")):
-            out.append(f"evaluate.llm.base_url = {self.base_url!r}: must start with http:// or https://")
-        if not self.model:
-            out.append("evaluate.llm.model = '': must name a model, e.g. gpt-4o-mini")
-        if not self.cache_dir:
-            out.append("evaluate.llm.cache_dir = '': must be a folder (answers are cached there)")
-        return out
+def default_llm() -> LLMConfig:
+    """The grouping / extraction LLM: an OpenAI-compatible endpoint, answers cached on disk."""
+    return LLMConfig(backend="openai", model="gpt-4o-mini", max_new_tokens=1000, concurrency=8,
+                     timeout_s=60.0, cache_dir=".cache/evaluate-llm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +39,8 @@ class EvaluateConfig(Config):
     language: str = "en"  # text metrics tokenisation: en or zh
     report: bool = True  # write report.md / report.json / PNGs
     out: str = ""  # report folder; empty: next to the predictions
-    grouping_prompt: str = GROUPING_PROMPT
-    extract_prompt: str = EXTRACT_PROMPT
-    llm: LLMConfig = dataclasses.field(default_factory=LLMConfig)
+    reask: int = 2  # extra asks when an LLM answer holds no list
+    llm: LLMConfig = dataclasses.field(default_factory=default_llm)
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -98,10 +56,7 @@ class EvaluateConfig(Config):
             out.append(
                 "evaluate.wheel_dir = '': must name the emotion-wheel folder when evaluate.grouping = 'wheel'"
             )
-        if "{labels}" not in self.grouping_prompt:
-            out.append("evaluate.grouping_prompt: must contain the placeholder {labels}")
-        if "{description}" not in self.extract_prompt:
-            out.append("evaluate.extract_prompt: must contain the placeholder {description}")
+        check_range(out, "evaluate.reask", self.reask, 0, 20)
         for key in ("name_column", "labels_column", "text_column"):
             if not getattr(self, key):
                 out.append(f"evaluate.{key} = '': must name a column")

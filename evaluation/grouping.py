@@ -14,12 +14,13 @@ import json
 import logging
 import posixpath
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from cluster import storage
-from evaluation.llm import REASK_SUFFIX, parse_groups_answer
+from core import storage
+from core.llm.labels import parse_label_groups
+from core.llm.prompts import REASK_SUFFIX, render
 from evaluation.ov import Encoded, encode, flatten
 from evaluation.tables import EvalInputError, read_table
 from evaluation.wheel import Wheel
@@ -153,7 +154,7 @@ def llm_groups(
     gt: Sequence[list[str]],
     pred: Sequence[list[str]],
     complete: Callable[[list[str]], list[str]],
-    prompt: str,
+    overrides: Mapping[str, str] | None = None,
     reask: int = 2,
 ) -> tuple[list[Groups | None], dict]:
     """Ask the LLM to group each sample's label union (sorted, so equal sets share one cached answer).
@@ -167,11 +168,11 @@ def llm_groups(
     for attempt in range(reask + 1):
         if not pending:
             break
-        prompts = [prompt.format(labels=repr(unions[i])) + suffix for i in pending]
+        prompts = [render("synonym_grouping", overrides, labels=repr(unions[i])) + suffix for i in pending]
         answers = complete(prompts)
         still = []
         for i, answer in zip(pending, answers):
-            parsed = parse_groups_answer(answer, unions[i])
+            parsed = parse_label_groups(answer, unions[i])
             if parsed is None:
                 still.append(i)
                 malformed += 1

@@ -2,7 +2,7 @@
 
 Each command writes its own section (``ov``, ``text``, ``runs``); sections already in the folder's
 ``report.json`` are kept, so ``emer evaluate ov`` then ``emer evaluate text`` give one report.
-All files go through ``cluster.storage`` (local folder or s3:// prefix).
+All files go through ``core.storage`` (local folder or s3:// prefix).
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import logging
 import math
 from collections.abc import Callable
 
-from cluster import storage
+from core import storage
+
+# Display order of metrics in tables; a metric shows up when at least one run has it.
+METRICS = ("avg", "accuracy", "recall", "f", "f_level1", "f_level2", "bleu1", "bleu4", "meteor", "rouge_l")
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +146,6 @@ def _md_text(s: dict) -> list[str]:
 
 
 def _md_runs(s: dict) -> list[str]:
-    from evaluation.runs import METRICS
-
     models = s.get("models", {})
     metrics = [m for m in METRICS if any(m in v["metrics"] for v in models.values())]
     out = [

@@ -6,19 +6,22 @@ across models (EMER Figure 6 / Appendix D).
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import pyarrow as pa
 
+from core import storage
 from evaluation.config import EvaluateConfig
+from evaluation.report import METRICS, plot_wheels, write_report
 from evaluation.scoring import Complete, load_ov_inputs, score_ov
-from evaluation.tables import read_table, text_values
+from evaluation.tables import label_lists, read_table, text_values
+from evaluation.text_metrics import text_scores
 
 log = logging.getLogger(__name__)
 
-# Display order; a metric shows up when at least one run has it.
-METRICS = ("avg", "accuracy", "recall", "f", "f_level1", "f_level2", "bleu1", "bleu4", "meteor", "rouge_l")
 
 
 def evaluate_file(
@@ -33,8 +36,6 @@ def evaluate_file(
     ):
         out["ov"], _ = score_ov(load_ov_inputs(gt_uri, pred_uri, cfg, complete), cfg, complete)
     if text and gt_table.has(cfg.text_column) and pred_table.has(cfg.text_column):
-        from evaluation.text_metrics import text_scores
-
         hyp = dict(zip(pred_table.names, text_values(pred_table, cfg.text_column)))
         refs = text_values(gt_table, cfg.text_column)
         out["text"], _ = text_scores(refs, [hyp.get(n, "") for n in gt_table.names], cfg.language)
@@ -56,9 +57,6 @@ def report_file(
 ) -> dict:
     """Evaluate one prediction file and write its report (``ov`` and ``text`` sections, plots) into
     ``out_dir``; returns the result with ``report`` set to the report.md URI. (``make demo`` ends here.)"""
-    from cluster import storage
-    from evaluation.report import plot_wheels, write_report
-
     result = evaluate_file(gt_uri, pred_uri, cfg, complete, text=text)
     where = {"gt": gt_uri, "predictions": pred_uri}
     if "ov" in result:
@@ -137,4 +135,43 @@ def compare(
         "metrics": metrics,
         "matrix": [[None if np.isnan(v) else float(v) for v in row] for row in corr],
     }
+    return out
+
+
+def score_epoch(gt_uri: str, pred_uri: str, complete: Complete | None, cfg: EvaluateConfig,
+                labels_uri: str = "") -> dict[str, float]:
+    """Flat metrics of one training epoch's predictions (what ``emer train`` reports per epoch): OV
+    accuracy / recall / avg (labels extracted from the descriptions by ``complete``) against the
+    reference labels, and BLEU / ROUGE-L against the reference descriptions. ``labels_uri``: a
+    ``name, openset`` table whose labels replace the ones in ``gt_uri``."""
+    cfg = cfg.replace(labels_column="openset", text_column="description", name_column="name")
+    if labels_uri:
+        gt_uri = _with_labels(gt_uri, labels_uri, cfg)
+    gt = read_table(gt_uri)
+    metrics: dict[str, float] = {}
+    if gt.has("openset") and complete is not None:
+        summary, _ = score_ov(load_ov_inputs(gt_uri, pred_uri, cfg, complete), cfg, complete)
+        metrics.update(flat_metrics({"ov": summary}))
+    pred = read_table(pred_uri)
+    hyp = dict(zip(pred.names, pred.columns["description"]))
+    text, _ = text_scores(gt.columns["description"], [hyp.get(n, "") for n in gt.names], cfg.language,
+                          with_meteor=False)
+    metrics.update({k: float(text[k]) for k in ("bleu1", "bleu4", "rouge_l")})
+    return metrics
+
+
+def epoch_scorer(cfg: EvaluateConfig) -> Callable[..., dict[str, float]]:
+    """``score_epoch`` bound to the ``evaluate`` section: what the application hands ``run_training``."""
+    return functools.partial(score_epoch, cfg=cfg)
+
+
+def _with_labels(gt_uri: str, labels_uri: str, cfg: EvaluateConfig) -> str:
+    """``gt_uri`` with its ``openset`` column taken from ``labels_uri`` (written beside it)."""
+    labels = read_table(labels_uri, cfg.name_column)
+    by_name = dict(zip(labels.names, label_lists(labels, "openset", cfg.list_parser)))
+    rows = storage.read_table(gt_uri).to_pylist()
+    for row in rows:
+        row["openset"] = list(by_name.get(row["name"], []))
+    out = gt_uri.removesuffix(".parquet") + ".labelled.parquet"
+    storage.write_table(pa.Table.from_pylist(rows), out)
     return out

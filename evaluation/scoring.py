@@ -72,7 +72,7 @@ def _predictions(table: Table, cfg: EvaluateConfig, complete: Complete | None) -
             "`emer evaluate extract` first"
         )
     labels, failed = extract_labels(
-        text_values(table, cfg.text_column), complete, cfg.extract_prompt, cfg.llm.reask
+        text_values(table, cfg.text_column), complete, cfg.llm.prompts, cfg.reask
     )
     info = {
         "extracted_from": cfg.text_column,
@@ -108,7 +108,7 @@ def score_ov(
         elif grouping == "llm":
             if complete is None:
                 raise ValueError("grouping 'llm' needs an LLM: configure evaluate.llm (base_url, model)")
-            groups, diag = llm_groups(names, gt, pred, complete, cfg.grouping_prompt, cfg.llm.reask)
+            groups, diag = llm_groups(names, gt, pred, complete, cfg.llm.prompts, cfg.reask)
             enc, more = encode_groups(gt, pred, groups)
             diag.update(more)
         else:

@@ -11,13 +11,17 @@ import ast
 import csv
 import dataclasses
 import io
+import logging
 import re
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from cluster import storage
+from core import storage
+from core.schema import DESCRIPTION_EN, OV_LABELS
+
+log = logging.getLogger(__name__)
 
 _ITEM = r"'[^'\\\n]*'|\"[^\"\\\n]*\""
 _SIMPLE_LIST = re.compile(rf"\[\s*(?:(?:{_ITEM})\s*(?:,\s*(?:{_ITEM})\s*)*,?\s*)?\]")
@@ -81,7 +85,8 @@ class Table:
     columns: dict[str, list]
 
     def has(self, column: str) -> bool:
-        return column in self.columns
+        """Whether ``column`` (or its EMER-Coarse stand-in, ``SCHEMA_FALLBACK``) is present."""
+        return column in self.columns or SCHEMA_FALLBACK.get(column) in self.columns
 
     def where(self, i: int) -> str:
         return f"{self.uri} row {i + 1} (name={self.names[i]!r})"
@@ -157,7 +162,15 @@ def _check_names(uri: str, names: list[str]) -> None:
         seen[name] = i
 
 
+# An EMER-Coarse table (core.schema) read where a MER-layout table is expected: its columns stand in.
+SCHEMA_FALLBACK = {"openset": OV_LABELS, "description": DESCRIPTION_EN}
+
+
 def require_column(table: Table, column: str, flag: str) -> list:
+    fallback = SCHEMA_FALLBACK.get(column)
+    if column not in table.columns and fallback in table.columns:
+        log.info("%s: no column %r; using the EMER-Coarse column %r", table.uri, column, fallback)
+        return table.columns[fallback]
     if column not in table.columns:
         raise EvalInputError(
             f"{table.uri} row 0 (header): no column {column!r} (columns: "

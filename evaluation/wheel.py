@@ -15,7 +15,7 @@ import json
 import logging
 import re
 
-from cluster import storage
+from core import storage
 from evaluation.tables import EvalInputError
 
 log = logging.getLogger(__name__)

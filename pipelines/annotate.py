@@ -1,11 +1,11 @@
 """The annotation job: clips -> decode/check -> audio and video clues -> disambiguated bilingual
 description -> OV labels -> EMER-Coarse shards, as one lazy Ray Data pipeline.
 
-``build_annotation_pipeline(cfg, input, subtitles, output)`` lists the input, skips what the output
-already holds (completion markers) and returns the lazy Dataset; consuming it writes the shards from
-inside the pipeline and yields only small summary rows. ``run_annotation`` drives it: reconcile the
-output, run, re-run the rows of blocks lost to crashed workers one by one (so only the culprit
-fails), record what is still lost as failures, write the manifest and dataset card.
+``run_annotation(cfg, input, subtitles, output)`` lists the input, skips what the output already holds
+(completion markers), builds the lazy Dataset (consuming it writes the shards from inside the
+pipeline and yields only small summary rows), re-runs the rows of blocks lost to crashed workers one
+by one (so only the culprit fails), records what is still lost as failures, and writes the manifest
+and dataset card.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ import dataclasses
 import logging
 import math
 import time
-import warnings
 from typing import Any
 
-from cluster import placement
+from core import placement
+from core.llm import tiny
+from core.metrics import ProgressLine
+from core.runtime import worker_env
+from core.stage import FAILED, map_stages
 from pipelines import card, sink
 from pipelines.config import AnnotateConfig, StageConfig
 from pipelines.inputs import Listing, build_listing
-from pipelines.stage import FAILED, StageChain
 from pipelines.stages import (
     AudioClueStage,
     CheckStage,
@@ -106,7 +108,6 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     """
     import ray
 
-    from cluster.runtime import worker_env
 
     groups = stage_groups(cfg)
     bounds = pool_bounds(cfg, groups)
@@ -119,18 +120,12 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
         chain = [(cls, {}) for cls in stages]
         if i == len(groups) - 1:
             chain.append((sink.WriteStage, {"output": output}))
-        pool = {"size": lo} if lo == hi else {"min_size": lo, "max_size": hi}
         remote = placement.remote_args(res.resources, num_cpus=res.num_cpus,
                                        num_gpus=llm.num_gpus if llm is not None else None,
                                        max_restarts=res.max_restarts,
                                        max_task_retries=0 if isolate else res.max_task_retries)
-        with warnings.catch_warnings():
-            # Ray 2.60 has no named parameter for actor restarts / task retries: they go as remote args.
-            warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
-            ds = ds.map_batches(
-                StageChain, fn_constructor_kwargs={"stages": chain, "cfg": cfg}, batch_format="pyarrow",
-                batch_size=batch, runtime_env=env, compute=ray.data.ActorPoolStrategy(
-                    **pool, max_tasks_in_flight_per_actor=1 if isolate else 2), **remote)
+        ds = map_stages(ds, chain, cfg, pool=(lo, hi), batch_size=batch, remote=remote, runtime_env=env,
+                        in_flight=1 if isolate else 2)
     return ds
 
 
@@ -151,14 +146,8 @@ def _batch_size(configured: int, rows: int, actors: int) -> int:
     return max(1, min(configured, math.ceil(rows / max(1, actors))))
 
 
-def build_annotation_pipeline(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str):
-    """List ``input_uri``, skip finished names in ``output`` and return the lazy Dataset."""
-    return build_pipeline(cfg, plan_annotation(cfg, input_uri, subtitles_uri, output).todo, output)
-
-
 def consume(ds, total: int, every: float = 10.0, label: str = "annotate") -> list[dict[str, Any]]:
     """Stream the summary rows to the driver (small rows only); one progress line every ``every`` s."""
-    from cluster.metrics import ProgressLine
 
     out: list[dict[str, Any]] = []
     progress = ProgressLine(label, total=total, unit="clips", every=every)
@@ -223,7 +212,6 @@ def _run_rows(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isol
 def with_tiny_models(cfg: AnnotateConfig, models_dir: str, max_new_tokens: int = 24) -> AnnotateConfig:
     """``cfg`` with every LLM role on a tiny random-weight checkpoint of the real model class, built
     once under ``models_dir`` (the offline demo; the text they generate is gibberish)."""
-    from pipelines.llm import tiny
 
     roles = {role: getattr(cfg, role).replace(backend="transformers", model=tiny.BUILDERS[role](
         f"{models_dir}/{role}"), model_class="", max_new_tokens=max_new_tokens,
@@ -235,4 +223,3 @@ def with_tiny_models(cfg: AnnotateConfig, models_dir: str, max_new_tokens: int =
 def _lost(todo: list[dict[str, Any]], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen = {r["name"] for r in done}
     return [r for r in todo if r["name"] not in seen]
-

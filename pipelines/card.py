@@ -18,8 +18,9 @@ from collections import Counter
 from importlib import metadata
 from typing import Any
 
-from cluster import storage
-from cluster.config import dump_yaml
+from core import storage
+from core.config import dump_yaml
+from core.schema import OV_LABELS
 from pipelines import sink
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ SCHEMA_DOC = {
     "frames": "list of JPEG frames sampled uniformly, frame_size x frame_size",
     "audio": "16 kHz mono 16-bit FLAC", "audio_clue / video_clue": "S0 clues of the audio / video LLM",
     "description_en / description_zh": "disambiguated description (S2) and its translation",
-    "ov_labels": "open-vocabulary emotion labels (lower-case)", "ov_raw": "the label LLM's raw answer",
+    OV_LABELS: "open-vocabulary emotion labels (lower-case)", "ov_raw": "the label LLM's raw answer",
 }
 
 
@@ -58,8 +59,8 @@ def _read(output: str, kind: str, columns: list[str]) -> list[dict[str, Any]]:
 
 
 def label_stats(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    per = [len(r.get("ov_labels") or []) for r in samples]
-    counts = Counter(label for r in samples for label in (r.get("ov_labels") or []))
+    per = [len(r.get(OV_LABELS) or []) for r in samples]
+    counts = Counter(label for r in samples for label in (r.get(OV_LABELS) or []))
     return {"vocabulary": len(counts), "labels_per_sample": round(sum(per) / len(per), 3) if per else 0.0,
             "samples_without_labels": sum(1 for n in per if n == 0),
             "labels_per_sample_histogram": dict(sorted(Counter(per).items())),
@@ -71,7 +72,7 @@ def write_manifest_and_card(cfg, listing, state: sink.OutputState, run: dict[str
     names = listing.names
     counts = {"inputs": len(names), **state.counts(names)}
     counts["pending"] = counts["inputs"] - sum(counts[o] for o in sink.OUTCOMES)
-    columns = ["name", "subtitle_missing"] + (["ov_labels"] if cfg.llm_stages else [])
+    columns = ["name", "subtitle_missing"] + ([OV_LABELS] if cfg.llm_stages else [])
     samples = _read(output, sink.SAMPLES, columns)
     failures = _read(output, sink.FAILURES, ["name", "stage", "outcome"])
     manifest = {

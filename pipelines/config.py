@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from cluster.config import Config, check_choice, check_range
-from pipelines.llm import LLMConfig
+from core.config import Config, check_choice, check_range
+from core.llm import LLMConfig
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
 LANGUAGES = ("english", "chinese")

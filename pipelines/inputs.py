@@ -17,7 +17,7 @@ import posixpath
 import re
 from typing import Any
 
-from cluster import storage
+from core import storage
 
 log = logging.getLogger(__name__)
 

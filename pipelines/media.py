@@ -21,9 +21,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from core import storage
+from core.schema import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 
 
 class MediaError(Exception):
@@ -49,7 +51,6 @@ class Decoded:
 @contextlib.contextmanager
 def local_clip(uri: str) -> Iterator[str]:
     """A local path for ``uri``: itself, or an S3 object copied to a temporary file for the block."""
-    from cluster import storage
 
     if not storage.is_s3(uri):
         if not os.path.isfile(uri):
@@ -159,23 +160,6 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"))
-
-
-def encode_flac(audio: np.ndarray) -> bytes:
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    return buf.getvalue()
-
-
-def decode_flac(data: bytes) -> np.ndarray:
-    import soundfile as sf
-
-    audio, rate = sf.read(io.BytesIO(data), dtype="float32")
-    if rate != SAMPLE_RATE:
-        raise MediaError(f"audio at {rate} Hz, expected {SAMPLE_RATE}")
-    return audio.reshape(-1) if audio.ndim == 1 else audio.mean(axis=1)
 
 
 class FaceCounter:

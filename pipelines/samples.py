@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from core.schema import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 WIDTH, HEIGHT, FPS = 160, 128, 10
 
 SUBTITLES = [

@@ -25,19 +25,25 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster import metrics, storage
-from pipelines.stage import FAILED, OK, REJECTED, Stage, rows_to_table
+from core import metrics, storage
+from core.schema import (
+    BASE_COLUMNS,
+    FAILED,
+    FAILURE_COLUMNS,
+    LLM_COLUMNS,
+    MEDIA_COLUMNS,
+    OK,
+    OUTCOMES,
+    OV_LABELS,
+    REJECTED,
+    rows_to_table,
+)
+from core.stage import Stage
 
 log = logging.getLogger(__name__)
 
 SAMPLES, FAILURES, MARKERS = "samples", "failures", "_markers"
-OUTCOMES = (OK, REJECTED, FAILED)
-BASE_COLUMNS = ("name", "clip", "subtitle_en", "subtitle_zh", "subtitle_missing", "duration_s", "fps",
-                "width", "height", "num_video_frames", "audio_s")
-MEDIA_COLUMNS = ("frames", "audio")
-LLM_COLUMNS = ("audio_clue", "video_clue", "description_en", "description_zh", "ov_labels", "ov_raw")
-FAILURE_COLUMNS = ("name", "stage", "reason", "outcome", "clip")
-SUMMARY_COLUMNS = ("name", "outcome", "stage", "reason", "shard", "subtitle_missing", "ov_labels")
+SUMMARY_COLUMNS = ("name", "outcome", "stage", "reason", "shard", "subtitle_missing", OV_LABELS)
 
 
 def shard_id(names: Iterable[str]) -> str:

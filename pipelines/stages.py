@@ -1,9 +1,9 @@
 """The annotation stages: decode, check, audio clue, video clue, disambiguate, translate, OV labels.
 
 CPU stages decode and filter clips (``pipelines.media``). LLM stages render the papers' prompts
-(``pipelines.prompts``: subtitles and clues go in as quoted data), call the role's backend
-(``pipelines.llm``; one instance per role per actor, so the three text stages share one model) and
-parse answers defensively (``pipelines.labels``). A failed LLM call fails its row, with the reason.
+(``core.llm.prompts``: subtitles and clues go in as quoted data), call the role's backend
+(``core.llm``; one instance per role per actor, so the three text stages share one model) and
+parse answers defensively (``core.llm.labels``). A failed LLM call fails its row, with the reason.
 """
 
 from __future__ import annotations
@@ -13,24 +13,15 @@ import os
 import signal
 from typing import Any
 
-from cluster import metrics
+from core import metrics
+from core.llm import LLMRequest, create_backend
+from core.llm.labels import parse_ov_labels
+from core.llm.prompts import render
+from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, decode_audio, encode_audio
+from core.stage import OK, REJECTED, Stage, fail
 from pipelines import media
-from pipelines.stage import OK, REJECTED, Stage, fail
 
 log = logging.getLogger(__name__)
-
-_BACKENDS: dict[tuple[str, str], Any] = {}
-
-
-def shared_backend(role: str, llm_cfg) -> Any:
-    """The backend of ``role`` for this process, created once (stages of one actor share it)."""
-    from pipelines.llm import create_backend
-
-    key = (role, repr(llm_cfg))
-    if key not in _BACKENDS:
-        _BACKENDS[key] = create_backend(llm_cfg, role)
-    return _BACKENDS[key]
-
 
 class DecodeStage(Stage):
     """Clip bytes -> JPEG frames, FLAC audio and metadata (decord + libav)."""
@@ -61,7 +52,7 @@ class DecodeStage(Stage):
         row.update(duration_s=d.duration_s, fps=d.fps, width=d.width, height=d.height,
                    num_video_frames=d.num_video_frames, has_audio=d.audio is not None, audio_s=d.audio_s,
                    faces=d.faces, frames=d.frames,
-                   audio=media.encode_flac(d.audio) if d.audio is not None and d.audio.size else None)
+                   audio=encode_audio(d.audio) if d.audio is not None and d.audio.size else None)
 
 
 class CheckStage(Stage):
@@ -86,7 +77,7 @@ class LLMStage(Stage):
 
     def setup(self) -> None:
         self.llm_cfg = getattr(self.cfg, self.role)
-        self.backend = shared_backend(self.role, self.llm_cfg)
+        self.backend = self.shared_state(self.role, self.llm_cfg, lambda: create_backend(self.llm_cfg, self.role))
 
     def request(self, row: dict[str, Any]):
         raise NotImplementedError
@@ -118,8 +109,6 @@ class LLMStage(Stage):
                 fail(r, self.name, f"{self.role} LLM ({model}): {res.error}")
 
     def render(self, prompt: str, **values: Any) -> str:
-        from pipelines.prompts import render
-
         return render(prompt, self.llm_cfg.prompts, **values)
 
 
@@ -131,12 +120,10 @@ class AudioClueStage(LLMStage):
     produces = ("audio_clue",)
 
     def request(self, row: dict[str, Any]):
-        from pipelines.llm import LLMRequest
-
         if not row.get("audio"):
             row[self.output] = ""  # allowed only when require_audio is off
             return None
-        return LLMRequest(prompt=self.render("audio_clue"), audio=media.decode_flac(row["audio"]))
+        return LLMRequest(prompt=self.render("audio_clue"), audio=decode_audio(row["audio"]))
 
 
 class VideoClueStage(LLMStage):
@@ -147,8 +134,6 @@ class VideoClueStage(LLMStage):
     produces = ("video_clue",)
 
     def request(self, row: dict[str, Any]):
-        from pipelines.llm import LLMRequest
-
         frames = list(row["frames"])
         k = self.cfg.video_prompt_frames or len(frames)
         frames = [frames[i] for i in media.sample_indices(len(frames), k)]
@@ -162,54 +147,46 @@ class DisambiguateStage(LLMStage):
 
     name, role = "disambiguate", "text"
     needs = ("audio_clue", "video_clue", "subtitle")
-    produces = ("description_en", "description_zh")
+    produces = (DESCRIPTION_EN, DESCRIPTION_ZH)
 
     def request(self, row: dict[str, Any]):
-        from pipelines.llm import LLMRequest
-
         prompt = self.render("disambiguate", audio_clue=row["audio_clue"] or "",
                              video_clue=row["video_clue"] or "", subtitle=row["subtitle"] or "")
         return LLMRequest(prompt=prompt)
 
     def accept(self, row: dict[str, Any], text: str) -> None:
-        row["description_en"] = row["description_zh"] = None
-        row["description_zh" if self.cfg.translate == "zh_en" else "description_en"] = text
+        row[DESCRIPTION_EN] = row[DESCRIPTION_ZH] = None
+        row[DESCRIPTION_ZH if self.cfg.translate == "zh_en" else DESCRIPTION_EN] = text
 
 
 class TranslateStage(LLMStage):
     """EN <-> ZH, so every description is bilingual."""
 
     name, role = "translate", "text"
-    needs = ("description_en", "description_zh")
-    produces = ("description_en", "description_zh")
+    needs = (DESCRIPTION_EN, DESCRIPTION_ZH)
+    produces = (DESCRIPTION_EN, DESCRIPTION_ZH)
 
     def request(self, row: dict[str, Any]):
-        from pipelines.llm import LLMRequest
-
         if self.cfg.translate == "none":
             return None
-        src = "description_zh" if self.cfg.translate == "zh_en" else "description_en"
+        src = DESCRIPTION_ZH if self.cfg.translate == "zh_en" else DESCRIPTION_EN
         return LLMRequest(prompt=self.render(f"translate_{self.cfg.translate}", text=row.get(src) or ""))
 
     def accept(self, row: dict[str, Any], text: str) -> None:
-        row["description_en" if self.cfg.translate == "zh_en" else "description_zh"] = text
+        row[DESCRIPTION_EN if self.cfg.translate == "zh_en" else DESCRIPTION_ZH] = text
 
 
 class OVLabelStage(LLMStage):
     """Open-vocabulary labels from the description (EMER Table 2 #4), parsed into a clean list."""
 
     name, role = "ov_labels", "text"
-    needs = ("description_en", "description_zh")
-    produces = ("ov_labels", "ov_raw")
+    needs = (DESCRIPTION_EN, DESCRIPTION_ZH)
+    produces = (OV_LABELS, "ov_raw")
 
     def request(self, row: dict[str, Any]):
-        from pipelines.llm import LLMRequest
-
-        clues = row.get("description_en") or row.get("description_zh") or ""
+        clues = row.get(DESCRIPTION_EN) or row.get(DESCRIPTION_ZH) or ""
         return LLMRequest(prompt=self.render("ov_extract", clues=clues))
 
     def accept(self, row: dict[str, Any], text: str) -> None:
-        from pipelines.labels import parse_ov_labels
-
         row["ov_raw"] = text
-        row["ov_labels"] = parse_ov_labels(text)
+        row[OV_LABELS] = parse_ov_labels(text)

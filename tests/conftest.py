@@ -97,7 +97,7 @@ def s3():
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    from cluster import storage
+    from core import storage
 
     storage.boto3_client().create_bucket(Bucket="emer-test")
     yield S3Endpoint(endpoint, "emer-test")

@@ -34,7 +34,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """Folder with the tiny CLIP vision tower, Whisper encoder and Qwen2 LLM + tokenizer."""
-    from affect_model.tiny import build_tiny_models
+    from affect_model.model.tiny import build_tiny_models
 
     root = tmp_path_factory.mktemp("affect_tiny")
     build_tiny_models(root)
@@ -43,7 +43,7 @@ def tiny_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_cfg(tiny_root):
-    from affect_model.config import debug_config
+    from affect_model.model.config import debug_config
 
     return debug_config(tiny_root)
 
@@ -70,7 +70,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
                 "description_en": ANSWERS[i % len(ANSWERS)],
                 "frames": [jpeg(seed * 100 + i * 10 + k) for k in range(3 + i % 4)],
                 "audio": (rng.normal(size=16000 * (1 + i % 5)) * 0.1).astype(np.float32),
-                "labels": ["happy", "calm"][: 1 + i % 2],
+                "ov_labels": ["happy", "calm"][: 1 + i % 2],
             }
         )
     return rows

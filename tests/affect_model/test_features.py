@@ -9,18 +9,18 @@ import pytest
 import torch
 from train_helpers import rows
 
-from affect_model.data import write_coarse
-from affect_model.features import META_FILE, build_features
-from affect_model.train_config import FeaturesConfig, TrainConfig
-from cluster import storage
+from affect_model.jobs.features import META_FILE, build_features
+from affect_model.train.config import FeaturesConfig, TrainConfig
+from affect_model.train.data import write_coarse
+from core import storage
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
 def test_feature_cache_matches_encoders_records_failures_and_resumes(ray_local, tiny_cfg, tmp_path):
-    from affect_model.data import MediaProcessor
-    from affect_model.encoders import AudioEncoder, VisionEncoder
+    from affect_model.model.encoders import AudioEncoder, VisionEncoder
+    from affect_model.train.data import MediaProcessor
 
     data = rows(5)
     data[3]["frames"] = [b"not a jpeg"]  # a broken clip
@@ -36,7 +36,7 @@ def test_feature_cache_matches_encoders_records_failures_and_resumes(ray_local, 
     assert sorted(got) == sorted(r["name"] for r in data)
     assert "frames" not in table[0] and "audio" not in table[0]
     assert got["clip_0003"]["error"].startswith("ValueError") and not any(got["clip_0003"]["frame_mask"])
-    assert got["clip_0001"]["labels"] == ["sad", "worried"] and got["clip_0001"]["error"] == ""
+    assert got["clip_0001"]["ov_labels"] == ["sad", "worried"] and got["clip_0001"]["error"] == ""
     # the cached tensors are what the frozen encoders give for the same sample
     media = MediaProcessor(tiny_cfg)
     vision = VisionEncoder(tiny_cfg.vision_model, torch.float32, tiny_cfg.video_tokens)

@@ -7,16 +7,17 @@ import pytest
 import torch
 from train_helpers import rows, write_fine_csv
 
-from affect_model.data import read_fine_csv, split_fine, write_coarse
-from cluster import storage
-from cluster.cli import main
+from affect_model.model.checkpoint import save_pretrained
+from affect_model.train.data import read_fine_csv, split_fine, write_coarse
+from core import storage
+from emer.cli import main
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
 def test_infer_cli_describes_the_test_split(ray_local, tiny_cfg, tmp_path, capsys):
-    from affect_model.model import AffectGPT
+    from affect_model.model.affectgpt import AffectGPT
 
     fine = write_fine_csv(tmp_path, 16)
     _, test_names = split_fine(read_fine_csv(fine))
@@ -28,7 +29,7 @@ def test_infer_cli_describes_the_test_split(ray_local, tiny_cfg, tmp_path, capsy
     media = str(tmp_path / "media.parquet")
     write_coarse(data, media)
     torch.manual_seed(0)
-    AffectGPT(tiny_cfg).save_pretrained(str(tmp_path / "ckpt"))
+    save_pretrained(AffectGPT(tiny_cfg), str(tmp_path / "ckpt"))
     out = str(tmp_path / "pred" / "test.parquet")
 
     code = main(["infer", "--checkpoint", str(tmp_path / "ckpt"), "--split", "test", "--output", out,
@@ -49,7 +50,7 @@ def test_infer_cli_describes_the_test_split(ray_local, tiny_cfg, tmp_path, capsy
 
 
 def test_infer_without_a_checkpoint_names_the_fix(tmp_path):
-    from affect_model.train import resolve_weights
+    from affect_model.train.loop import resolve_weights
 
     with pytest.raises(FileNotFoundError, match="train.infer.checkpoint = .*nothing.*weights"):
         resolve_weights(str(tmp_path / "nothing"), "train.infer.checkpoint")

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from affect_model.data import MediaProcessor, SampleEncoder, collate
-from affect_model.model import AffectGPT
-from affect_model.prompt import IGNORE, SLOT_AUDIO, SLOT_FUSION, SLOT_TEXT, SLOT_VIDEO
+from affect_model.model.affectgpt import AffectGPT
+from affect_model.model.prompt import IGNORE, SLOT_AUDIO, SLOT_FUSION, SLOT_TEXT, SLOT_VIDEO
+from affect_model.train.data import MediaProcessor, SampleEncoder, collate
 
 _ENCODERS: dict = {}
 

@@ -9,9 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from affect_model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trainable, read_config
-from affect_model.data import MediaProcessor, SampleEncoder, collate
-from affect_model.model import AffectGPT
+from affect_model.model.affectgpt import AffectGPT
+from affect_model.model.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    from_pretrained,
+    load_trainable,
+    read_config,
+    save_pretrained,
+)
+from affect_model.train.data import MediaProcessor, SampleEncoder, collate
 
 
 def _perturbed(cfg) -> AffectGPT:
@@ -35,7 +42,7 @@ def test_save_load_identical_and_no_frozen_weights(tiny_cfg, rows, tmp_path):
     batch = _batch(model, rows[:2])
     want = model(**batch).logits
     out = tmp_path / "ckpt"
-    model.save_pretrained(str(out))
+    save_pretrained(model, str(out))
     assert sorted(os.listdir(out)) == [CONFIG_FILE, WEIGHTS_FILE]
     saved = load_file(str(out / WEIGHTS_FILE))
     trainable = dict(model.named_trainable_parameters())
@@ -49,7 +56,7 @@ def test_save_load_identical_and_no_frozen_weights(tiny_cfg, rows, tmp_path):
     assert meta["model"]["llm_model"] == cfg.llm_model and meta["model"]["fusion"] == "attention"
     assert read_config(str(out)) == cfg
 
-    loaded = AffectGPT.from_pretrained(str(out)).eval()
+    loaded = from_pretrained(str(out)).eval()
     assert torch.equal(loaded(**batch).logits, want)
     fresh = AffectGPT(cfg).eval()
     assert not torch.equal(fresh(**batch).logits, want)  # the load is what makes them equal
@@ -57,7 +64,7 @@ def test_save_load_identical_and_no_frozen_weights(tiny_cfg, rows, tmp_path):
 
 def test_load_trainable_rejects_other_architecture(tiny_cfg, tmp_path):
     model = _perturbed(tiny_cfg)
-    model.save_pretrained(str(tmp_path / "a"))
+    save_pretrained(model, str(tmp_path / "a"))
     other = AffectGPT(tiny_cfg.replace(fusion="qformer"), tokenizer=model.tokenizer)
     with pytest.raises(ValueError, match="missing"):
         load_trainable(other, str(tmp_path / "a"))
@@ -75,7 +82,7 @@ def test_checkpoint_round_trip_s3(tiny_cfg, request):
         pytest.skip("the s3 fixture (tests/conftest.py, moto) is not available")
     model = _perturbed(tiny_cfg)
     uri = s3.uri("ckpt/affectgpt")
-    model.save_pretrained(uri)
-    loaded = AffectGPT.from_pretrained(uri, load_encoders=False)
+    save_pretrained(model, uri)
+    loaded = from_pretrained(uri, load_encoders=False)
     for name, p in model.named_trainable_parameters():
         assert torch.equal(dict(loaded.named_trainable_parameters())[name], p), name

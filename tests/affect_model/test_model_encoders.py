@@ -6,11 +6,11 @@ import math
 
 import torch
 
-from affect_model import encoders
-from affect_model.config import debug_config
-from affect_model.data import MediaProcessor, SampleEncoder, collate
-from affect_model.model import AffectGPT
-from affect_model.tiny import build_tiny_clip_full, build_tiny_hubert, build_tiny_siglip_vision
+from affect_model.model import encoders
+from affect_model.model.affectgpt import AffectGPT
+from affect_model.model.config import debug_config
+from affect_model.model.tiny import build_tiny_clip_full, build_tiny_hubert, build_tiny_siglip_vision
+from affect_model.train.data import MediaProcessor, SampleEncoder, collate
 
 
 def test_vision_tower_from_full_clip_checkpoint(tmp_path):

@@ -13,10 +13,11 @@ import ray.cloudpickle
 import torch
 from train_helpers import history, run_config, write_coarse, write_fine_csv
 
-from affect_model.checkpoint import read_trainable
-from affect_model.train import run_training
-from affect_model.train_task import AffectGPTTask
-from cluster import storage
+from affect_model.model.checkpoint import read_trainable
+from affect_model.train.loop import run_training
+from affect_model.train.task import AffectGPTTask
+from core import storage
+from evaluation.runs import epoch_scorer
 
 pytestmark = pytest.mark.slow
 ROWS = 16  # 2 workers x batch 2 -> 4 steps an epoch; 1 worker -> 8
@@ -108,14 +109,14 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, s3, tiny_cfg, dat
 
 @pytest.mark.timeout(420)
 def test_stage2_starts_from_stage1_weights_and_evaluates(stage1_ddp, tiny_cfg, data, tmp_path):
-    from affect_model.data import read_fine_csv, split_fine
-    from affect_model.model import AffectGPT
+    from affect_model.model.affectgpt import AffectGPT
+    from affect_model.train.data import read_fine_csv, split_fine
 
     _, stage1 = stage1_ddp
     cfg = run_config(tiny_cfg, stage=2, coarse_uri=data["coarse"], fine_uri=data["fine"], lr=0.0,
                      init_from=stage1["run_uri"], storage_path=str(tmp_path), strategy="deepspeed",
                      eval_each_epoch=True, eval_max_new_tokens=4)
-    res = run_training(cfg)
+    res = run_training(cfg, scorer=epoch_scorer(cfg.evaluate))
     train_names, test_names = split_fine(read_fine_csv(data["fine"]))
     assert res["rows"] == len(train_names) and res["steps"] == len(train_names) // 2
     # lr 0: stage 2 ends with exactly the weights it started from, which are stage 1's
@@ -136,7 +137,7 @@ def test_stage2_starts_from_stage1_weights_and_evaluates(stage1_ddp, tiny_cfg, d
 
 @pytest.mark.timeout(420)
 def test_cached_features_give_the_same_loss_as_live_encoders(stage1_ddp, tiny_cfg, data, tmp_path):
-    from affect_model.features import build_features
+    from affect_model.jobs.features import build_features
 
     ddp_cfg, ddp = stage1_ddp
     train = ddp_cfg.train.replace(features_uri=str(tmp_path / "features"), use_cached_features=True,

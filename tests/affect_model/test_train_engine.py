@@ -10,9 +10,9 @@ import socket
 import pytest
 import torch
 
-from affect_model.train_config import TrainConfig
-from affect_model.train_engine import make_engine
-from affect_model.train_task import AffectGPTTask
+from affect_model.train.config import TrainConfig
+from affect_model.train.engine import make_engine
+from affect_model.train.task import AffectGPTTask
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +88,6 @@ def test_deepspeed_checkpoint_round_trip(process_group, tiny_cfg, tmp_path, chan
     assert all(torch.allclose(a[k], b[k]) for k in a), loss
     # the weights saved on their own load into a model
     task.save_weights(a, str(tmp_path / "weights"))
-    from affect_model.checkpoint import load_trainable
+    from affect_model.model.checkpoint import load_trainable
 
     load_trainable(module2, str(tmp_path / "weights"), strict=True)

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from affect_model.schedule import lr_factor, param_groups, total_optimizer_steps
-from affect_model.train_config import TrainConfig
-from affect_model.train_engine import DDPEngine, deepspeed_config
-from affect_model.train_report import History
-from cluster.config import ConfigError
+from affect_model.train.config import TrainConfig
+from affect_model.train.engine import DDPEngine, deepspeed_config
+from affect_model.train.report import History
+from affect_model.train.schedule import lr_factor, param_groups, total_optimizer_steps
+from core.config import ConfigError
 
 
 class StandIn(torch.nn.Module):

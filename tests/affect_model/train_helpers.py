@@ -35,12 +35,12 @@ def rows(n: int, seed: int = 0) -> list[dict]:
                     "description_en": DESCRIPTIONS[i % len(DESCRIPTIONS)],
                     "frames": [_jpeg(rng) for _ in range(2 + i % 3)],
                     "audio": (rng.normal(size=16000 * (1 + i % 3)) * 0.1).astype(np.float32),
-                    "labels": [["angry"], ["sad", "worried"], ["relieved"], ["surprised"]][i % 4]})
+                    "ov_labels": [["angry"], ["sad", "worried"], ["relieved"], ["surprised"]][i % 4]})
     return out
 
 
 def write_coarse(folder: Path, n: int) -> str:
-    from affect_model.data import write_coarse as write
+    from affect_model.train.data import write_coarse as write
 
     uri = str(folder / "coarse.parquet")
     write(rows(n), uri)
@@ -50,7 +50,7 @@ def write_coarse(folder: Path, n: int) -> str:
 def write_fine_csv(folder: Path, n: int) -> str:
     import pyarrow as pa
 
-    from cluster import storage
+    from core import storage
 
     uri = str(folder / "fine.csv")
     names = [f"clip_{i:04d}" for i in range(n)]
@@ -60,8 +60,8 @@ def write_fine_csv(folder: Path, n: int) -> str:
 
 
 def run_config(model_cfg, **train):
-    from affect_model.train_config import TrainConfig
-    from cluster.runconfig import RunConfig
+    from affect_model.train.config import TrainConfig
+    from emer.runconfig import RunConfig
 
     base = dict(num_workers=1, batch_size=2, epochs=1, warmup_steps=2, lr=2e-3, precision="fp32",
                 torch_adam=True, checkpoint_every=2, shuffle_buffer=0, max_failures=0, log_every=1)
@@ -72,6 +72,6 @@ def run_config(model_cfg, **train):
 def history(run_uri: str) -> dict:
     import json
 
-    from cluster import storage
+    from core import storage
 
     return json.loads(storage.read_text(storage.join(run_uri, "history.json")))

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def tiny_llms() -> dict[str, str]:
     """role -> folder of a tiny checkpoint (built once, kept in .cache/tiny-llm: builders are idempotent)."""
-    from pipelines.llm.tiny import BUILDERS
+    from core.llm.tiny import BUILDERS
 
     base = ROOT / ".cache" / "tiny-llm"
     return {role: build(base / role) for role, build in BUILDERS.items()}

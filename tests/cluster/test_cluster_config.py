@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from cluster import metrics, placement
+from core import metrics, placement
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "ray_cluster.yaml"
@@ -81,8 +81,8 @@ def test_setup_installs_emer_with_the_pinned_ray(launcher):
 
 
 def test_kuberay_rayjob_manifest():
-    from cluster.cli import build_parser, split_overrides
-    from cluster.runconfig import load_run_config
+    from emer.cli import build_parser, split_overrides
+    from emer.runconfig import load_run_config
 
     docs = list(yaml.safe_load_all((ROOT / "cluster" / "kuberay-rayjob.yaml").read_text()))
     job = next(d for d in docs if d["kind"] == "RayJob")
@@ -99,7 +99,7 @@ def test_kuberay_rayjob_manifest():
             assert all("valueFrom" in e for e in c.get("env", []) if "KEY" in e["name"])
     # the entrypoint is `emer submit`'s wrapper and its arguments parse into a valid run config
     argv = shlex.split(job["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "cluster.submit"]
+    assert argv[:3] == ["python", "-m", "emer.job_entry"]
     command = argv[argv.index("--") + 1:]
     rest, overrides = split_overrides(command)
     args = build_parser().parse_args(rest)
@@ -110,7 +110,7 @@ def test_kuberay_rayjob_manifest():
 
 
 def test_cluster_preset_asks_for_the_resources_the_node_types_carry(launcher):
-    from cluster.runconfig import load_run_config
+    from emer.runconfig import load_run_config
 
     carried = {k for t in launcher["available_node_types"].values() for k in t["resources"]} - {"CPU"}
     stages = load_run_config("cluster").annotate.stages

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from cluster_helpers import subprocess_env, tiny_llm_overrides
 
-from cluster import storage
+from core import storage
 
 HERE = Path(__file__).resolve().parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]

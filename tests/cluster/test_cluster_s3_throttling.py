@@ -1,4 +1,4 @@
-"""S3 throttling: writes through ``cluster.storage`` survive ``503 SlowDown`` answers.
+"""S3 throttling: writes through ``core.storage`` survive ``503 SlowDown`` answers.
 
 A small proxy in front of the moto server answers the first PUT of every key with S3's SlowDown
 error and forwards everything else; pyarrow (shards, markers) and boto3 clients must retry and land
@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from cluster import storage
+from core import storage
 
 SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
             b"<Message>Please reduce your request rate.</Message><RequestId>1</RequestId></Error>")

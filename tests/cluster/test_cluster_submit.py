@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from cluster_helpers import VENV_BIN, RayHead, emer, subprocess_env
 
-from cluster import metrics, storage
+from core import metrics, storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -8,9 +8,10 @@ import shlex
 
 import pytest
 
-from cluster import metrics, placement
 from cluster import submit as sb
-from cluster.cli import build_parser, split_overrides
+from core import metrics, placement
+from emer.cli import build_parser, split_overrides
+from emer.job_entry import entry_main
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_secrets_travel_by_name_only(env):
     assert sub.runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"]  # not secret: by value
     assert sub.runtime_env["working_dir"] == "/proj"
     argv = shlex.split(sub.entrypoint)
-    assert argv[:3] == ["python", "-m", "cluster.submit"]
+    assert argv[:3] == ["python", "-m", "emer.job_entry"]
     assert argv[argv.index("--") + 1:] == ["annotate", "--input", "s3://b/clips"]
     assert sub.metadata["emer_command"] == "annotate"
     assert sub.metadata["emer_env_names"] == "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,OPENAI_API_KEY"
@@ -84,13 +85,13 @@ def test_auth_token_sources(env, monkeypatch, tmp_path):
 
 def test_entrypoint_checks_names_and_runs_the_command(env, monkeypatch, capsys):
     monkeypatch.delenv("OPENAI_API_KEY")
-    assert sb.entry_main(["--env-names", "AWS_SECRET_ACCESS_KEY,OPENAI_API_KEY", "--", "config"]) == 2
+    assert entry_main(["--env-names", "AWS_SECRET_ACCESS_KEY,OPENAI_API_KEY", "--", "config"]) == 2
     out = capsys.readouterr()
     assert "not set: OPENAI_API_KEY" in out.out and "lack OPENAI_API_KEY" in out.err
     assert env["AWS_SECRET_ACCESS_KEY"] not in out.out + out.err
     # AWS keys may come from the instance profile: missing is not fatal; the command then runs
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    assert sb.entry_main(["--env-names", "AWS_SECRET_ACCESS_KEY", "--", "config"]) == 0
+    assert entry_main(["--env-names", "AWS_SECRET_ACCESS_KEY", "--", "config"]) == 0
     assert "annotate:" in capsys.readouterr().out  # `emer config` printed the resolved config
 
 
@@ -102,7 +103,7 @@ def _submit_args(argv):
 
 
 def test_submit_forwards_overrides_and_a_shipped_config(env):
-    from cluster.jobs_cli import _job_command
+    from emer.commands.jobs import _job_command
 
     root = sb.project_root()
     assert root is not None

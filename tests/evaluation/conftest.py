@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from core.llm.prompts import parse_data
+
 
 def pytest_collection_modifyitems(config, items):
     """METEOR's JVM loads its paraphrase table for several seconds (much longer on a busy machine):
@@ -43,7 +45,7 @@ def wheel_dir(shared_dir: Path) -> Path:
 @pytest.fixture
 def emer(capsys) -> Callable[..., tuple[int, str, str]]:
     """Run ``emer`` through its real entry point; returns (exit code, stdout, stderr)."""
-    from cluster.cli import main
+    from emer.cli import main
 
     def run(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
@@ -88,14 +90,14 @@ class FakeChat:
         if status != 200:
             return status, ""
         reask = "nothing else" in prompt
-        m = re.search(r"Input: (\[.*?\]) Output:", prompt)
-        if m:
-            labels = ast.literal_eval(m.group(1))
+        listed = parse_data(prompt, "labels")  # the registry's synonym_grouping prompt
+        if listed is not None:
+            labels = ast.literal_eval(listed)
             if set(labels) & self.always_bad or (set(labels) & self.bad_once and not reask):
                 return 200, "These emotions are all rather similar, I would say."
             return 200, "Here you go:\n" + repr(group_by_first_letter(labels))
-        m = re.search(r"Clues: (.*) Output:", prompt, re.S)
-        words = re.findall(r"[a-z]+", m.group(1).lower()) if m else []
+        clues = parse_data(prompt, "clues")  # the registry's ov_extract prompt
+        words = re.findall(r"[a-z]+", clues.lower()) if clues else []
         return 200, repr([w for w in dict.fromkeys(words) if w in self.EMOTIONS])
 
 

@@ -95,7 +95,7 @@ def test_bad_parquet_cell_and_config_value(emer, tmp_path):
         "--evaluate.llm.concurrency=0",
         "--no-report",
     )
-    assert rc == 2 and "evaluate.llm.concurrency = 0: must be between 1 and 256" in err
+    assert rc == 2 and "evaluate.llm.concurrency = 0: must be between 1 and 1024" in err
     rc, _, err = emer(
         "evaluate",
         "ov",
@@ -120,7 +120,7 @@ def test_list_parsers():
 
 
 def test_s3_inputs_and_report(emer, s3):
-    from cluster import storage
+    from core import storage
 
     base = s3.uri("eval-test")
     storage.write_text(f"{base}/gt.csv", GOOD)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.config import LLMConfig
-from evaluation.llm import OpenAIComplete, parse_groups_answer, parse_label_answer
+from core.llm import Completer
+from core.llm.labels import parse_label_groups, parse_label_list
+from evaluation.config import default_llm
 
 GT = {"s1": ["happy", "joyful", "sad"], "s2": ["angry"], "s3": ["worried", "anxious"], "s4": ["calm"]}
 PRED = {"s1": ["happy", "hopeful"], "s2": ["annoyed", "sad"], "s3": ["worried"], "s4": []}
@@ -32,6 +33,7 @@ def llm_flags(fake, cache: Path) -> list[str]:
         "--evaluate.llm.model=test-model",
         "--evaluate.llm.concurrency=3",
         "--evaluate.llm.max_retries=3",
+        "--evaluate.llm.retry_backoff_s=0.01",
     ]
 
 
@@ -89,7 +91,7 @@ def test_llm_malformed_answers_reasked_then_reported(emer, fake_llm, tmp_path):
         "--out",
         tmp_path / "rep",
         *llm_flags(fake_llm, tmp_path / "cache"),
-        "--evaluate.llm.reask=2",
+        "--evaluate.reask=2",
     )
     assert rc == 0, err
     r = json.loads(out)
@@ -148,23 +150,35 @@ def test_extraction_from_descriptions(emer, fake_llm, tmp_path):
 
 def test_complete_records_errors_after_retries(fake_llm, tmp_path):
     fake_llm.script = [500, 500, 500]
-    complete = OpenAIComplete(LLMConfig(base_url=fake_llm.base_url, cache_dir=str(tmp_path), max_retries=2))
-    assert complete(["Input: ['a', 'b'] Output:"]) == [""]
+    cfg = default_llm().replace(base_url=fake_llm.base_url, cache_dir=str(tmp_path), max_retries=2,
+                                retry_backoff_s=0.01)
+    complete = Completer(cfg)
+    assert complete(["Group these: ['a', 'b']"]) == [""]
     assert fake_llm.requests == 3 and len(complete.errors) == 1 and "500" in complete.errors[0]
     assert list(tmp_path.rglob("*.json")) == []  # failures are not cached
 
 
+def test_client_errors_are_not_retried(fake_llm, tmp_path):
+    """One retry policy for every LLM call: 400/401/404 fail at once, 429/5xx are retried."""
+    for status in (400, 401, 404):
+        fake_llm.requests, fake_llm.script = 0, [status]
+        cfg = default_llm().replace(base_url=fake_llm.base_url, cache_dir=str(tmp_path), retry_backoff_s=0.01)
+        complete = Completer(cfg)
+        assert complete([f"prompt {status}"]) == [""]
+        assert fake_llm.requests == 1 and f"HTTP {status}" in complete.errors[0]
+
+
 def test_answer_parsers():
-    assert parse_label_answer("['Happy', 'sad']") == ["happy", "sad"]
-    assert parse_label_answer("```python\n['worried']\n```") == ["worried"]
-    assert parse_label_answer("surprise, nervous, dissatisfied") == ["surprise", "nervous", "dissatisfied"]
-    assert parse_label_answer("[happy, relieved]") == ["happy", "relieved"]
-    assert parse_label_answer("None") == [] and parse_label_answer("[]") == []
-    assert parse_label_answer("") is None
+    assert parse_label_list("['Happy', 'sad']") == ["happy", "sad"]
+    assert parse_label_list("```python\n['worried']\n```") == ["worried"]
+    assert parse_label_list("surprise, nervous, dissatisfied") == ["surprise", "nervous", "dissatisfied"]
+    assert parse_label_list("[happy, relieved]") == ["happy", "relieved"]
+    assert parse_label_list("None") == [] and parse_label_list("[]") == []
+    assert parse_label_list("") is None
     assert (
-        parse_label_answer("The character seems to be feeling quite conflicted about the whole thing") is None
+        parse_label_list("The character seems to be feeling quite conflicted about the whole thing") is None
     )
-    assert parse_groups_answer("Output: [['a', 'b'], ['c']]", ["a", "c"]) == [["a", "b"], ["c"]]
-    assert parse_groups_answer("[[a, b], [c]", ["a"]) == [["a", "b"], ["c"]]
-    assert parse_groups_answer("no list here", ["a"]) is None
-    assert parse_groups_answer("[['x']]", ["a"]) is None  # unrelated to the labels asked about
+    assert parse_label_groups("Output: [['a', 'b'], ['c']]", ["a", "c"]) == [["a", "b"], ["c"]]
+    assert parse_label_groups("[[a, b], [c]", ["a"]) == [["a", "b"], ["c"]]
+    assert parse_label_groups("no list here", ["a"]) is None
+    assert parse_label_groups("[['x']]", ["a"]) is None  # unrelated to the labels asked about

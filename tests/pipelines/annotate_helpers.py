@@ -6,7 +6,7 @@ from collections import Counter
 
 from llm_fixtures import tiny_model
 
-from cluster import storage
+from core import storage
 from pipelines.config import AnnotateConfig
 from pipelines.samples import BROKEN
 

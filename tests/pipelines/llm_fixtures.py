@@ -163,7 +163,7 @@ def tiny_model(role: str) -> str:
         import shutil
         import tempfile
 
-        from pipelines.llm import tiny
+        from core.llm import tiny
 
         if "_root" not in _TINY:
             _TINY["_root"] = tempfile.mkdtemp(prefix="emer-tiny-llm-")

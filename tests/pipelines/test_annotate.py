@@ -18,7 +18,8 @@ from annotate_helpers import (
 )
 from llm_fixtures import fake_openai_server, tiny_model
 
-from cluster import storage
+from core import storage
+from core.schema import decode_audio
 from pipelines import media
 from pipelines.annotate import run_annotation
 from pipelines.samples import BROKEN
@@ -45,7 +46,7 @@ def test_tiny_models_to_local_disk(local_run, sample_clips):
     assert sorted(samples) == sample_clips.clips
     for r in samples.values():
         assert len(r["frames"]) == 8 and media.decode_jpeg(r["frames"][0]).shape == (224, 224, 3)
-        audio = media.decode_flac(r["audio"])
+        audio = decode_audio(r["audio"])
         assert abs(len(audio) / 16000 - r["duration_s"]) < 0.2 and np.isfinite(audio).all()
         for col in ("audio_clue", "video_clue", "description_en", "description_zh", "ov_raw"):
             assert isinstance(r[col], str) and r[col].strip(), (col, r[col])  # tiny models: gibberish

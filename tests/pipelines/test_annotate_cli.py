@@ -7,7 +7,7 @@ import json
 import pytest
 from annotate_helpers import all_inputs, check_every_name_once
 
-from cluster.cli import main
+from emer.cli import main
 
 FAST = ["--annotate.stop_after=check", "--annotate.stages.decode.actors=1"]
 

@@ -77,7 +77,7 @@ def test_subtitles_csv_problems(tmp_path):
 
 
 def test_subtitles_from_s3(s3, tmp_path):
-    from cluster import storage
+    from core import storage
 
     uri = s3.uri("inputs-test/subs.csv")
     storage.write_text(uri, "name,chinese,english\nq,问,ask\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from annotate_helpers import all_inputs, check_every_name_once, read_rows
 
-from cluster.config import dump_yaml
+from core.config import dump_yaml
 from pipelines.annotate import run_annotation
 from pipelines.config import AnnotateConfig
 

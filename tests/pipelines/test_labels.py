@@ -6,7 +6,7 @@ import builtins
 
 import pytest
 
-from pipelines.labels import parse_ov_labels
+from core.llm.labels import parse_ov_labels
 
 CASES = [
     # JSON / Python literals

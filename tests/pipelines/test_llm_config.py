@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster.config import ConfigError, dump_yaml, load
-from pipelines.llm import LLMConfig, LLMRequest, LLMResult, create_backend
-from pipelines.llm.vllm_backend import MISSING
+from core.config import ConfigError, dump_yaml, load
+from core.llm import LLMConfig, LLMRequest, LLMResult, create_backend
+from core.llm.vllm_backend import MISSING
 
 
 def test_defaults_are_valid_and_round_trip_yaml(tmp_path):

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 from llm_fixtures import fake_openai_server, jpeg_frames, tone
 
-from pipelines.llm import LLMConfig, LLMRequest, create_backend
-from pipelines.llm.openai_backend import MAX_BACKOFF_S, backoff_s
+from core.llm import LLMConfig, LLMRequest, create_backend
+from core.llm.openai_backend import MAX_BACKOFF_S, backoff_s
 
 KEY = "sk-emer-LEAKCHECK-7f3a9c1e5b"
 ENV = "EMER_TEST_OPENAI_KEY"

@@ -6,7 +6,7 @@ import os
 
 from llm_fixtures import tiny_model
 
-from pipelines.llm import tiny
+from core.llm import tiny
 
 
 def test_tokenizer_has_special_tokens_and_chat_template(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from llm_fixtures import jpeg_frames, tiny_model, tone
 
-from pipelines.llm import LLMConfig, LLMRequest, create_backend
+from core.llm import LLMConfig, LLMRequest, create_backend
 
 NEW = 6
 

@@ -7,6 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from core.schema import decode_audio, encode_audio
 from pipelines import media
 from pipelines.config import AnnotateConfig
 
@@ -93,8 +94,8 @@ def test_audio_shorter_than_video_is_caught(sample_clips, tmp_path):
 def test_flac_round_trip():
     t = np.arange(16000 * 2) / 16000
     audio = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    data = media.encode_flac(audio)
-    back = media.decode_flac(data)
+    data = encode_audio(audio)
+    back = decode_audio(data)
     assert len(data) < audio.nbytes / 2
     assert back.shape == audio.shape and np.abs(back - audio).max() < 2 / 32768
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from cluster.cli import main
+from emer.cli import main
 from pipelines.samples import BROKEN
 
 

@@ -6,7 +6,7 @@ import json
 
 import pyarrow.parquet as pq
 
-from cluster import storage
+from core import storage
 from pipelines import card, sink
 from pipelines.config import AnnotateConfig
 

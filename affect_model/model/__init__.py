@@ -1,0 +1,1 @@
+"""emer: affect_model/model."""

@@ -1,0 +1,122 @@
+"""Model-side preprocessing of one sample's media: JPEG frames -> pixel values, 16 kHz audio -> clips.
+
+``MediaProcessor`` uses the frozen encoders' own processors, loaded from the same ids / paths as the
+encoders: the vision tower's image processor (``AutoImageProcessor``) and the audio encoder's
+feature extractor (``WhisperFeatureExtractor`` -> log-mel per clip; ``Wav2Vec2FeatureExtractor`` ->
+normalised waveform per clip). Frames are sampled uniformly to ``frames``; audio is cut into
+``audio_clips`` clips of ``clip_seconds`` (consecutive, or spread evenly over longer audio).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from affect_model.model import encoders
+from affect_model.model.config import ModelConfig
+from core.schema import decode_audio
+
+
+def decode_jpeg(data: bytes):
+    from PIL import Image
+
+    try:
+        return Image.open(io.BytesIO(data)).convert("RGB")
+    except Exception as err:  # PIL raises several types for bad data
+        raise ValueError(f"frame: not a decodable image ({len(data)} bytes): {err}") from err
+
+
+def uniform_indices(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n) (repeats when n < k)."""
+    if n <= 0:
+        return []
+    return [int(round(x)) for x in np.linspace(0, n - 1, k)]
+
+
+def clip_starts(n_samples: int, clip: int, k: int) -> list[int]:
+    """Start samples of up to k clips: consecutive when the audio fits, else spread evenly."""
+    if n_samples <= 0:
+        return []
+    count = -(-n_samples // clip)
+    if count <= k:
+        return [i * clip for i in range(count)]
+    return [int(round(x)) for x in np.linspace(0, n_samples - clip, k)]
+
+
+class MediaProcessor:
+    """Frames and audio of one sample -> encoder inputs with masks of the real frames / clips."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        from transformers import AutoFeatureExtractor, AutoImageProcessor
+
+        self.cfg = cfg
+        self.image_processor = AutoImageProcessor.from_pretrained(cfg.vision_model) if cfg.use_video else None
+        self.feature_extractor = (
+            AutoFeatureExtractor.from_pretrained(cfg.audio_model) if cfg.use_audio else None
+        )
+        self.audio_kind = encoders.audio_kind(cfg.audio_model) if cfg.use_audio else None
+        if self.feature_extractor is not None:
+            self._check_audio()
+
+    def _check_audio(self) -> None:
+        fe, cfg = self.feature_extractor, self.cfg
+        if fe.sampling_rate != cfg.sample_rate:
+            raise ValueError(
+                f"{cfg.audio_model}: feature extractor expects {fe.sampling_rate} Hz but "
+                f"model.sample_rate = {cfg.sample_rate}; resample the audio or fix the config"
+            )
+        if self.audio_kind != "whisper":
+            return
+        if fe.n_samples < cfg.clip_samples:
+            raise ValueError(
+                f"{cfg.audio_model}: Whisper window {fe.chunk_length} s is shorter than "
+                f"model.clip_seconds = {cfg.clip_seconds}"
+            )
+        frames = 2 * encoders.audio_positions(cfg.audio_model)
+        if fe.nb_max_frames != frames:
+            raise ValueError(
+                f"{cfg.audio_model}: the feature extractor makes {fe.nb_max_frames} mel frames but "
+                f"the encoder takes exactly {frames}; use the checkpoint's own preprocessor_config.json"
+            )
+
+    def video(self, frames: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
+        """JPEG bytes -> ``pixel_values [T, 3, H, W]`` and ``frame_mask [T]`` (False for padding)."""
+        t = self.cfg.frames
+        idx = uniform_indices(len(frames), t)
+        images = [decode_jpeg(frames[i]) for i in idx]
+        mask = torch.zeros(t, dtype=torch.bool)
+        if not images:
+            size = self._image_size()
+            return torch.zeros(t, 3, *size), mask
+        pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"].float()
+        mask[:] = True
+        return pixels, mask
+
+    def _image_size(self) -> tuple[int, int]:
+        from PIL import Image
+
+        blank = Image.new("RGB", (8, 8))
+        return tuple(self.image_processor(images=[blank], return_tensors="pt")["pixel_values"].shape[-2:])
+
+    def audio(self, waveform) -> tuple[torch.Tensor, torch.Tensor]:
+        """16 kHz waveform -> one encoder input per clip ``[C, ...]`` and ``clip_mask [C]``."""
+        wave = decode_audio(waveform)
+        clip, c = self.cfg.clip_samples, self.cfg.audio_clips
+        clips = np.zeros((c, clip), dtype=np.float32)
+        starts = clip_starts(len(wave), clip, c)
+        for i, s in enumerate(starts):
+            piece = wave[s : s + clip]
+            clips[i, : len(piece)] = piece
+        mask = torch.zeros(c, dtype=torch.bool)
+        mask[: len(starts)] = True
+        fe, sr = self.feature_extractor, self.cfg.sample_rate
+        if self.audio_kind == "whisper":
+            feats = fe(list(clips), sampling_rate=sr, return_tensors="np")["input_features"]
+        else:
+            feats = fe(
+                list(clips), sampling_rate=sr, padding="max_length", max_length=clip, return_tensors="np"
+            )["input_values"]
+        return torch.from_numpy(np.asarray(feats, dtype=np.float32)), mask

@@ -1,0 +1,154 @@
+"""``TrainConfig``: the ``train`` section of the run config (stage, data, parallelism, optimiser, ...).
+
+Defaults follow the AffectGPT paper where it says something (batch 3 per GPU, 100 epochs, only the
+Q-Former trains) and common practice where it does not (AdamW, linear warm-up then cosine decay,
+gradient clipping at 1.0, ZeRO stage 2, bf16). ``storage_path`` may be a local folder or ``s3://``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from core import storage
+from core.config import Config, check_choice, check_range
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig(Config):
+    """``emer features``: run the frozen encoders once over a media table (keys ``train.features.*``)."""
+
+    source_uri: str = ""  # media table (EMER-Coarse layout); "" = train.coarse_uri
+    batch_size: int = 8
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    dtype: str = "float32"  # stored precision: float32 (exact) or float16 (half the size)
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_range(out, "train.features.batch_size", self.batch_size, 1, None)
+        check_range(out, "train.features.actors", self.actors, 1, None)
+        check_range(out, "train.features.cpus_per_actor", self.cpus_per_actor, 0, None)
+        check_range(out, "train.features.gpus_per_actor", self.gpus_per_actor, 0, None)
+        check_choice(out, "train.features.dtype", self.dtype, ("float32", "float16"))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class InferConfig(Config):
+    """``emer infer``: batch generation from a trained checkpoint (keys ``train.infer.*``)."""
+
+    checkpoint: str = ""  # run folder or weights folder; "" = <train.storage_path>/stage2
+    input_uri: str = ""  # media (or cached features) table; "" = the one training would read
+    split: str = "test"  # EMER-Fine split to describe (test/train/all), or "rows": every input row
+    output_uri: str = ""  # Parquet (name, description); "" = <train.storage_path>/infer/<split>.parquet
+    batch_size: int = 4
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    max_new_tokens: int = 0  # 0 = model.max_new_tokens
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_choice(out, "train.infer.split", self.split, ("test", "train", "all", "rows"))
+        check_range(out, "train.infer.batch_size", self.batch_size, 1, None)
+        check_range(out, "train.infer.actors", self.actors, 1, None)
+        check_range(out, "train.infer.cpus_per_actor", self.cpus_per_actor, 0, None)
+        check_range(out, "train.infer.gpus_per_actor", self.gpus_per_actor, 0, None)
+        check_range(out, "train.infer.max_new_tokens", self.max_new_tokens, 0, None)
+        if self.output_uri and not self.output_uri.lower().endswith(".parquet"):
+            out.append(f"train.infer.output_uri = {self.output_uri!r}: must end with .parquet")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """How to train AffectGPT on Ray Train (+ DeepSpeed). Every field has a default."""
+
+    stage: int = 1  # 1 = EMER-Coarse, 2 = EMER-Fine train (initialised from stage 1)
+    coarse_uri: str = ""  # EMER-Coarse table (Parquet file/folder written by `emer annotate`)
+    fine_uri: str = ""  # EMER-Fine descriptions (CSV: name, english)
+    fine_media_uri: str = ""  # EMER-Fine clips' media (EMER-Coarse layout); "" = coarse_uri
+    fine_split_seed: int = 0  # the deterministic 266/66 EMER-Fine train/test split
+    storage_path: str = "runs/train"  # checkpoints, curves, logs (local folder or s3://bucket/prefix)
+    run_name: str = ""  # "" = "stage1" / "stage2"; the same name resumes the same run
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    batch_size: int = 3  # per worker and micro-step (the paper: 3 on one A100)
+    grad_accum: int = 1
+    materialize: bool = False  # read the rows once, keep them in Ray's object store (small sets)
+    shuffle_buffer: int = 64  # rows in the per-worker shuffle window (seeded per epoch); 0 = data order
+    epochs: int = 100
+    max_steps: int = 0  # optimizer steps; 0 = run all epochs
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    cosine: bool = True  # False = constant after warm-up
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0  # 0 = off
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    strategy: str = "deepspeed"  # deepspeed | ddp (plain torch DDP, for comparison)
+    zero_stage: int = 2
+    activation_checkpointing: bool = False
+    offload_optimizer: bool = False
+    torch_adam: bool = False  # torch's AdamW inside DeepSpeed (no fused-op compile; CPU tests)
+    checkpoint_every: int = 100  # optimizer steps between checkpoints; 0 = end of each epoch only
+    keep_checkpoints: int = 2
+    max_failures: int = 3  # worker failures survived (resume from the last checkpoint)
+    init_from: str = ""  # trainable weights to start from (stage 2: stage 1's `weights/` folder or run)
+    use_cached_features: bool = False  # read frozen-encoder outputs written by `emer features`
+    features_uri: str = ""
+    eval_each_epoch: bool = False  # generate on EMER-Fine test, extract OV labels, score
+    eval_max_new_tokens: int = 64
+    eval_limit: int = 0  # 0 = whole test split
+    eval_extractor: str = "model"  # OV labels from descriptions: model (own LLM) | llm (evaluate.llm) | none
+    eval_gt_uri: str = ""  # name + evaluate.labels_column (e.g. check-openset.csv); "" = the rows' labels
+    log_every: int = 1
+    seed: int = 0
+    features: FeaturesConfig = dataclasses.field(default_factory=FeaturesConfig)
+    infer: InferConfig = dataclasses.field(default_factory=InferConfig)
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_choice(out, "train.stage", self.stage, (1, 2))
+        check_choice(out, "train.precision", self.precision, ("bf16", "fp16", "fp32"))
+        check_choice(out, "train.strategy", self.strategy, ("deepspeed", "ddp"))
+        check_choice(out, "train.zero_stage", self.zero_stage, (0, 1, 2, 3))
+        check_choice(out, "train.eval_extractor", self.eval_extractor, ("model", "llm", "none"))
+        if self.eval_each_epoch and self.zero_stage == 3 and self.strategy == "deepspeed":
+            out.append("train.eval_each_epoch = True: per-epoch generation is not supported with "
+                       "train.zero_stage = 3 (run `emer infer` on a checkpoint instead)")
+        if self.stage == 2 and not self.fine_uri:
+            out.append("train.fine_uri = '': stage 2 trains on EMER-Fine; name its CSV (name, english)")
+        for key in ("num_workers", "batch_size", "grad_accum", "epochs", "log_every", "keep_checkpoints"):
+            check_range(out, f"train.{key}", getattr(self, key), 1, None)
+        for key in ("max_steps", "shuffle_buffer", "warmup_steps", "checkpoint_every", "eval_limit",
+                    "eval_max_new_tokens"):
+            check_range(out, f"train.{key}", getattr(self, key), 0, None)
+        check_range(out, "train.max_failures", self.max_failures, -1, None)
+        check_range(out, "train.cpus_per_worker", self.cpus_per_worker, 0, None)
+        check_range(out, "train.lr", self.lr, 0, None)
+        check_range(out, "train.min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_range(out, "train.weight_decay", self.weight_decay, 0, None)
+        check_range(out, "train.grad_clip", self.grad_clip, 0, None)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            out.append(f"train.betas = {list(self.betas)!r}: must be two numbers in [0, 1)")
+        if self.use_cached_features and not self.features_uri:
+            out.append("train.features_uri = '': must be set when train.use_cached_features is true "
+                       "(the output of `emer features`)")
+        if self.offload_optimizer and self.strategy != "deepspeed":
+            out.append("train.offload_optimizer = True: needs train.strategy = 'deepspeed'")
+        if self.strategy == "ddp" and self.precision == "fp16":
+            out.append("train.precision = 'fp16': plain DDP here runs bf16 or fp32; use deepspeed for fp16")
+        return out
+
+    @property
+    def name(self) -> str:
+        """The run's name under ``storage_path`` (the same name resumes)."""
+        return self.run_name or f"stage{self.stage}"
+
+    @property
+    def run_uri(self) -> str:
+        return storage.join(self.storage_path, self.name)

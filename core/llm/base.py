@@ -1,0 +1,164 @@
+"""The one LLM interface of the annotation pipeline: config, request, result, backend base class.
+
+A backend turns a list of ``LLMRequest`` (prompt text plus optional media: JPEG frames and/or a
+16 kHz mono float32 waveform) into one ``LLMResult`` per request, in order. A failed request is data
+(``LLMResult.error`` holds the reason), never an exception: one bad clip must not sink a batch.
+``LLMConfig`` is the frozen config of every LLM call: one role (audio / video / text) of the
+annotation section, or the evaluation's grouping / extraction LLM (``evaluate.llm``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from core.config import Config, check_choice, check_range
+from core.llm.prompts import PROMPTS
+from core.schema import SAMPLE_RATE
+
+BACKENDS = ("transformers", "openai", "vllm")
+ROLES = ("text", "audio", "video")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMConfig(Config):
+    """One LLM role. Keys are named as seen from the run config, e.g. ``annotate.audio.model``.
+
+    backend: ``transformers`` (in-process HF model), ``openai`` (any OpenAI-compatible endpoint) or
+    ``vllm`` (needs the ``vllm`` extra). model: a local folder or hub id (transformers / vllm), or the
+    endpoint's model name (openai). concurrency: requests in flight per worker (openai) or engine
+    replicas (vllm); the transformers backend runs one batch of ``batch_size`` at a time.
+    prompts: per prompt name, an instruction text replacing the paper's default (see
+    ``core.llm.prompts``); data fields (subtitle, clues) are always appended, quoted, by the renderer.
+    """
+
+    backend: str = "transformers"
+    model: str = "Qwen/Qwen2-7B-Instruct"
+    model_class: str = ""  # transformers class name; empty: the role's default
+    base_url: str = ""  # openai: endpoint, e.g. http://127.0.0.1:8000/v1; empty: api.openai.com
+    api_key_env: str = "OPENAI_API_KEY"  # name of the variable holding the key; empty: no key
+    max_new_tokens: int = 512
+    min_new_tokens: int = 0
+    temperature: float = 0.0  # 0: greedy
+    batch_size: int = 4
+    concurrency: int = 4
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    retry_backoff_s: float = 1.0  # first wait; doubles each retry, capped at 60 s
+    num_gpus: float = 0.0
+    dtype: str = "auto"
+    prompts: dict[str, str] = dataclasses.field(default_factory=dict)
+    cache_dir: str = ""  # answers of ``Completer`` calls, keyed by a hash of the request; local or s3://
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_choice(out, "backend", self.backend, BACKENDS)
+        check_choice(out, "dtype", self.dtype, DTYPES)
+        if not self.model.strip():
+            out.append("model = '': must name a model (local folder, hub id or endpoint model name)")
+        if self.api_key_env and not _ENV_NAME.match(self.api_key_env):
+            # the value is not echoed: it may be a key pasted by mistake
+            out.append("api_key_env: must be the name of an environment variable, e.g. OPENAI_API_KEY "
+                       "(the key itself never goes in the config)")
+        ranges = (("max_new_tokens", 1, None), ("min_new_tokens", 0, None), ("batch_size", 1, None),
+                  ("concurrency", 1, 1024), ("max_retries", 0, 100), ("temperature", 0.0, 2.0),
+                  ("timeout_s", 0.001, None), ("retry_backoff_s", 0.0, 600.0), ("num_gpus", 0.0, None))
+        for key, lo, hi in ranges:
+            check_range(out, key, getattr(self, key), lo, hi)
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            out.append(f"base_url = {self.base_url!r}: must start with http:// or https://")
+        if self.min_new_tokens > self.max_new_tokens:
+            out.append(f"min_new_tokens = {self.min_new_tokens}: must be <= max_new_tokens "
+                       f"({self.max_new_tokens})")
+        for name in self.prompts:
+            if name not in PROMPTS:
+                out.append(f"prompts.{name}: unknown prompt name; known: {', '.join(sorted(PROMPTS))}")
+            elif not str(self.prompts[name]).strip():
+                out.append(f"prompts.{name} = '': must be an instruction text (or leave the key out)")
+        return out
+
+
+@dataclasses.dataclass
+class LLMRequest:
+    """One generation: prompt text (already rendered) and optional media.
+
+    frames: JPEG-encoded frames in time order (video role / image-capable endpoints).
+    audio: 16 kHz mono float32 waveform (audio role). fps: frames per second of the sampled frames
+    (``len(frames) / clip duration``), used for temporal positions where the model has them.
+    """
+
+    prompt: str
+    frames: list[bytes] | None = None
+    audio: np.ndarray | None = None
+    fps: float | None = None
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.frames is not None and not isinstance(self.frames, list):
+            self.frames = list(self.frames)  # Ray Data hands numpy object arrays / tuples
+
+    def __repr__(self) -> str:  # media would flood logs
+        media = f", frames={len(self.frames)}" if self.frames else ""
+        media += f", audio={self.audio.shape[0] / SAMPLE_RATE:.2f}s" if self.audio is not None else ""
+        return f"LLMRequest(id={self.id!r}, prompt={self.prompt[:40]!r}...{media})"
+
+
+@dataclasses.dataclass
+class LLMResult:
+    """The answer to one request: ``text`` on success, else ``error`` (a reason naming the cause)."""
+
+    text: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+class LLMBackend(ABC):
+    """Base of every backend. Heavy state (weights, clients) is made once in ``__init__``."""
+
+    def __init__(self, cfg: LLMConfig, role: str) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: must be one of {', '.join(ROLES)}")
+        self.cfg = cfg
+        self.role = role
+        self.text_only = True  # an endpoint backend may accept media in any role
+
+    @abstractmethod
+    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
+        """One result per request, same order; never raises for a bad request."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients / memory; the default does nothing."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(role={self.role!r}, model={self.cfg.model!r})"
+
+    def check_request(self, req: LLMRequest) -> str | None:
+        """Why ``req`` cannot run in this role, or None."""
+        if not isinstance(req.prompt, str) or not req.prompt.strip():
+            return "empty prompt"
+        if self.role == "audio" and req.audio is None:
+            return "audio role needs request.audio (16 kHz mono float32)"
+        if self.role == "video" and not req.frames:
+            return "video role needs request.frames (JPEG bytes)"
+        if self.role == "text" and self.text_only and (req.frames or req.audio is not None):
+            return "the text role takes no media; send frames / audio to the video / audio role"
+        if req.audio is not None:
+            a = req.audio
+            if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype != np.float32:
+                return (f"audio must be a 1-D float32 numpy array at {SAMPLE_RATE} Hz, got "
+                        f"{type(a).__name__} {getattr(a, 'dtype', '')} shape {getattr(a, 'shape', '')}")
+            if a.size == 0 or not np.isfinite(a).all():
+                return "audio is empty or holds NaN/inf samples"
+        return None

