@@ -92,7 +92,7 @@ def run_loop(rows: list[dict], out: str) -> float:
     start = time.perf_counter()
     done = 0
     for i in range(0, len(rows), batch):
-        done += chain(rows_to_table(rows[i:i + batch])).num_rows
+        done += chain(rows_to_table(rows[i : i + batch])).num_rows
     assert done == len(rows), (done, len(rows))
     return len(rows) / (time.perf_counter() - start)
 
@@ -159,10 +159,15 @@ def pipeline_worker(args: argparse.Namespace) -> None:
     finally:
         ray.shutdown()
     assert done == len(rows), (done, len(rows))
-    result = {"clips": len(rows), "clips_per_s": len(rows) / seconds, "seconds": seconds,
-              "first_output_s": first - start, "peak_pss_mb": mem.peak_total / 2**20,
-              "after_first_clips_per_s": (len(rows) - first_rows) / max(start + seconds - first, 1e-9),
-              "driver_peak_pss_mb": mem.peak_driver / 2**20}
+    result = {
+        "clips": len(rows),
+        "clips_per_s": len(rows) / seconds,
+        "seconds": seconds,
+        "first_output_s": first - start,
+        "peak_pss_mb": mem.peak_total / 2**20,
+        "after_first_clips_per_s": (len(rows) - first_rows) / max(start + seconds - first, 1e-9),
+        "driver_peak_pss_mb": mem.peak_driver / 2**20,
+    }
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -170,14 +175,31 @@ def warm_cluster_services(address: str) -> None:
     """Run a one-row Ray Data job from another driver: creates Ray Data's detached service actors,
     as any earlier job on a real cluster has, without warming this job's worker processes."""
     code = "import ray, ray.data; ray.init(address=%r, log_to_driver=False); ray.data.range(1).materialize()"
-    subprocess.run([sys.executable, "-c", code % address], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", code % address],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def run_pipeline(clips: Path, subtitles: Path, cpus: int, tmp: Path) -> dict:
     out, result = tempfile.mkdtemp(dir=tmp), tmp / "result.json"
-    cmd = [sys.executable, __file__, "--worker", "--clips", str(clips), "--subtitles", str(subtitles),
-           "--out", out, "--result", str(result), "--cpus", str(cpus)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--clips",
+        str(clips),
+        "--subtitles",
+        str(subtitles),
+        "--out",
+        out,
+        "--result",
+        str(result),
+        "--cpus",
+        str(cpus),
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shutil.rmtree(out, ignore_errors=True)
     return json.loads(result.read_text())
@@ -209,20 +231,32 @@ def main() -> None:
         mem10 = run_pipeline(*big, args.cpus, Path(tmp))
     mem1 = min(pipe, key=lambda r: r["peak_pss_mb"])
     loop_rate, pipe_rate = statistics.median(loop), statistics.median(r["clips_per_s"] for r in pipe)
-    print(json.dumps({
-        "benchmark": "annotate decode + check + write", "clips": len(rows), "cpus": args.cpus,
-        "ray_data_services_started_before_timing": True,
-        "frames": bench_config().frames, "frame_size": bench_config().frame_size,
-        "loop_clips_per_s": [round(x, 2) for x in loop],
-        "pipeline_clips_per_s": [round(r["clips_per_s"], 2) for r in pipe],
-        "pipeline_first_output_s": [round(r["first_output_s"], 2) for r in pipe],
-        "pipeline_after_first_output_clips_per_s": [round(r["after_first_clips_per_s"], 2) for r in pipe],
-        "ratio_pipeline_vs_loop": round(pipe_rate / loop_rate, 3), "target_ratio": 0.9,
-        "memory_1x": {k: round(v, 1) for k, v in mem1.items()},
-        "memory_scaled": {"scale": args.scale, **{k: round(v, 1) for k, v in mem10.items()}},
-        "peak_memory_growth": round(mem10["peak_pss_mb"] / mem1["peak_pss_mb"] - 1, 3), "target_growth": 0.25,
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "annotate decode + check + write",
+                "clips": len(rows),
+                "cpus": args.cpus,
+                "ray_data_services_started_before_timing": True,
+                "frames": bench_config().frames,
+                "frame_size": bench_config().frame_size,
+                "loop_clips_per_s": [round(x, 2) for x in loop],
+                "pipeline_clips_per_s": [round(r["clips_per_s"], 2) for r in pipe],
+                "pipeline_first_output_s": [round(r["first_output_s"], 2) for r in pipe],
+                "pipeline_after_first_output_clips_per_s": [
+                    round(r["after_first_clips_per_s"], 2) for r in pipe
+                ],
+                "ratio_pipeline_vs_loop": round(pipe_rate / loop_rate, 3),
+                "target_ratio": 0.9,
+                "memory_1x": {k: round(v, 1) for k, v in mem1.items()},
+                "memory_scaled": {"scale": args.scale, **{k: round(v, 1) for k, v in mem10.items()}},
+                "peak_memory_growth": round(mem10["peak_pss_mb"] / mem1["peak_pss_mb"] - 1, 3),
+                "target_growth": 0.25,
+                "load_average_1m": round(os.getloadavg()[0], 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -58,19 +58,25 @@ def estimate(answer_words: int, subtitle_tokens: int) -> dict:
     queries = cfg.video_queries + cfg.audio_queries
     llm_tokens = queries + TEMPLATE_TOKENS + subtitle_tokens + round(answer_words * TOKENS_PER_WORD)
     trained = sum(v for k, v in params.items() if k not in ("vision", "audio", "llm"))
-    tflop = {"vision_forward": 2 * params["vision"] * vision_tokens / 1e12,
-             "audio_forward": 2 * params["audio"] * audio_tokens / 1e12,
-             "llm_forward_backward": 4 * params["llm"] * llm_tokens / 1e12,
-             "qformers_forward_backward": 6 * trained * (queries + vision_tokens + audio_tokens) / 1e12}
+    tflop = {
+        "vision_forward": 2 * params["vision"] * vision_tokens / 1e12,
+        "audio_forward": 2 * params["audio"] * audio_tokens / 1e12,
+        "llm_forward_backward": 4 * params["llm"] * llm_tokens / 1e12,
+        "qformers_forward_backward": 6 * trained * (queries + vision_tokens + audio_tokens) / 1e12,
+    }
     live = sum(tflop.values())
     cached = live - tflop["vision_forward"] - tflop["audio_forward"]
-    return {"benchmark": "real-size AffectGPT training FLOPs per sample (estimate, meta device)",
-            "params": params, "tokens_per_sample": {"vision": vision_tokens, "audio": audio_tokens,
-                                                    "llm": llm_tokens},
-            "tflop_per_sample": {k: round(v, 3) for k, v in tflop.items()},
-            "live_tflop_per_sample": round(live, 3), "cached_tflop_per_sample": round(cached, 3),
-            "encoder_share_of_live": round(1 - cached / live, 3),
-            "cached_vs_live_compute_bound": round(live / cached, 3), "target_cached_epoch_speedup": 5.0}
+    return {
+        "benchmark": "real-size AffectGPT training FLOPs per sample (estimate, meta device)",
+        "params": params,
+        "tokens_per_sample": {"vision": vision_tokens, "audio": audio_tokens, "llm": llm_tokens},
+        "tflop_per_sample": {k: round(v, 3) for k, v in tflop.items()},
+        "live_tflop_per_sample": round(live, 3),
+        "cached_tflop_per_sample": round(cached, 3),
+        "encoder_share_of_live": round(1 - cached / live, 3),
+        "cached_vs_live_compute_bound": round(live / cached, 3),
+        "target_cached_epoch_speedup": 5.0,
+    }
 
 
 def main() -> None:

@@ -60,20 +60,45 @@ def real_model_cfg(root: Path, layers: int = 0, dtype: str = "bfloat16"):
     from core.llm.tiny import build_tiny_tokenizer
 
     vision, audio, llm = root / "vit-l-14", root / "hubert-large", root / "llama-7b"
-    CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=layers or 24,
-                     num_attention_heads=16, image_size=224, patch_size=14).save_pretrained(vision)
-    CLIPImageProcessor(size={"shortest_edge": 224},
-                       crop_size={"height": 224, "width": 224}).save_pretrained(vision)
-    HubertConfig(hidden_size=1024, num_hidden_layers=layers or 24, num_attention_heads=16,
-                 intermediate_size=4096, do_stable_layer_norm=True, feat_extract_norm="layer",
-                 conv_bias=True).save_pretrained(audio)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(audio)
+    CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=layers or 24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+    ).save_pretrained(vision)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(
+        vision
+    )
+    HubertConfig(
+        hidden_size=1024,
+        num_hidden_layers=layers or 24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        do_stable_layer_norm=True,
+        feat_extract_norm="layer",
+        conv_bias=True,
+    ).save_pretrained(audio)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(audio)
     LlamaConfig(vocab_size=32000, num_hidden_layers=layers or 32).save_pretrained(llm)  # LLaMA/Vicuna-7B
     tok = build_tiny_tokenizer(root / "tokenizer")
-    return ModelConfig(vision_model=str(vision), audio_model=str(audio), llm_model=str(llm), tokenizer=tok,
-                       chat_format="plain", encoder_dtype=dtype, llm_dtype=dtype, frames=8,
-                       audio_clips=8, clip_seconds=2.0, max_subtitle_tokens=64, max_answer_tokens=256)
+    return ModelConfig(
+        vision_model=str(vision),
+        audio_model=str(audio),
+        llm_model=str(llm),
+        tokenizer=tok,
+        chat_format="plain",
+        encoder_dtype=dtype,
+        llm_dtype=dtype,
+        frames=8,
+        audio_clips=8,
+        clip_seconds=2.0,
+        max_subtitle_tokens=64,
+        max_answer_tokens=256,
+    )
 
 
 def random_weights() -> None:
@@ -116,8 +141,11 @@ def raw_batch(n: int, seed: int, frames: int, size: int, seconds: float, answer_
         return buf.getvalue()
 
     words = "the person frowns and speaks softly so she may feel sad worried and tired".split()
-    cols = {"name": [f"b{seed}_{i}" for i in range(n)], "subtitle_en": ["I did not expect that at all."] * n,
-            "description_en": [" ".join(rng.choice(words, answer_words)) for _ in range(n)]}
+    cols = {
+        "name": [f"b{seed}_{i}" for i in range(n)],
+        "subtitle_en": ["I did not expect that at all."] * n,
+        "description_en": [" ".join(rng.choice(words, answer_words)) for _ in range(n)],
+    }
     frame_col = np.empty(n, dtype=object)
     audio_col = np.empty(n, dtype=object)
     for i in range(n):
@@ -141,8 +169,14 @@ def _init_dist(device_type: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
-                      LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_RANK="0",
+        LOCAL_WORLD_SIZE="1",
+    )
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=0, world_size=1)
 
 
@@ -181,8 +215,14 @@ class Bench:
         model_cfg = real_model_cfg(root, spec["layers"], dtype) if spec["real"] else tiny_model_cfg(root)
         _init_dist(device.type)
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        batch = raw_batch(spec["batch"], 0, model_cfg.frames, spec["image"], model_cfg.audio_clips * 2.0,
-                          spec["answer_words"])
+        batch = raw_batch(
+            spec["batch"],
+            0,
+            model_cfg.frames,
+            spec["image"],
+            model_cfg.audio_clips * 2.0,
+            spec["answer_words"],
+        )
         if spec["cached"]:  # the feature job's output for the same rows, made before timing
             batch = FeatureEncoder(model_cfg, dtype="float32")(batch)
         self.batch = batch
@@ -191,9 +231,15 @@ class Bench:
         with torch.device(device):
             self.module = self.task.build(spec["checkpointing"])
         precision = "bf16" if spec["gpu"] else "fp32"
-        cfg = TrainConfig(strategy=spec["strategy"], zero_stage=2, precision=precision,
-                          batch_size=spec["batch"],
-                          torch_adam=not spec["gpu"], lr=1e-4, warmup_steps=2)
+        cfg = TrainConfig(
+            strategy=spec["strategy"],
+            zero_stage=2,
+            precision=precision,
+            batch_size=spec["batch"],
+            torch_adam=not spec["gpu"],
+            lr=1e-4,
+            warmup_steps=2,
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         self.engine = make_engine(self.module, cfg, total_steps=100, world_size=1, rank=0, device=device)
@@ -206,8 +252,9 @@ class Bench:
         self.loss = float("nan")
 
     def step(self, record: bool = True) -> None:
-        d, c, self.loss = _step_time(self.engine, self.task, self.module, self.batch, self.device, self.sync,
-                                     self.clock)
+        d, c, self.loss = _step_time(
+            self.engine, self.task, self.module, self.batch, self.device, self.sync, self.clock
+        )
         if record:
             self.data.append(d)
             self.compute.append(c)
@@ -215,15 +262,24 @@ class Bench:
     def result(self) -> dict:
         import torch
 
-        peak = (torch.cuda.max_memory_allocated() if self.device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        peak = (
+            torch.cuda.max_memory_allocated()
+            if self.device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        )
         # the fastest step is the least disturbed by other work on a shared machine (timeit's rule)
         totals = [d + c for d, c in zip(self.data, self.compute)]
         best = min(range(len(totals)), key=totals.__getitem__)
         n = self.spec["batch"]
-        return {"samples_per_s": n / totals[best], "step_s": totals[best], "data_s": self.data[best],
-                "compute_s": self.compute[best], "median_samples_per_s": n / statistics.median(totals),
-                "peak_mem_gb": round(peak / 2 ** 30, 3), "loss": self.loss}
+        return {
+            "samples_per_s": n / totals[best],
+            "step_s": totals[best],
+            "data_s": self.data[best],
+            "compute_s": self.compute[best],
+            "median_samples_per_s": n / statistics.median(totals),
+            "peak_mem_gb": round(peak / 2**30, 3),
+            "loss": self.loss,
+        }
 
 
 def run_config(spec: dict) -> dict:
@@ -305,21 +361,39 @@ def main() -> None:
 
     gpu = torch.cuda.is_available()
     root = Path(tempfile.mkdtemp(prefix="emer-bench-"))
-    base = {"gpu": gpu, "real": args.real, "layers": args.layers, "root": str(root), "warmup": args.warmup,
-            "steps": args.steps, "batch": args.batch or (3 if args.real else 4),
-            "image": 224, "answer_words": 150 if args.real else 16}
+    base = {
+        "gpu": gpu,
+        "real": args.real,
+        "layers": args.layers,
+        "root": str(root),
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "batch": args.batch or (3 if args.real else 4),
+        "image": 224,
+        "answer_words": 150 if args.real else 16,
+    }
     interleave = not gpu and not args.max_batch
     results, specs = [], []
     for cached, strategy, ckpt in itertools.product((False, True), ("ddp", "deepspeed"), (False, True)):
         spec = {**base, "cached": cached, "strategy": strategy, "checkpointing": ckpt}
         specs.append(spec)
         name = f"{'cached' if cached else 'live'}/{'zero2' if strategy == 'deepspeed' else 'ddp'}" + (
-            "/ckpt" if ckpt else "")
+            "/ckpt" if ckpt else ""
+        )
         # its own process: its own peak memory (and, on a GPU, its own timing)
-        res = _subprocess({**spec, "warmup": 1, "steps": 2} if interleave else spec,
-                          "max" if args.max_batch else "one")
-        results.append({"config": name, "cached": cached, "strategy": strategy,
-                        "activation_checkpointing": ckpt, "batch": spec["batch"], **res})
+        res = _subprocess(
+            {**spec, "warmup": 1, "steps": 2} if interleave else spec, "max" if args.max_batch else "one"
+        )
+        results.append(
+            {
+                "config": name,
+                "cached": cached,
+                "strategy": strategy,
+                "activation_checkpointing": ckpt,
+                "batch": spec["batch"],
+                **res,
+            }
+        )
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     if interleave:  # timings side by side under the same background load
         timed = _subprocess(specs, "interleaved")
@@ -338,23 +412,31 @@ def summarise(results: list[dict], base: dict, gpu: bool) -> dict:
         return round(x / y, 3) if x and y else None
 
     model = "real-size random weights" if base["real"] else "tiny"
-    out = {"device": "cuda" if gpu else "cpu", "model": model, "precision": "bf16" if gpu else "fp32",
-           "workers": 1,
-           "clock": "wall" if gpu else "process CPU time, configurations interleaved step by step",
-           "configs": results,
-           "ratios": {"cached_vs_live_samples_per_s_zero2": ratio("cached/zero2", "live/zero2",
-                                                                  "samples_per_s"),
-                      "cached_vs_live_samples_per_s_ddp": ratio("cached/ddp", "live/ddp", "samples_per_s"),
-                      "zero2_vs_ddp_samples_per_s_live": ratio("live/zero2", "live/ddp", "samples_per_s"),
-                      "ckpt_vs_none_peak_mem_cached_zero2": ratio("cached/zero2/ckpt", "cached/zero2",
-                                                                  "peak_mem_gb"),
-                      "ckpt_vs_none_samples_per_s_cached_zero2": ratio("cached/zero2/ckpt", "cached/zero2",
-                                                                       "samples_per_s")},
-           "targets": {"cached_epoch_speedup": 5.0, "batch_vs_paper": 8.0, "paper_batch": PAPER_BATCH}}
+    out = {
+        "device": "cuda" if gpu else "cpu",
+        "model": model,
+        "precision": "bf16" if gpu else "fp32",
+        "workers": 1,
+        "clock": "wall" if gpu else "process CPU time, configurations interleaved step by step",
+        "configs": results,
+        "ratios": {
+            "cached_vs_live_samples_per_s_zero2": ratio("cached/zero2", "live/zero2", "samples_per_s"),
+            "cached_vs_live_samples_per_s_ddp": ratio("cached/ddp", "live/ddp", "samples_per_s"),
+            "zero2_vs_ddp_samples_per_s_live": ratio("live/zero2", "live/ddp", "samples_per_s"),
+            "ckpt_vs_none_peak_mem_cached_zero2": ratio("cached/zero2/ckpt", "cached/zero2", "peak_mem_gb"),
+            "ckpt_vs_none_samples_per_s_cached_zero2": ratio(
+                "cached/zero2/ckpt", "cached/zero2", "samples_per_s"
+            ),
+        },
+        "targets": {"cached_epoch_speedup": 5.0, "batch_vs_paper": 8.0, "paper_batch": PAPER_BATCH},
+    }
     if any("max_batch" in r for r in results):
         best = max(results, key=lambda r: r.get("max_batch", 0))
-        out["best_max_batch"] = {"config": best["config"], "max_batch": best.get("max_batch"),
-                                 "vs_paper": best.get("vs_paper")}
+        out["best_max_batch"] = {
+            "config": best["config"],
+            "max_batch": best.get("max_batch"),
+            "vs_paper": best.get("vs_paper"),
+        }
     return out
 
 

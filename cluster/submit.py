@@ -11,7 +11,8 @@ CREDENTIAL: S3 keys, LLM API keys) travel **by name only**: Ray 2.60 keeps a run
 the head node's environment instead (the Ray processes were started with them, or an IAM instance
 profile provides S3 access), and the entrypoint checks by name that they are present.
 
-Cluster side (``python -m emer.job_entry``, in the application layer): ``entry_main`` reports which required names are set
+Cluster side (``python -m emer.job_entry``, in the application layer): ``entry_main`` reports which required
+names are set
 (names only), fails early with the fix when one is missing, then runs ``emer.cli.main``.
 
 Connection: ``--address`` / ``RAY_ADDRESS`` (the dashboard URL, e.g. the ``ray dashboard`` SSH
@@ -42,8 +43,22 @@ __all__ = ["build_submission", "client", "follow", "is_secret", "submit", "wait"
 
 # Found by the AWS credential chain without the variable (instance profile, ~/.aws): missing is OK.
 CHAIN_FALLBACK = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-WORKING_DIR_EXCLUDES = [".git", ".venv", "venv", ".cache", "runs", "build", "dist", "**/__pycache__",
-                        "*.egg-info", ".pytest_cache", ".ruff_cache", "*.pt", "*.safetensors", "*.mp4"]
+WORKING_DIR_EXCLUDES = [
+    ".git",
+    ".venv",
+    "venv",
+    ".cache",
+    "runs",
+    "build",
+    "dist",
+    "**/__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.pt",
+    "*.safetensors",
+    "*.mp4",
+]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60.0  # a fresh head's job agent registers a few seconds after the dashboard answers
 
@@ -61,11 +76,15 @@ def dashboard_address(address: str | None = None) -> str:
     """The Jobs API URL from ``address`` or ``RAY_ADDRESS``; explains the fix for a wrong one."""
     addr = (address or os.environ.get("RAY_ADDRESS", "")).strip().rstrip("/")
     if not addr:
-        raise ValueError("no cluster address: pass --address http://127.0.0.1:8265 (after `ray dashboard "
-                         "ray_cluster.yaml` opened the SSH tunnel) or set RAY_ADDRESS")
+        raise ValueError(
+            "no cluster address: pass --address http://127.0.0.1:8265 (after `ray dashboard "
+            "ray_cluster.yaml` opened the SSH tunnel) or set RAY_ADDRESS"
+        )
     if addr.startswith("ray://") or addr == "auto":
-        raise ValueError(f"--address {addr}: `emer submit` talks to the dashboard's Jobs API; use its "
-                         "http:// URL (default port 8265), not a ray:// or GCS address")
+        raise ValueError(
+            f"--address {addr}: `emer submit` talks to the dashboard's Jobs API; use its "
+            "http:// URL (default port 8265), not a ray:// or GCS address"
+        )
     if "://" not in addr:
         addr = "http://" + addr
     parsed = urlparse(addr)
@@ -105,8 +124,11 @@ def client(address: str | None = None):
     headers = auth_headers()
     host = urlparse(url).hostname or ""
     if not headers and host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("no Ray auth token (RAY_AUTH_TOKEN / ~/.ray/auth_token) for %s: a cluster reachable "
-                    "without one runs anybody's code; see docs/cluster.md", host)
+        log.warning(
+            "no Ray auth token (RAY_AUTH_TOKEN / ~/.ray/auth_token) for %s: a cluster reachable "
+            "without one runs anybody's code; see docs/cluster.md",
+            host,
+        )
     return JobSubmissionClient(url, headers=headers)
 
 
@@ -136,13 +158,19 @@ def check_no_secret_values(command: list[str], names: list[str]) -> None:
     for name in names:
         value = os.environ.get(name, "")
         if is_secret(name) and len(value) >= 4 and any(value in arg for arg in command):
-            raise ValueError(f"the command line contains the value of ${name}; pass it through the "
-                             f"environment instead (`--env {name}`), never as an argument")
+            raise ValueError(
+                f"the command line contains the value of ${name}; pass it through the "
+                f"environment instead (`--env {name}`), never as an argument"
+            )
 
 
-def build_submission(command: list[str], extra_env: list[str] | tuple[str, ...] = (),
-                     working_dir: str | Path | None = None, python: str = "python",
-                     metadata: dict[str, str] | None = None) -> Submission:
+def build_submission(
+    command: list[str],
+    extra_env: list[str] | tuple[str, ...] = (),
+    working_dir: str | Path | None = None,
+    python: str = "python",
+    metadata: dict[str, str] | None = None,
+) -> Submission:
     """The entrypoint, runtime env and metadata that run ``emer <command…>`` on the cluster."""
     if not command or command[0].startswith("-"):
         raise ValueError("emer submit needs an emer subcommand, e.g. `emer submit annotate --input …`")
@@ -161,8 +189,12 @@ def build_submission(command: list[str], extra_env: list[str] | tuple[str, ...] 
     if secret_names:
         wrapper += ["--env-names", ",".join(secret_names)]
     entrypoint = shlex.join(wrapper + ["--"] + list(command))
-    meta = {"emer_command": command[0], "emer_env_names": ",".join(secret_names),
-            "emer_submitted_by": _user(), **(metadata or {})}
+    meta = {
+        "emer_command": command[0],
+        "emer_env_names": ",".join(secret_names),
+        "emer_submitted_by": _user(),
+        **(metadata or {}),
+    }
     return Submission(entrypoint, runtime_env, meta, secret_names)
 
 
@@ -173,9 +205,14 @@ def _user() -> str:
         return "unknown"
 
 
-def submit(sub: Submission, address: str | None = None, submission_id: str | None = None,
-           num_cpus: float | None = None, num_gpus: float | None = None,
-           resources: dict[str, float] | None = None) -> str:
+def submit(
+    sub: Submission,
+    address: str | None = None,
+    submission_id: str | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+) -> str:
     """Submit and return the submission id."""
     kwargs: dict[str, Any] = {}
     if num_cpus is not None:
@@ -188,8 +225,13 @@ def submit(sub: Submission, address: str | None = None, submission_id: str | Non
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:
         try:
-            return jc.submit_job(entrypoint=sub.entrypoint, runtime_env=sub.runtime_env,
-                                 metadata=sub.metadata, submission_id=submission_id, **kwargs)
+            return jc.submit_job(
+                entrypoint=sub.entrypoint,
+                runtime_env=sub.runtime_env,
+                metadata=sub.metadata,
+                submission_id=submission_id,
+                **kwargs,
+            )
         except RuntimeError as err:  # a cluster that just started has no job agent registered yet
             if "No available agent" not in str(err) or time.monotonic() > deadline:
                 raise
@@ -234,6 +276,9 @@ def check_env(names: list[str]) -> list[str]:
     present = [n for n in names if os.environ.get(n)]
     missing = [n for n in names if not os.environ.get(n)]
     if names:
-        print(f"emer job: environment from the cluster node: set: {', '.join(present) or '-'}; "
-              f"not set: {', '.join(missing) or '-'}", flush=True)
+        print(
+            f"emer job: environment from the cluster node: set: {', '.join(present) or '-'}; "
+            f"not set: {', '.join(missing) or '-'}",
+            flush=True,
+        )
     return [n for n in missing if n not in CHAIN_FALLBACK]

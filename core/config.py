@@ -63,8 +63,11 @@ class Config:
 
 def check_range(out: list[str], key: str, value: float, lo: float | None, hi: float | None) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        allowed = f"between {lo} and {hi}" if lo is not None and hi is not None else (
-            f">= {lo}" if lo is not None else f"<= {hi}")
+        allowed = (
+            f"between {lo} and {hi}"
+            if lo is not None and hi is not None
+            else (f">= {lo}" if lo is not None else f"<= {hi}")
+        )
         out.append(f"{key} = {value!r}: must be {allowed}")
 
 
@@ -221,7 +224,9 @@ def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError([f"config file {path} does not exist; pass a YAML file or a preset name from configs/"])
+        raise ConfigError(
+            [f"config file {path} does not exist; pass a YAML file or a preset name from configs/"]
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -234,7 +239,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 Sources = dict[str, str]  # dotted key -> the file or flag its value came from
 
 
-def merge(base: dict[str, Any], update: dict[str, Any], origin: str, sources: Sources, prefix: str = "") -> None:
+def merge(
+    base: dict[str, Any], update: dict[str, Any], origin: str, sources: Sources, prefix: str = ""
+) -> None:
     """Merge ``update`` into ``base`` key by key (nested mappings merge, other values replace).
 
     ``sources`` records, for each leaf key set, the file or flag (``origin``) that set it."""

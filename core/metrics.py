@@ -36,13 +36,15 @@ _LAT = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 METRICS: dict[str, MetricSpec] = {
     "emer_clips_decoded": MetricSpec("counter", "Clips decoded into frames and audio", ("stage",)),
-    "emer_clips_rejected": MetricSpec("counter", "Clips rejected, by reason (decode error, too short, ...)",
-                                      ("stage", "reason")),
+    "emer_clips_rejected": MetricSpec(
+        "counter", "Clips rejected, by reason (decode error, too short, ...)", ("stage", "reason")
+    ),
     "emer_rows_processed": MetricSpec("counter", "Rows (clips) that left a pipeline stage", ("stage",)),
     "emer_samples_written": MetricSpec("counter", "Samples written to the output dataset", ("stage",)),
     "emer_llm_requests": MetricSpec("counter", "LLM / MLLM generate requests", ("stage", "model")),
-    "emer_llm_tokens": MetricSpec("counter", "LLM tokens, kind=prompt|completion",
-                                  ("stage", "model", "kind")),
+    "emer_llm_tokens": MetricSpec(
+        "counter", "LLM tokens, kind=prompt|completion", ("stage", "model", "kind")
+    ),
     "emer_llm_errors": MetricSpec("counter", "LLM requests that failed, by kind", ("stage", "model", "kind")),
     "emer_llm_retries": MetricSpec("counter", "LLM requests retried", ("stage", "model")),
     "emer_s3_retries": MetricSpec("counter", "S3 requests retried (throttling such as SlowDown)", ("op",)),
@@ -87,8 +89,12 @@ def _ray_metric(name: str, spec: MetricSpec) -> Any:
                 elif spec.kind == "gauge":
                     metric = rm.Gauge(name, description=spec.description, tag_keys=spec.tag_keys)
                 else:
-                    metric = rm.Histogram(name, description=spec.description,
-                                          boundaries=list(spec.boundaries or _LAT), tag_keys=spec.tag_keys)
+                    metric = rm.Histogram(
+                        name,
+                        description=spec.description,
+                        boundaries=list(spec.boundaries or _LAT),
+                        tag_keys=spec.tag_keys,
+                    )
                 _ray_metrics[name] = metric
     return metric
 
@@ -104,8 +110,12 @@ class Metric:
         tags = tags or {}
         unknown = set(tags) - set(self.spec.tag_keys)
         if unknown:
-            _warn_once(f"{self.name}:{sorted(unknown)}", "metric %s: tag(s) %s not declared in METRICS; "
-                       "dropped", self.name, ", ".join(sorted(unknown)))
+            _warn_once(
+                f"{self.name}:{sorted(unknown)}",
+                "metric %s: tag(s) %s not declared in METRICS; dropped",
+                self.name,
+                ", ".join(sorted(unknown)),
+            )
         return {k: str(tags[k]) if tags.get(k) not in (None, "") else "none" for k in self.spec.tag_keys}
 
     def _record(self, method: str, value: float, tags: dict[str, Any] | None) -> None:
@@ -131,8 +141,10 @@ class Metric:
 def _get(name: str, kind: str) -> Metric:
     spec = METRICS.get(name)
     if spec is None:
-        raise KeyError(f"metric {name!r} is not declared; add it to core.metrics.METRICS "
-                       f"(known: {', '.join(sorted(METRICS))})")
+        raise KeyError(
+            f"metric {name!r} is not declared; add it to core.metrics.METRICS "
+            f"(known: {', '.join(sorted(METRICS))})"
+        )
     if spec.kind != kind:
         raise TypeError(f"metric {name!r} is a {spec.kind}, not a {kind}")
     return Metric(name, spec)
@@ -164,8 +176,14 @@ class ProgressLine:
     prints e.g. ``annotate: 120/210 clips (57%) 12.3 clips/s ETA 7s | rejected=3``.
     """
 
-    def __init__(self, label: str, total: int | None = None, unit: str = "items", every: float = 5.0,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        unit: str = "items",
+        every: float = 5.0,
+        stream: TextIO | None = None,
+    ) -> None:
         self.label, self.total, self.unit, self.every = label, total, unit, every
         self.stream = stream or sys.stderr
         self.done = 0

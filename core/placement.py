@@ -23,8 +23,12 @@ DECODE = "decode"  # custom resource on CPU worker nodes (one per core)
 LLM = "llm"  # custom resource on GPU worker nodes (one per GPU)
 
 
-def remote_args(resources: Mapping[str, float] | None = None, num_cpus: float | None = None,
-                num_gpus: float | None = None, **extra: Any) -> dict[str, Any]:
+def remote_args(
+    resources: Mapping[str, float] | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """``ray_remote_args`` asking for exactly what is configured (custom resources only if set)."""
     args: dict[str, Any] = dict(extra)
     if num_cpus is not None:
@@ -39,13 +43,18 @@ def remote_args(resources: Mapping[str, float] | None = None, num_cpus: float | 
 
 def fit_count(per_actor: Mapping[str, float], totals: Mapping[str, float]) -> int:
     """How many actors asking ``per_actor`` fit in ``totals`` (0 if a resource is missing)."""
-    counts = [math.floor(totals.get(name, 0.0) / amount + 1e-9)
-              for name, amount in per_actor.items() if amount]
+    counts = [
+        math.floor(totals.get(name, 0.0) / amount + 1e-9) for name, amount in per_actor.items() if amount
+    ]
     return min(counts) if counts else 0
 
 
-def pool_bounds(configured: int, per_actor: Mapping[str, float], max_size: int = 0,
-                totals: Mapping[str, float] | None = None) -> tuple[int, int]:
+def pool_bounds(
+    configured: int,
+    per_actor: Mapping[str, float],
+    max_size: int = 0,
+    totals: Mapping[str, float] | None = None,
+) -> tuple[int, int]:
     """(min_size, max_size) of a stage's actor pool.
 
     ``configured`` > 0 is a fixed size. 0 means "from the cluster's size": as many as fit in the

@@ -18,9 +18,18 @@ log = logging.getLogger(__name__)
 
 # Forwarded to workers when set on the driver (values never logged).
 PASS_THROUGH_ENV = (
-    "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION", "AWS_REGION", "OPENAI_API_KEY", "OPENAI_BASE_URL", "HF_HOME",
-    "HF_HUB_OFFLINE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "DS_ACCELERATOR",
+    "TORCH_EXTENSIONS_DIR",
 )
 
 
@@ -77,8 +86,12 @@ def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
         log.info("connecting to Ray at %s", address)
         ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
-        kwargs = {"include_dashboard": cfg.dashboard, "dashboard_host": "127.0.0.1",
-                  "dashboard_port": cfg.dashboard_port, "runtime_env": runtime_env}
+        kwargs = {
+            "include_dashboard": cfg.dashboard,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": cfg.dashboard_port,
+            "runtime_env": runtime_env,
+        }
         if cfg.num_cpus:
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.num_gpus:
@@ -86,6 +99,8 @@ def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
         ctx = ray.init(**kwargs)
     url = getattr(ctx, "dashboard_url", "") or ""
     if url and not quiet:
-        print(f"Ray dashboard: http://{url}" if not url.startswith("http") else f"Ray dashboard: {url}",
-              flush=True)
+        print(
+            f"Ray dashboard: http://{url}" if not url.startswith("http") else f"Ray dashboard: {url}",
+            flush=True,
+        )
     return ctx

@@ -38,8 +38,19 @@ FRAMES, AUDIO = "frames", "audio"
 DESCRIPTION_EN, DESCRIPTION_ZH = "description_en", "description_zh"
 OV_LABELS = "ov_labels"
 
-BASE_COLUMNS = (NAME, CLIP, "subtitle_en", "subtitle_zh", "subtitle_missing", "duration_s", "fps", "width",
-                "height", "num_video_frames", "audio_s")
+BASE_COLUMNS = (
+    NAME,
+    CLIP,
+    "subtitle_en",
+    "subtitle_zh",
+    "subtitle_missing",
+    "duration_s",
+    "fps",
+    "width",
+    "height",
+    "num_video_frames",
+    "audio_s",
+)
 MEDIA_COLUMNS = (FRAMES, AUDIO)
 LLM_COLUMNS = ("audio_clue", "video_clue", DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, "ov_raw")
 FAILURE_COLUMNS = (NAME, "stage", "reason", "outcome", CLIP)
@@ -48,15 +59,30 @@ FAILURE_COLUMNS = (NAME, "stage", "reason", "outcome", CLIP)
 FINE_NAME, FINE_ENGLISH, FINE_CHINESE, FINE_OPENSET = "name", "english", "chinese", "openset"
 
 TYPES: dict[str, pa.DataType] = {
-    NAME: pa.string(), CLIP: pa.string(),
-    "subtitle": pa.string(), "subtitle_en": pa.string(), "subtitle_zh": pa.string(),
+    NAME: pa.string(),
+    CLIP: pa.string(),
+    "subtitle": pa.string(),
+    "subtitle_en": pa.string(),
+    "subtitle_zh": pa.string(),
     "subtitle_missing": pa.bool_(),
-    "outcome": pa.string(), "stage": pa.string(), "reason": pa.string(),
-    "duration_s": pa.float64(), "fps": pa.float64(), "width": pa.int32(), "height": pa.int32(),
-    "num_video_frames": pa.int32(), "has_audio": pa.bool_(), "audio_s": pa.float64(),
-    "faces": pa.list_(pa.int32()), FRAMES: pa.list_(pa.binary()), AUDIO: pa.binary(),
-    "audio_clue": pa.string(), "video_clue": pa.string(),
-    DESCRIPTION_EN: pa.string(), DESCRIPTION_ZH: pa.string(), OV_LABELS: pa.list_(pa.string()),
+    "outcome": pa.string(),
+    "stage": pa.string(),
+    "reason": pa.string(),
+    "duration_s": pa.float64(),
+    "fps": pa.float64(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "num_video_frames": pa.int32(),
+    "has_audio": pa.bool_(),
+    "audio_s": pa.float64(),
+    "faces": pa.list_(pa.int32()),
+    FRAMES: pa.list_(pa.binary()),
+    AUDIO: pa.binary(),
+    "audio_clue": pa.string(),
+    "video_clue": pa.string(),
+    DESCRIPTION_EN: pa.string(),
+    DESCRIPTION_ZH: pa.string(),
+    OV_LABELS: pa.list_(pa.string()),
     "ov_raw": pa.string(),
 }
 

@@ -28,10 +28,21 @@ import numpy as np
 from core import metrics
 from core.schema import FAILED, OK, REJECTED, rows_to_table
 
-__all__ = ["FAILED", "OK", "REJECTED", "Stage", "StageChain", "fail", "map_stages", "numpy_rows", "rows_to_numpy",
-           "rows_to_table"]
+__all__ = [
+    "FAILED",
+    "OK",
+    "REJECTED",
+    "Stage",
+    "StageChain",
+    "fail",
+    "map_stages",
+    "numpy_rows",
+    "rows_to_numpy",
+    "rows_to_table",
+]
 
 log = logging.getLogger(__name__)
+
 
 def fail(row: dict[str, Any], stage: str, reason: str, outcome: str = FAILED, code: str = "") -> None:
     """Mark ``row`` rejected/failed at ``stage``; ``code``: short metric tag (default ``<stage>_error``)."""
@@ -175,9 +186,17 @@ def rows_to_numpy(rows: list[dict[str, Any]], columns: Sequence[str]) -> dict[st
 # ---------------------------------------------------------------- the runner
 
 
-def map_stages(ds: Any, chain: Sequence[tuple[type[Stage], dict[str, Any]]], cfg: Any, *,
-               pool: tuple[int, int], batch_size: int | None, remote: dict[str, Any] | None = None,
-               runtime_env: dict | None = None, in_flight: int = 2) -> Any:
+def map_stages(
+    ds: Any,
+    chain: Sequence[tuple[type[Stage], dict[str, Any]]],
+    cfg: Any,
+    *,
+    pool: tuple[int, int],
+    batch_size: int | None,
+    remote: dict[str, Any] | None = None,
+    runtime_env: dict | None = None,
+    in_flight: int = 2,
+) -> Any:
     """``ds`` mapped by ``chain`` (stage classes with their kwargs) on an actor pool of
     ``pool`` = (min, max) actors, each asking ``remote`` (``placement.remote_args``)."""
     from ray.data import ActorPoolStrategy  # heavy: ray, imported on use
@@ -191,6 +210,11 @@ def map_stages(ds: Any, chain: Sequence[tuple[type[Stage], dict[str, Any]]], cfg
         # Ray 2.60 has no named parameter for actor restarts / task retries: they go as remote args.
         warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
         return ds.map_batches(
-            StageChain, fn_constructor_kwargs={"stages": list(chain), "cfg": cfg}, batch_format=formats.pop(),
-            batch_size=batch_size, runtime_env=runtime_env,
-            compute=ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=in_flight), **(remote or {}))
+            StageChain,
+            fn_constructor_kwargs={"stages": list(chain), "cfg": cfg},
+            batch_format=formats.pop(),
+            batch_size=batch_size,
+            runtime_env=runtime_env,
+            compute=ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=in_flight),
+            **(remote or {}),
+        )

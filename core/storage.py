@@ -64,8 +64,9 @@ def endpoint_url() -> str:
 
 
 def region() -> str:
-    return (_active.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1")
+    return (
+        _active.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    )
 
 
 def is_s3(uri: str) -> bool:
@@ -86,8 +87,10 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _s3fs() -> pafs.S3FileSystem:
-    kwargs: dict = {"region": region(), "retry_strategy": pafs.AwsStandardS3RetryStrategy(
-        max_attempts=max(1, _active.retries))}
+    kwargs: dict = {
+        "region": region(),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max(1, _active.retries)),
+    }
     endpoint = endpoint_url()
     if endpoint:
         parsed = urlparse(endpoint)
@@ -114,7 +117,6 @@ def _count_retry(attempts: int | None = None, response=None, **_) -> None:
     """botocore's needs-retry hook: count retried requests (pyarrow's retries have no hook)."""
     error = (response or (None, {}))[1].get("Error", {}) if isinstance(response, tuple) else {}
     if attempts and error.get("Code") in ("SlowDown", "Throttling", "RequestLimitExceeded", "503"):
-
         metrics.counter("emer_s3_retries").inc(1, {"op": "boto3"})
 
 

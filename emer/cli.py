@@ -21,13 +21,20 @@ COMMANDS = (base, annotate, train, evaluate, jobs)
 
 def common_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE.yaml", action="append", default=None,
-                        help="run config: a YAML file or a preset name from configs/; give it several times "
-                             "to compose (later files override earlier ones key by key); defaults when omitted")
-    common.add_argument("--address", default=None,
-                        help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
-    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="logging verbosity")
+    common.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        action="append",
+        default=None,
+        help="run config: a YAML file or a preset name from configs/; give it several times "
+        "to compose (later files override earlier ones key by key); defaults when omitted",
+    )
+    common.add_argument(
+        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)"
+    )
+    common.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
+    )
     return common
 
 
@@ -35,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emer",
         description="Explainable multimodal emotion recognition at cluster scale: annotate clips into "
-                    "EMER-Coarse, train AffectGPT, evaluate, and run it all on Ray. Any config key can be "
-                    "overridden with a dotted flag, e.g. --annotate.frames=8.",
+        "EMER-Coarse, train AffectGPT, evaluate, and run it all on Ray. Any config key can be "
+        "overridden with a dotted flag, e.g. --annotate.frames=8.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = common_parser()
@@ -72,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(rest)
     args.overrides = overrides
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -39,7 +39,6 @@ def run_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     outputs: dict[str, str] = {}
 
-
     samples = generate_samples(Path(out) / "samples", n=args.clips, seed=args.seed)
     outputs["sample clips"] = str(samples.root / "clips")
     outputs["subtitles"] = str(samples.subtitles)
@@ -49,16 +48,15 @@ def run_demo(args: argparse.Namespace) -> int:
     outputs["config"] = save_resolved(cfg, out)
     init_ray(cfg.ray)
 
-
     coarse = storage.join(out, "emer-coarse")
-    manifest = run_annotation(cfg.annotate, outputs["sample clips"], outputs["subtitles"], coarse,
-                              resolved=cfg)
+    manifest = run_annotation(
+        cfg.annotate, outputs["sample clips"], outputs["subtitles"], coarse, resolved=cfg
+    )
     outputs["EMER-Coarse samples"] = storage.join(coarse, "samples")
     outputs["EMER-Coarse failures"] = storage.join(coarse, "failures")
     outputs["EMER-Coarse card"] = storage.join(coarse, "README.md")
     log.info("demo: annotation counts %s", manifest.get("counts"))
     _step("annotate", t0)
-
 
     trained = run_demo_training(cfg, outputs["EMER-Coarse samples"], out, scorer=epoch_scorer(cfg.evaluate))
     outputs.update(trained)
@@ -89,7 +87,6 @@ def evaluate_demo(cfg: Any, trained: dict[str, str], coarse: str, out_dir: str) 
     labels as ground truth, and BLEU/METEOR/ROUGE-L against the reference descriptions."""
     import pyarrow as pa
 
-
     preds = storage.read_table(trained["predictions (test)"]).to_pylist()
     refs = {r["name"]: r for r in storage.read_table(storage.join(coarse, "samples")).to_pylist()}
     backend = create_backend(cfg.annotate.text, "text")
@@ -97,11 +94,16 @@ def evaluate_demo(cfg: Any, trained: dict[str, str], coarse: str, out_dir: str) 
         answers = backend.generate([LLMRequest(render("ov_extract", clues=p["description"])) for p in preds])
     finally:
         backend.close()
-    pred_rows = {"name": [p["name"] for p in preds], "description": [p["description"] for p in preds],
-                 "openset": [str(parse_ov_labels(a.text or "")) for a in answers]}
-    gt_rows = {"name": [p["name"] for p in preds],
-               "description": [refs[p["name"]][DESCRIPTION_EN] for p in preds],
-               "openset": [str(list(refs[p["name"]][OV_LABELS] or [])) for p in preds]}
+    pred_rows = {
+        "name": [p["name"] for p in preds],
+        "description": [p["description"] for p in preds],
+        "openset": [str(parse_ov_labels(a.text or "")) for a in answers],
+    }
+    gt_rows = {
+        "name": [p["name"] for p in preds],
+        "description": [refs[p["name"]][DESCRIPTION_EN] for p in preds],
+        "openset": [str(list(refs[p["name"]][OV_LABELS] or [])) for p in preds],
+    }
     pred_uri, gt_uri = storage.join(out_dir, "predictions.csv"), storage.join(out_dir, "ground-truth.csv")
     storage.write_table(pa.table(pred_rows), pred_uri)
     storage.write_table(pa.table(gt_rows), gt_uri)

@@ -17,8 +17,9 @@ from emer.cli import main
 
 def entry_main(argv: list[str] | None = None) -> int:
     """Run ``emer <command…>`` inside a Ray job after checking the required variables by name."""
-    parser = argparse.ArgumentParser(prog="python -m emer.job_entry",
-                                     description="Entrypoint of a job submitted by `emer submit`.")
+    parser = argparse.ArgumentParser(
+        prog="python -m emer.job_entry", description="Entrypoint of a job submitted by `emer submit`."
+    )
     parser.add_argument("--env-names", default="", help="comma-separated variables the job needs")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- emer subcommand and arguments")
     args = parser.parse_args(argv)
@@ -26,9 +27,12 @@ def entry_main(argv: list[str] | None = None) -> int:
     names = [n for n in args.env_names.split(",") if n]
     lacking = check_env(names)
     if lacking:
-        print(f"emer job: the cluster nodes lack {', '.join(lacking)}: start Ray on them with these "
-              "variables set (see docs/cluster.md, 'Secrets'); they are never sent with the job",
-              file=sys.stderr, flush=True)
+        print(
+            f"emer job: the cluster nodes lack {', '.join(lacking)}: start Ray on them with these "
+            "variables set (see docs/cluster.md, 'Secrets'); they are never sent with the job",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     # The job's runtime env (project folder, env vars) is merged with what the command's own
     # ray.init adds (init_ray's pass-through variables, same values): allow the overlap.

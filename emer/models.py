@@ -52,8 +52,11 @@ def prepare(root: Path | None = None) -> dict[str, Any]:
     for name, build in BUILDERS.items():
         start = time.perf_counter()
         path = build(root)
-        out["models"][name] = {"path": path, "mb": round(_size(Path(path)) / 2**20, 1),
-                               "seconds": round(time.perf_counter() - start, 1)}
+        out["models"][name] = {
+            "path": path,
+            "mb": round(_size(Path(path)) / 2**20, 1),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         log.info("models: %s ready at %s (%.1f s)", name, path, time.perf_counter() - start)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["total_mb"] = round(sum(m["mb"] for m in out["models"].values()), 1)
@@ -72,6 +75,7 @@ def expand(data: Any) -> Any:
     if isinstance(data, list):
         return [expand(v) for v in data]
     if isinstance(data, str) and "${" in data:
-        return _VAR.sub(lambda m: str(models_dir()) if m.group(1) == ENV else os.environ.get(m.group(1), m.group(0)),
-                        data)
+        return _VAR.sub(
+            lambda m: str(models_dir()) if m.group(1) == ENV else os.environ.get(m.group(1), m.group(0)), data
+        )
     return data

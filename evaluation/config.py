@@ -19,8 +19,14 @@ LANGUAGES = ("en", "zh")
 
 def default_llm() -> LLMConfig:
     """The grouping / extraction LLM: an OpenAI-compatible endpoint, answers cached on disk."""
-    return LLMConfig(backend="openai", model="gpt-4o-mini", max_new_tokens=1000, concurrency=8,
-                     timeout_s=60.0, cache_dir=".cache/evaluate-llm")
+    return LLMConfig(
+        backend="openai",
+        model="gpt-4o-mini",
+        max_new_tokens=1000,
+        concurrency=8,
+        timeout_s=60.0,
+        cache_dir=".cache/evaluate-llm",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,9 @@ def extract_labels(
                 out[i] = labels
         pending, suffix = still, f"{REASK_SUFFIX} (attempt {attempt + 2})"
     if pending:
-        log.warning("label extraction: %d of %d answers held no list; scored as empty predictions",
-                    len(pending), len(descriptions))
+        log.warning(
+            "label extraction: %d of %d answers held no list; scored as empty predictions",
+            len(pending),
+            len(descriptions),
+        )
     return [v if v is not None else [] for v in out], pending

@@ -23,7 +23,6 @@ from evaluation.text_metrics import text_scores
 log = logging.getLogger(__name__)
 
 
-
 def evaluate_file(
     gt_uri: str, pred_uri: str, cfg: EvaluateConfig, complete: Complete | None = None, text: bool = True
 ) -> dict:
@@ -138,8 +137,9 @@ def compare(
     return out
 
 
-def score_epoch(gt_uri: str, pred_uri: str, complete: Complete | None, cfg: EvaluateConfig,
-                labels_uri: str = "") -> dict[str, float]:
+def score_epoch(
+    gt_uri: str, pred_uri: str, complete: Complete | None, cfg: EvaluateConfig, labels_uri: str = ""
+) -> dict[str, float]:
     """Flat metrics of one training epoch's predictions (what ``emer train`` reports per epoch): OV
     accuracy / recall / avg (labels extracted from the descriptions by ``complete``) against the
     reference labels, and BLEU / ROUGE-L against the reference descriptions. ``labels_uri``: a
@@ -154,8 +154,9 @@ def score_epoch(gt_uri: str, pred_uri: str, complete: Complete | None, cfg: Eval
         metrics.update(flat_metrics({"ov": summary}))
     pred = read_table(pred_uri)
     hyp = dict(zip(pred.names, pred.columns["description"]))
-    text, _ = text_scores(gt.columns["description"], [hyp.get(n, "") for n in gt.names], cfg.language,
-                          with_meteor=False)
+    text, _ = text_scores(
+        gt.columns["description"], [hyp.get(n, "") for n in gt.names], cfg.language, with_meteor=False
+    )
     metrics.update({k: float(text[k]) for k in ("bleu1", "bleu4", "rouge_l")})
     return metrics
 

@@ -71,9 +71,7 @@ def _predictions(table: Table, cfg: EvaluateConfig, complete: Complete | None) -
             f"{cfg.text_column!r}; configure evaluate.llm to extract labels, or run "
             "`emer evaluate extract` first"
         )
-    labels, failed = extract_labels(
-        text_values(table, cfg.text_column), complete, cfg.llm.prompts, cfg.reask
-    )
+    labels, failed = extract_labels(text_values(table, cfg.text_column), complete, cfg.llm.prompts, cfg.reask)
     info = {
         "extracted_from": cfg.text_column,
         "extraction_failures": len(failed),

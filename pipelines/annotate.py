@@ -36,9 +36,11 @@ from pipelines.stages import (
 
 log = logging.getLogger(__name__)
 
-CRASH_REASON = ("lost with its block, also when retried alone: the worker process died (native crash, out "
-                "of memory) or the block raised outside the per-row handling (e.g. the output could not be "
-                "written); see the job log")
+CRASH_REASON = (
+    "lost with its block, also when retried alone: the worker process died (native crash, out "
+    "of memory) or the block raised outside the per-row handling (e.g. the output could not be "
+    "written); see the job log"
+)
 
 
 @dataclasses.dataclass
@@ -68,9 +70,11 @@ def stage_groups(cfg: AnnotateConfig) -> list[tuple[list, StageConfig, Any]]:
     """Stages grouped by the actor pool they run in: (stage classes, resources, LLM config or None)."""
     groups: list[tuple[list, StageConfig, Any]] = [([DecodeStage, CheckStage], cfg.stages.decode, None)]
     if cfg.llm_stages:
-        groups += [([AudioClueStage], cfg.stages.audio, cfg.audio),
-                   ([VideoClueStage], cfg.stages.video, cfg.video),
-                   ([DisambiguateStage, TranslateStage, OVLabelStage], cfg.stages.text, cfg.text)]
+        groups += [
+            ([AudioClueStage], cfg.stages.audio, cfg.audio),
+            ([VideoClueStage], cfg.stages.video, cfg.video),
+            ([DisambiguateStage, TranslateStage, OVLabelStage], cfg.stages.text, cfg.text),
+        ]
     return groups
 
 
@@ -108,24 +112,36 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     """
     import ray
 
-
     groups = stage_groups(cfg)
     bounds = pool_bounds(cfg, groups)
     env = _runtime_env(worker_env())
-    batches = [1 if isolate else _batch_size(res.batch_size, len(rows), hi)
-               for (_, res, _), (_, hi) in zip(groups, bounds)]
+    batches = [
+        1 if isolate else _batch_size(res.batch_size, len(rows), hi)
+        for (_, res, _), (_, hi) in zip(groups, bounds)
+    ]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batches[0])))
     batches[0] = None  # the first pool takes one input block (<= its batch size) per call
     for i, ((stages, res, llm), (lo, hi), batch) in enumerate(zip(groups, bounds, batches)):
         chain = [(cls, {}) for cls in stages]
         if i == len(groups) - 1:
             chain.append((sink.WriteStage, {"output": output}))
-        remote = placement.remote_args(res.resources, num_cpus=res.num_cpus,
-                                       num_gpus=llm.num_gpus if llm is not None else None,
-                                       max_restarts=res.max_restarts,
-                                       max_task_retries=0 if isolate else res.max_task_retries)
-        ds = map_stages(ds, chain, cfg, pool=(lo, hi), batch_size=batch, remote=remote, runtime_env=env,
-                        in_flight=1 if isolate else 2)
+        remote = placement.remote_args(
+            res.resources,
+            num_cpus=res.num_cpus,
+            num_gpus=llm.num_gpus if llm is not None else None,
+            max_restarts=res.max_restarts,
+            max_task_retries=0 if isolate else res.max_task_retries,
+        )
+        ds = map_stages(
+            ds,
+            chain,
+            cfg,
+            pool=(lo, hi),
+            batch_size=batch,
+            remote=remote,
+            runtime_env=env,
+            in_flight=1 if isolate else 2,
+        )
     return ds
 
 
@@ -159,24 +175,35 @@ def consume(ds, total: int, every: float = 10.0, label: str = "annotate") -> lis
     return out
 
 
-def run_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str,
-                   resolved: Any = None) -> dict[str, Any]:
+def run_annotation(
+    cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str, resolved: Any = None
+) -> dict[str, Any]:
     """Annotate, resuming from what ``output`` holds; returns the manifest (also written to OUTPUT).
 
     ``resolved``: the whole run config to save as ``OUTPUT/config.yaml`` (default: ``cfg``).
     """
     start = time.perf_counter()
     plan = plan_annotation(cfg, input_uri, subtitles_uri, output)
-    log.info("annotate: %d to process, %d already finished%s", len(plan.todo), plan.skipped,
-             " (retrying failures)" if cfg.retry_failed else "")
+    log.info(
+        "annotate: %d to process, %d already finished%s",
+        len(plan.todo),
+        plan.skipped,
+        " (retrying failures)" if cfg.retry_failed else "",
+    )
     done, lost = _execute(cfg, plan.todo, output)
     state = sink.reconcile(output)
-    stats = {"attempted": len(plan.todo), "skipped_finished": plan.skipped, "lost_to_crashes": len(lost),
-             "orphans_removed": plan.state.orphans_removed, "superseded": state.superseded,
-             "seconds": round(time.perf_counter() - start, 2),
-             **{o: sum(1 for r in done if r["outcome"] == o) for o in sink.OUTCOMES}}
-    manifest = card.write_manifest_and_card(cfg, plan.listing, state, stats, input_uri, subtitles_uri, output,
-                                            resolved)
+    stats = {
+        "attempted": len(plan.todo),
+        "skipped_finished": plan.skipped,
+        "lost_to_crashes": len(lost),
+        "orphans_removed": plan.state.orphans_removed,
+        "superseded": state.superseded,
+        "seconds": round(time.perf_counter() - start, 2),
+        **{o: sum(1 for r in done if r["outcome"] == o) for o in sink.OUTCOMES},
+    }
+    manifest = card.write_manifest_and_card(
+        cfg, plan.listing, state, stats, input_uri, subtitles_uri, output, resolved
+    )
     log.info("annotate: this run %s; output %s", stats, manifest["counts"])
     return manifest
 
@@ -191,8 +218,10 @@ def _execute(cfg: AnnotateConfig, todo: list[dict[str, Any]], output: str) -> tu
         done = _run_rows(cfg, todo, output, isolate=False) if todo else []
         lost = _lost(todo, done)
         if lost and cfg.isolate_crashes:
-            log.warning("annotate: %d rows were in blocks lost to crashed workers; retrying them one by one",
-                        len(lost))
+            log.warning(
+                "annotate: %d rows were in blocks lost to crashed workers; retrying them one by one",
+                len(lost),
+            )
             done += _run_rows(cfg, lost, output, isolate=True)
             lost = _lost(todo, done)
     finally:
@@ -213,10 +242,17 @@ def with_tiny_models(cfg: AnnotateConfig, models_dir: str, max_new_tokens: int =
     """``cfg`` with every LLM role on a tiny random-weight checkpoint of the real model class, built
     once under ``models_dir`` (the offline demo; the text they generate is gibberish)."""
 
-    roles = {role: getattr(cfg, role).replace(backend="transformers", model=tiny.BUILDERS[role](
-        f"{models_dir}/{role}"), model_class="", max_new_tokens=max_new_tokens,
-        min_new_tokens=min(4, max_new_tokens), num_gpus=0.0)
-        for role in ("audio", "video", "text")}
+    roles = {
+        role: getattr(cfg, role).replace(
+            backend="transformers",
+            model=tiny.BUILDERS[role](f"{models_dir}/{role}"),
+            model_class="",
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min(4, max_new_tokens),
+            num_gpus=0.0,
+        )
+        for role in ("audio", "video", "text")
+    }
     return cfg.replace(**roles)
 
 

@@ -25,19 +25,34 @@ from pipelines import sink
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("emer", "ray", "pyarrow", "numpy", "decord", "av", "soundfile", "pillow", "transformers", "torch",
-            "openai", "opencv-python-headless")
+PACKAGES = (
+    "emer",
+    "ray",
+    "pyarrow",
+    "numpy",
+    "decord",
+    "av",
+    "soundfile",
+    "pillow",
+    "transformers",
+    "torch",
+    "openai",
+    "opencv-python-headless",
+)
 TOP_LABELS = 20
 SCHEMA_DOC = {
-    "name": "sample id (clip file stem)", "clip": "source clip URI",
+    "name": "sample id (clip file stem)",
+    "clip": "source clip URI",
     "subtitle_en / subtitle_zh": "subtitle text (empty when the clip had no subtitle row)",
     "subtitle_missing": "true when the subtitle CSV had no row for the clip",
     "duration_s, fps, width, height, num_video_frames": "video stream metadata (source size)",
     "audio_s": "decoded audio length in seconds",
     "frames": "list of JPEG frames sampled uniformly, frame_size x frame_size",
-    "audio": "16 kHz mono 16-bit FLAC", "audio_clue / video_clue": "S0 clues of the audio / video LLM",
+    "audio": "16 kHz mono 16-bit FLAC",
+    "audio_clue / video_clue": "S0 clues of the audio / video LLM",
     "description_en / description_zh": "disambiguated description (S2) and its translation",
-    OV_LABELS: "open-vocabulary emotion labels (lower-case)", "ov_raw": "the label LLM's raw answer",
+    OV_LABELS: "open-vocabulary emotion labels (lower-case)",
+    "ov_raw": "the label LLM's raw answer",
 }
 
 
@@ -61,14 +76,25 @@ def _read(output: str, kind: str, columns: list[str]) -> list[dict[str, Any]]:
 def label_stats(samples: list[dict[str, Any]]) -> dict[str, Any]:
     per = [len(r.get(OV_LABELS) or []) for r in samples]
     counts = Counter(label for r in samples for label in (r.get(OV_LABELS) or []))
-    return {"vocabulary": len(counts), "labels_per_sample": round(sum(per) / len(per), 3) if per else 0.0,
-            "samples_without_labels": sum(1 for n in per if n == 0),
-            "labels_per_sample_histogram": dict(sorted(Counter(per).items())),
-            "most_frequent": counts.most_common(TOP_LABELS)}
+    return {
+        "vocabulary": len(counts),
+        "labels_per_sample": round(sum(per) / len(per), 3) if per else 0.0,
+        "samples_without_labels": sum(1 for n in per if n == 0),
+        "labels_per_sample_histogram": dict(sorted(Counter(per).items())),
+        "most_frequent": counts.most_common(TOP_LABELS),
+    }
 
 
-def write_manifest_and_card(cfg, listing, state: sink.OutputState, run: dict[str, Any], input_uri: str,
-                            subtitles_uri: str, output: str, resolved: Any = None) -> dict[str, Any]:
+def write_manifest_and_card(
+    cfg,
+    listing,
+    state: sink.OutputState,
+    run: dict[str, Any],
+    input_uri: str,
+    subtitles_uri: str,
+    output: str,
+    resolved: Any = None,
+) -> dict[str, Any]:
     names = listing.names
     counts = {"inputs": len(names), **state.counts(names)}
     counts["pending"] = counts["inputs"] - sum(counts[o] for o in sink.OUTCOMES)
@@ -76,19 +102,27 @@ def write_manifest_and_card(cfg, listing, state: sink.OutputState, run: dict[str
     samples = _read(output, sink.SAMPLES, columns)
     failures = _read(output, sink.FAILURES, ["name", "stage", "outcome"])
     manifest = {
-        "dataset": "EMER-Coarse", "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": input_uri, "subtitles": subtitles_uri, "output": output,
-        "counts": counts, "this_run": run,
+        "dataset": "EMER-Coarse",
+        "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "input": input_uri,
+        "subtitles": subtitles_uri,
+        "output": output,
+        "counts": counts,
+        "this_run": run,
         "failures_by_stage": dict(Counter(f"{r['outcome']}:{r['stage']}" for r in failures)),
-        "subtitles_info": {"rows": listing.subtitle_rows, "language_in_prompts": cfg.subtitle_language,
-                           "clips_without_subtitle": len(listing.missing_subtitles),
-                           "clips_without_subtitle_names": listing.missing_subtitles[:1000],
-                           "subtitles_without_clip": len(listing.orphan_subtitles),
-                           "subtitles_without_clip_names": listing.orphan_subtitles[:1000],
-                           "samples_with_empty_subtitle": sum(1 for r in samples if r["subtitle_missing"])},
+        "subtitles_info": {
+            "rows": listing.subtitle_rows,
+            "language_in_prompts": cfg.subtitle_language,
+            "clips_without_subtitle": len(listing.missing_subtitles),
+            "clips_without_subtitle_names": listing.missing_subtitles[:1000],
+            "subtitles_without_clip": len(listing.orphan_subtitles),
+            "subtitles_without_clip_names": listing.orphan_subtitles[:1000],
+            "samples_with_empty_subtitle": sum(1 for r in samples if r["subtitle_missing"]),
+        },
         "labels": label_stats(samples) if cfg.llm_stages else None,
         "models": cfg.model_ids() if cfg.llm_stages else {},
-        "config": cfg.to_dict(), "versions": versions(),
+        "config": cfg.to_dict(),
+        "versions": versions(),
     }
     text = json.dumps(manifest, indent=2, ensure_ascii=False)
     storage.write_text(storage.join(output, "manifest.json"), text)
@@ -129,21 +163,32 @@ def render_card(m: dict[str, Any], has_plot: bool) -> str:
 
 def _contents(m: dict[str, Any]) -> list[str]:
     c, s = m["counts"], m["subtitles_info"]
-    lines = ["# EMER-Coarse annotations", "",
-             f"Written by `emer annotate` ({m['written']}) from `{m['input']}` with subtitles "
-             f"`{m['subtitles']}`.",
-             "Automatic annotations, not checked by people: expect some inaccurate clues and labels.", "",
-             "## Contents", "", "| outcome | clips | where |", "| --- | ---: | --- |",
-             f"| inputs | {c['inputs']} | |", f"| annotated | {c['ok']} | `samples/*.parquet` |",
-             f"| rejected by the checks | {c['rejected']} | `failures/*.parquet` |",
-             f"| failed | {c['failed']} | `failures/*.parquet` |",
-             f"| not yet processed | {c['pending']} | |", ""]
+    lines = [
+        "# EMER-Coarse annotations",
+        "",
+        f"Written by `emer annotate` ({m['written']}) from `{m['input']}` with subtitles `{m['subtitles']}`.",
+        "Automatic annotations, not checked by people: expect some inaccurate clues and labels.",
+        "",
+        "## Contents",
+        "",
+        "| outcome | clips | where |",
+        "| --- | ---: | --- |",
+        f"| inputs | {c['inputs']} | |",
+        f"| annotated | {c['ok']} | `samples/*.parquet` |",
+        f"| rejected by the checks | {c['rejected']} | `failures/*.parquet` |",
+        f"| failed | {c['failed']} | `failures/*.parquet` |",
+        f"| not yet processed | {c['pending']} | |",
+        "",
+    ]
     if m["failures_by_stage"]:
         by_stage = ", ".join(f"{k} {v}" for k, v in sorted(m["failures_by_stage"].items()))
         lines += [f"Not annotated, by outcome and stage: {by_stage}.", ""]
-    lines += [f"Subtitles ({s['language_in_prompts']} in the prompts): {s['clips_without_subtitle']} clip(s) "
-              "had no subtitle row and were annotated with an empty subtitle; "
-              f"{s['subtitles_without_clip']} subtitle row(s) had no clip.", ""]
+    lines += [
+        f"Subtitles ({s['language_in_prompts']} in the prompts): {s['clips_without_subtitle']} clip(s) "
+        "had no subtitle row and were annotated with an empty subtitle; "
+        f"{s['subtitles_without_clip']} subtitle row(s) had no clip.",
+        "",
+    ]
     return lines
 
 
@@ -151,10 +196,17 @@ def _labels(m: dict[str, Any], has_plot: bool) -> list[str]:
     lab = m["labels"]
     if not lab:
         return []
-    lines = ["## Labels", "", f"- samples: {m['counts']['ok']}", f"- label vocabulary: {lab['vocabulary']}",
-             f"- labels per sample: {lab['labels_per_sample']} on average "
-             f"({lab['samples_without_labels']} sample(s) without any)", "", "| label | samples |",
-             "| --- | ---: |"]
+    lines = [
+        "## Labels",
+        "",
+        f"- samples: {m['counts']['ok']}",
+        f"- label vocabulary: {lab['vocabulary']}",
+        f"- labels per sample: {lab['labels_per_sample']} on average "
+        f"({lab['samples_without_labels']} sample(s) without any)",
+        "",
+        "| label | samples |",
+        "| --- | ---: |",
+    ]
     lines += [f"| {_cell(k)} | {v} |" for k, v in lab["most_frequent"]]
     return lines + ["", "![label distribution](label_distribution.png)" if has_plot else "", ""]
 
@@ -162,16 +214,24 @@ def _labels(m: dict[str, Any], has_plot: bool) -> list[str]:
 def _about(m: dict[str, Any]) -> list[str]:
     lines = ["## Columns of `samples/`", "", "| column | meaning |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in SCHEMA_DOC.items()]
-    lines += ["", "## How it was made", "",
-              "Clips are decoded (frames uniformly sampled, audio at 16 kHz) and filtered (duration, audio "
-              "present and consistent with the video). An audio LLM and a video LLM describe the emotion "
-              "clues without the subtitle (S0); a text LLM merges both clues with the quoted subtitle (S2), "
-              "the description is translated, and the open-vocabulary labels are extracted from it. Method "
-              "and prompts: EMER (Lian et al.), AffectGPT section 3, MER2024 sections 2.1 and 2.3.", ""]
+    lines += [
+        "",
+        "## How it was made",
+        "",
+        "Clips are decoded (frames uniformly sampled, audio at 16 kHz) and filtered (duration, audio "
+        "present and consistent with the video). An audio LLM and a video LLM describe the emotion "
+        "clues without the subtitle (S0); a text LLM merges both clues with the quoted subtitle (S2), "
+        "the description is translated, and the open-vocabulary labels are extracted from it. Method "
+        "and prompts: EMER (Lian et al.), AffectGPT section 3, MER2024 sections 2.1 and 2.3.",
+        "",
+    ]
     if m["models"]:
         lines += ["Models: " + ", ".join(f"{k} `{v}`" for k, v in m["models"].items()) + ".", ""]
-    lines += ["The full config, counts and package versions are in `manifest.json`; the resolved config in "
-              "`config.yaml`.", ""]
+    lines += [
+        "The full config, counts and package versions are in `manifest.json`; the resolved config in "
+        "`config.yaml`.",
+        "",
+    ]
     return lines
 
 

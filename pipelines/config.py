@@ -115,12 +115,15 @@ class AnnotateConfig(Config):
         check_choice(out, "annotate.audio_backend", self.audio_backend, AUDIO_BACKENDS)
         bad = [e for e in self.extensions if not (e.startswith(".") and len(e) > 1)]
         if not self.extensions or bad:
-            out.append(f"annotate.extensions = {self.extensions!r}: must be a non-empty list of suffixes "
-                       "like '.mp4'")
+            out.append(
+                f"annotate.extensions = {self.extensions!r}: must be a non-empty list of suffixes like '.mp4'"
+            )
         check_range(out, "annotate.min_duration_s", self.min_duration_s, 0.0, None)
         if self.max_duration_s <= self.min_duration_s:
-            out.append(f"annotate.max_duration_s = {self.max_duration_s}: must be > annotate.min_duration_s "
-                       f"({self.min_duration_s})")
+            out.append(
+                f"annotate.max_duration_s = {self.max_duration_s}: must be > annotate.min_duration_s "
+                f"({self.min_duration_s})"
+            )
         check_range(out, "annotate.av_tolerance_s", self.av_tolerance_s, 0.0, None)
         check_range(out, "annotate.av_tolerance_ratio", self.av_tolerance_ratio, 0.0, 1.0)
         check_range(out, "annotate.face_min_fraction", self.face_min_fraction, 0.0, 1.0)
@@ -130,8 +133,9 @@ class AnnotateConfig(Config):
         check_range(out, "annotate.video_prompt_frames", self.video_prompt_frames, 0, self.frames)
         check_choice(out, "annotate.stop_after", self.stop_after, STOP_AFTER)
         if self.max_errored_blocks < -1:
-            out.append(f"annotate.max_errored_blocks = {self.max_errored_blocks}: must be >= 0, or -1 for "
-                       "no limit")
+            out.append(
+                f"annotate.max_errored_blocks = {self.max_errored_blocks}: must be >= 0, or -1 for no limit"
+            )
         check_range(out, "annotate.progress_every_s", self.progress_every_s, 0.0, None)
         return out
 
@@ -141,5 +145,7 @@ class AnnotateConfig(Config):
 
     def model_ids(self) -> dict[str, str]:
         """Role -> "backend:model", for the manifest."""
-        return {role: f"{c.backend}:{c.model}" for role, c in
-                (("audio", self.audio), ("video", self.video), ("text", self.text))}
+        return {
+            role: f"{c.backend}:{c.model}"
+            for role, c in (("audio", self.audio), ("video", self.video), ("text", self.text))
+        }

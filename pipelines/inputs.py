@@ -41,8 +41,10 @@ class Listing:
 def unsafe_id_reason(name: str) -> str | None:
     if SAFE_ID.match(name) and ".." not in name:
         return None
-    return (f"unsafe sample id {name!r}: ids may hold only letters, digits, '_', '-' and '.' (no leading "
-            "dot, no '..', at most 128 characters); rename the file")
+    return (
+        f"unsafe sample id {name!r}: ids may hold only letters, digits, '_', '-' and '.' (no leading "
+        "dot, no '..', at most 128 characters); rename the file"
+    )
 
 
 def list_clips(input_uri: str, extensions: list[str]) -> dict[str, str]:
@@ -56,9 +58,12 @@ def list_clips(input_uri: str, extensions: list[str]) -> dict[str, str]:
     dups = {k: v for k, v in found.items() if len(v) > 1}
     if dups:
         lines = [f"'{k}': {' and '.join(v)}" for k, v in sorted(dups.items())[:20]]
-        raise ValueError(f"input {input_uri}: {len(dups)} duplicate sample id(s) (the id is the file stem, "
-                         "it must be unique across folders and containers): " + "; ".join(lines)
-                         + ". Rename or remove one file of each pair.")
+        raise ValueError(
+            f"input {input_uri}: {len(dups)} duplicate sample id(s) (the id is the file stem, "
+            "it must be unique across folders and containers): "
+            + "; ".join(lines)
+            + ". Rename or remove one file of each pair."
+        )
     return {k: v[0] for k, v in sorted(found.items())}
 
 
@@ -72,8 +77,10 @@ def read_subtitles(uri: str) -> dict[str, dict[str, str]]:
     header = [h.strip().lower() for h in next(reader, [])]
     missing = [c for c in SUBTITLE_COLUMNS if c not in header]
     if missing:
-        raise ValueError(f"subtitles {uri}: header {header} lacks {missing}; the MER layout is "
-                         "'name,chinese,english' (name = clip file stem)")
+        raise ValueError(
+            f"subtitles {uri}: header {header} lacks {missing}; the MER layout is "
+            "'name,chinese,english' (name = clip file stem)"
+        )
     idx = {c: header.index(c) for c in SUBTITLE_COLUMNS}
     out: dict[str, dict[str, str]] = {}
     for line_no, row in enumerate(reader, start=2):
@@ -82,8 +89,9 @@ def read_subtitles(uri: str) -> dict[str, dict[str, str]]:
         cells = {c: (row[i] if i < len(row) else "").strip() for c, i in idx.items()}
         name = cells.pop("name")
         if name in out:
-            raise ValueError(f"subtitles {uri}, line {line_no}: name {name!r} appears twice; keep one row "
-                             "per clip")
+            raise ValueError(
+                f"subtitles {uri}, line {line_no}: name {name!r} appears twice; keep one row per clip"
+            )
         out[name] = cells
     return out
 
@@ -95,17 +103,32 @@ def build_listing(input_uri: str, subtitles_uri: str, cfg) -> Listing:
     for name, uri in clips.items():
         reason = unsafe_id_reason(name)
         if reason:
-            rejected.append({"name": name, "stage": "list", "reason": reason, "outcome": "failed",
-                             "clip": uri})
+            rejected.append(
+                {"name": name, "stage": "list", "reason": reason, "outcome": "failed", "clip": uri}
+            )
             continue
         sub = subs.get(name)
         if sub is None:
             missing.append(name)
         en, zh = (sub or {}).get("english", ""), (sub or {}).get("chinese", "")
-        rows.append({"name": name, "clip": uri, "subtitle_en": en, "subtitle_zh": zh,
-                     "subtitle": en if cfg.subtitle_language == "english" else zh,
-                     "subtitle_missing": sub is None})
+        rows.append(
+            {
+                "name": name,
+                "clip": uri,
+                "subtitle_en": en,
+                "subtitle_zh": zh,
+                "subtitle": en if cfg.subtitle_language == "english" else zh,
+                "subtitle_missing": sub is None,
+            }
+        )
     orphans = sorted(set(subs) - set(clips))
-    log.info("input: %d clips (%d rejected ids), %d subtitle rows, %d clips without subtitle, %d subtitles "
-             "without clip", len(clips), len(rejected), len(subs), len(missing), len(orphans))
+    log.info(
+        "input: %d clips (%d rejected ids), %d subtitle rows, %d clips without subtitle, %d subtitles "
+        "without clip",
+        len(clips),
+        len(rejected),
+        len(subs),
+        len(missing),
+        len(orphans),
+    )
     return Listing(rows, rejected, orphans, missing, len(subs))

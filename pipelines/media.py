@@ -27,7 +27,6 @@ from core.schema import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 
-
 class MediaError(Exception):
     """A clip that cannot be decoded; the message is the reason recorded in failures/."""
 
@@ -98,8 +97,10 @@ def probe_and_audio(path: str, backend: str = "pyav") -> tuple[dict, np.ndarray 
         raise MediaError(f"cannot open container: {_short(err)}") from err
     with container:
         video = container.streams.video
-        meta = {"width": int(video[0].codec_context.width) if video else 0,
-                "height": int(video[0].codec_context.height) if video else 0}
+        meta = {
+            "width": int(video[0].codec_context.width) if video else 0,
+            "height": int(video[0].codec_context.height) if video else 0,
+        }
         if backend == "ffmpeg":
             return meta, _audio_ffmpeg(path)
         if not container.streams.audio:
@@ -128,13 +129,30 @@ def _audio_pyav(container) -> np.ndarray:
 
 
 def _audio_ffmpeg(path: str) -> np.ndarray | None:
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0?", "-vn", "-ac", "1",
-           "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"]
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        path,
+        "-map",
+        "0:a:0?",
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        str(SAMPLE_RATE),
+        "-f",
+        "f32le",
+        "pipe:1",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=120)
     except FileNotFoundError as err:
-        raise MediaError("ffmpeg is not installed (apt-get install -y ffmpeg), or use audio_backend=pyav") \
-            from err
+        raise MediaError(
+            "ffmpeg is not installed (apt-get install -y ffmpeg), or use audio_backend=pyav"
+        ) from err
     err = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0 and "does not contain any stream" not in err:
         last = err.strip().splitlines()[-1] if err.strip() else f"ffmpeg exit {proc.returncode}"
@@ -169,8 +187,9 @@ class FaceCounter:
         try:
             import cv2
         except ImportError as err:
-            raise RuntimeError("annotate.face_check = true needs OpenCV: "
-                               "pip install 'opencv-python-headless<5'") from err
+            raise RuntimeError(
+                "annotate.face_check = true needs OpenCV: pip install 'opencv-python-headless<5'"
+            ) from err
         self.cv2 = cv2
         self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
         if self.cascade.empty():
@@ -179,8 +198,9 @@ class FaceCounter:
     def count(self, frame: np.ndarray) -> int:
         gray = self.cv2.cvtColor(np.ascontiguousarray(frame), self.cv2.COLOR_RGB2GRAY)
         side = min(gray.shape[:2])
-        found = self.cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                              minSize=(max(16, side // 8), max(16, side // 8)))
+        found = self.cascade.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=5, minSize=(max(16, side // 8), max(16, side // 8))
+        )
         return len(found)
 
 
@@ -211,14 +231,18 @@ def check_clip(row: dict, cfg) -> str | None:
         return "no audio stream" if cfg.require_audio else None
     allowed = max(cfg.av_tolerance_s, cfg.av_tolerance_ratio * duration)
     if abs(row["audio_s"] - duration) > allowed:
-        return (f"audio length {row['audio_s']:.2f} s does not match video {duration:.2f} s "
-                f"(tolerance {allowed:.2f} s): damaged or mismatched file")
+        return (
+            f"audio length {row['audio_s']:.2f} s does not match video {duration:.2f} s "
+            f"(tolerance {allowed:.2f} s): damaged or mismatched file"
+        )
     faces = row.get("faces")
     if faces is not None:
         one = sum(1 for c in faces if c == 1)
         if one < cfg.face_min_fraction * len(faces):
-            return (f"face check: {one} of {len(faces)} frames show exactly one face "
-                    f"(need {cfg.face_min_fraction:.0%})")
+            return (
+                f"face check: {one} of {len(faces)} frames show exactly one face "
+                f"(need {cfg.face_min_fraction:.0%})"
+            )
     return None
 
 

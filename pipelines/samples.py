@@ -116,15 +116,44 @@ def write_clip(path: Path, seconds: float, seed: int, audio: bool = True) -> Non
     rng = np.random.default_rng(seed)
     frames = _frames(rng, seconds)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{WIDTH}x{HEIGHT}",
-               "-r", str(FPS), "-i", "-"]
+        cmd = [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{WIDTH}x{HEIGHT}",
+            "-r",
+            str(FPS),
+            "-i",
+            "-",
+        ]
         if audio:
             wav = Path(tmp, "a.wav")
             sf.write(wav, _speech(rng, seconds), SAMPLE_RATE, subtype="PCM_16")
             cmd += ["-i", str(wav), "-c:a", "aac", "-b:a", "48k"]
-        cmd += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-threads", "1",
-                "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", "-shortest",
-                str(path)]
+        cmd += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-threads",
+            "1",
+            "-fflags",
+            "+bitexact",
+            "-flags:v",
+            "+bitexact",
+            "-map_metadata",
+            "-1",
+            "-shortest",
+            str(path),
+        ]
         subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
 
 
@@ -153,8 +182,13 @@ def generate_samples(out_dir: str | Path, n: int = 8, seed: int = 0, broken: boo
         writer = csv.writer(f)
         writer.writerow(["name", "chinese", "english"])
         writer.writerows(rows)
-    info = {"clips": names, "broken": broken_names, "orphan_subtitles": orphans, "no_subtitle": no_subtitle,
-            "seed": seed}
+    info = {
+        "clips": names,
+        "broken": broken_names,
+        "orphan_subtitles": orphans,
+        "no_subtitle": no_subtitle,
+        "seed": seed,
+    }
     (root / "samples.json").write_text(json.dumps(info, indent=2))
     log.info("samples: %d clips + %d broken inputs in %s", n, len(broken_names), clips_dir)
     return SampleSet(root, names, broken_names, subtitles, orphans, no_subtitle)

@@ -63,12 +63,17 @@ def write_shard(output: str, rows: Sequence[dict[str, Any]], columns: Sequence[s
     bad = [r for r in rows if r.get("outcome", OK) != OK]
     _put(storage.join(output, SAMPLES, f"part-{sid}.parquet"), ok, columns)
     _put(storage.join(output, FAILURES, f"part-{sid}.parquet"), bad, FAILURE_COLUMNS)
-    marker = {"shard": sid, "seq": time.time_ns(),
-              **{o: sorted(r["name"] for r in rows if r.get("outcome", OK) == o) for o in OUTCOMES}}
+    marker = {
+        "shard": sid,
+        "seq": time.time_ns(),
+        **{o: sorted(r["name"] for r in rows if r.get("outcome", OK) == o) for o in OUTCOMES},
+    }
     storage.write_text(marker_uri(output, sid), json.dumps(marker))
     metrics.counter("emer_samples_written").inc(len(ok), {"stage": "sink"})
-    summary = [{**{c: r.get(c) for c in SUMMARY_COLUMNS}, "outcome": r.get("outcome", OK), "shard": sid}
-               for r in rows]
+    summary = [
+        {**{c: r.get(c) for c in SUMMARY_COLUMNS}, "outcome": r.get("outcome", OK), "shard": sid}
+        for r in rows
+    ]
     return rows_to_table(summary, SUMMARY_COLUMNS)
 
 
@@ -176,7 +181,7 @@ def _drop_names(output: str, marker: dict, names: set[str]) -> None:
 
 def _sid(uri: str) -> str:
     base = posixpath.basename(uri)
-    return base[len("part-"):-len(".parquet")] if base.startswith("part-") else base
+    return base[len("part-") : -len(".parquet")] if base.startswith("part-") else base
 
 
 def failure_row(name: str, stage: str, reason: str, clip: str = "", outcome: str = FAILED) -> dict[str, Any]:

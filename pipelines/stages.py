@@ -23,13 +23,24 @@ from pipelines import media
 
 log = logging.getLogger(__name__)
 
+
 class DecodeStage(Stage):
     """Clip bytes -> JPEG frames, FLAC audio and metadata (decord + libav)."""
 
     name = "decode"
     needs = ("name", "clip")
-    produces = ("duration_s", "fps", "width", "height", "num_video_frames", "has_audio", "audio_s", "faces",
-                "frames", "audio")
+    produces = (
+        "duration_s",
+        "fps",
+        "width",
+        "height",
+        "num_video_frames",
+        "has_audio",
+        "audio_s",
+        "faces",
+        "frames",
+        "audio",
+    )
 
     def setup(self) -> None:
         self.faces = media.FaceCounter() if self.cfg.face_check else None
@@ -49,10 +60,18 @@ class DecodeStage(Stage):
         except media.MediaError as err:
             fail(row, self.name, str(err))
             return
-        row.update(duration_s=d.duration_s, fps=d.fps, width=d.width, height=d.height,
-                   num_video_frames=d.num_video_frames, has_audio=d.audio is not None, audio_s=d.audio_s,
-                   faces=d.faces, frames=d.frames,
-                   audio=encode_audio(d.audio) if d.audio is not None and d.audio.size else None)
+        row.update(
+            duration_s=d.duration_s,
+            fps=d.fps,
+            width=d.width,
+            height=d.height,
+            num_video_frames=d.num_video_frames,
+            has_audio=d.audio is not None,
+            audio_s=d.audio_s,
+            faces=d.faces,
+            frames=d.frames,
+            audio=encode_audio(d.audio) if d.audio is not None and d.audio.size else None,
+        )
 
 
 class CheckStage(Stage):
@@ -60,8 +79,13 @@ class CheckStage(Stage):
 
     name = "check"
     needs = ("duration_s", "has_audio", "audio_s")
-    codes = (("too short", "too_short"), ("too long", "too_long"), ("no audio", "no_audio"),
-             ("audio length", "av_mismatch"), ("face check", "faces"))
+    codes = (
+        ("too short", "too_short"),
+        ("too long", "too_long"),
+        ("no audio", "no_audio"),
+        ("audio length", "av_mismatch"),
+        ("face check", "faces"),
+    )
 
     def process_row(self, row: dict[str, Any]) -> None:
         reason = media.check_clip(row, self.cfg)
@@ -77,7 +101,9 @@ class LLMStage(Stage):
 
     def setup(self) -> None:
         self.llm_cfg = getattr(self.cfg, self.role)
-        self.backend = self.shared_state(self.role, self.llm_cfg, lambda: create_backend(self.llm_cfg, self.role))
+        self.backend = self.shared_state(
+            self.role, self.llm_cfg, lambda: create_backend(self.llm_cfg, self.role)
+        )
 
     def request(self, row: dict[str, Any]):
         raise NotImplementedError
@@ -150,8 +176,12 @@ class DisambiguateStage(LLMStage):
     produces = (DESCRIPTION_EN, DESCRIPTION_ZH)
 
     def request(self, row: dict[str, Any]):
-        prompt = self.render("disambiguate", audio_clue=row["audio_clue"] or "",
-                             video_clue=row["video_clue"] or "", subtitle=row["subtitle"] or "")
+        prompt = self.render(
+            "disambiguate",
+            audio_clue=row["audio_clue"] or "",
+            video_clue=row["video_clue"] or "",
+            subtitle=row["subtitle"] or "",
+        )
         return LLMRequest(prompt=prompt)
 
     def accept(self, row: dict[str, Any], text: str) -> None:

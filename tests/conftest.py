@@ -61,10 +61,19 @@ def ray_local(s3):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=TEST_NUM_CPUS, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "DS_ACCELERATOR": "cpu",
-                                           "HF_HUB_OFFLINE": "1",
-                                           "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"]}})
+        ray.init(
+            num_cpus=TEST_NUM_CPUS,
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env={
+                "env_vars": {
+                    "RAY_AUTH_MODE": "disabled",
+                    "DS_ACCELERATOR": "cpu",
+                    "HF_HUB_OFFLINE": "1",
+                    "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"],
+                }
+            },
+        )
     yield ray
     ray.shutdown()
 
@@ -93,8 +102,13 @@ def s3():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from core import storage

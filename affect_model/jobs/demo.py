@@ -25,12 +25,15 @@ def write_fine_standin(coarse_uri: str, out_uri: str) -> str:
     rows = [r for r in table if (r[DESCRIPTION_EN] or "").strip()]
     if len(rows) < 3:
         raise ValueError(f"{coarse_uri}: {len(rows)} described samples; the demo needs at least 3")
-    storage.write_table(pa.table({"name": [r["name"] for r in rows],
-                                  "english": [r[DESCRIPTION_EN] for r in rows]}), out_uri)
+    storage.write_table(
+        pa.table({"name": [r["name"] for r in rows], "english": [r[DESCRIPTION_EN] for r in rows]}), out_uri
+    )
     return out_uri
 
 
-def run_demo_training(run_cfg: Any, coarse_uri: str, out_dir: str, scorer: Callable | None = None) -> dict[str, str]:
+def run_demo_training(
+    run_cfg: Any, coarse_uri: str, out_dir: str, scorer: Callable | None = None
+) -> dict[str, str]:
     """Stage 1 on ``coarse_uri``, stage 2 on the stand-in EMER-Fine split, inference on its test split.
     Step counts, batch size etc. come from ``run_cfg.train`` (configs/demo.yaml keeps them tiny);
     ``scorer`` scores stage 2's per-epoch evaluation (see ``run_training``)."""
@@ -41,11 +44,17 @@ def run_demo_training(run_cfg: Any, coarse_uri: str, out_dir: str, scorer: Calla
     fine = write_fine_standin(coarse_uri, storage.join(out_dir, "fine-standin.csv"))
     base = run_cfg.train.replace(coarse_uri=coarse_uri, fine_uri=fine, storage_path=runs, init_from="")
     stage1 = run_training(run_cfg.replace(train=base.replace(stage=1)))
-    stage2 = run_training(run_cfg.replace(train=base.replace(stage=2, init_from=stage1["run_uri"])), scorer=scorer)
-    infer_cfg = base.infer.replace(checkpoint=stage2["run_uri"], split="test",
-                                   output_uri=storage.join(out_dir, "infer", "test.parquet"))
+    stage2 = run_training(
+        run_cfg.replace(train=base.replace(stage=2, init_from=stage1["run_uri"])), scorer=scorer
+    )
+    infer_cfg = base.infer.replace(
+        checkpoint=stage2["run_uri"], split="test", output_uri=storage.join(out_dir, "infer", "test.parquet")
+    )
     infer = run_inference(run_cfg.replace(train=base.replace(stage=2, infer=infer_cfg)))
-    return {"stage 1 run": stage1["run_uri"], "stage 2 run": stage2["run_uri"],
-            "stage 2 curves": storage.join(stage2["run_uri"], "curves"),
-            "predictions (test)": infer["output"],
-            "references (test)": infer["output"][: -len(".parquet")] + ".references.parquet"}
+    return {
+        "stage 1 run": stage1["run_uri"],
+        "stage 2 run": stage2["run_uri"],
+        "stage 2 curves": storage.join(stage2["run_uri"], "curves"),
+        "predictions (test)": infer["output"],
+        "references (test)": infer["output"][: -len(".parquet")] + ".references.parquet",
+    }

@@ -9,7 +9,8 @@ instead of running the encoders (AffectGPT is then built without its encoders).
 
 The encoder is a ``core.stage.Stage`` run by ``map_stages`` like every annotation stage. A row whose
 media cannot be decoded keeps all-masked features, is recorded as failed with its reason (``outcome``,
-``stage``, ``reason``, and ``error`` for the training reader), and is left out of training. Resume: names already present in the output are skipped on a rerun; ``_features.json``
+``stage``, ``reason``, and ``error`` for the training reader), and is left out of training. Resume: names
+already present in the output are skipped on a rerun; ``_features.json``
 (written last) records the encoder settings, and a cache made with other settings is refused.
 """
 
@@ -31,8 +32,19 @@ from core.stage import Stage, fail, map_stages
 
 log = logging.getLogger(__name__)
 META_FILE = "_features.json"
-ENCODER_KEYS = ("vision_model", "audio_model", "encoder_dtype", "frames", "video_tokens", "audio_clips",
-                "clip_seconds", "sample_rate", "audio_tokens", "use_video", "use_audio")
+ENCODER_KEYS = (
+    "vision_model",
+    "audio_model",
+    "encoder_dtype",
+    "frames",
+    "video_tokens",
+    "audio_clips",
+    "clip_seconds",
+    "sample_rate",
+    "audio_tokens",
+    "use_video",
+    "use_audio",
+)
 
 
 def encoder_settings(cfg: ModelConfig) -> dict:
@@ -63,10 +75,15 @@ class FeatureEncoder(Stage):
         self.media = MediaProcessor(cfg)
         self.vision = self.audio = None
         if cfg.use_video:
-            self.vision = encoders.VisionEncoder(cfg.vision_model, enc_dtype, cfg.video_tokens).to(self.device).eval()
+            self.vision = (
+                encoders.VisionEncoder(cfg.vision_model, enc_dtype, cfg.video_tokens).to(self.device).eval()
+            )
         if cfg.use_audio:
-            self.audio = encoders.AudioEncoder(cfg.audio_model, enc_dtype, cfg.audio_tokens,
-                                               cfg.clip_seconds).to(self.device).eval()
+            self.audio = (
+                encoders.AudioEncoder(cfg.audio_model, enc_dtype, cfg.audio_tokens, cfg.clip_seconds)
+                .to(self.device)
+                .eval()
+            )
 
     def _inputs(self, row: dict) -> dict:
         """Encoder inputs of one row; a bad row is failed and gets empty (all-masked) inputs."""
@@ -150,8 +167,10 @@ def _check_meta(out_uri: str, settings: dict) -> None:
     old = json.loads(storage.read_text(meta_uri)).get("encoders", {})
     changed = sorted(k for k in settings if old.get(k) != settings[k])
     if changed:
-        raise ValueError(f"{out_uri}: cached features were made with other encoder settings "
-                         f"({', '.join(changed)}); delete that folder or set train.features_uri to a new one")
+        raise ValueError(
+            f"{out_uri}: cached features were made with other encoder settings "
+            f"({', '.join(changed)}); delete that folder or set train.features_uri to a new one"
+        )
 
 
 def build_features(model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
@@ -171,21 +190,41 @@ def build_features(model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
     if done:
         ds = ds.map_batches(_Skip(done), batch_format="pyarrow", batch_size=None)
     fc = cfg.features
-    remote = placement.remote_args(num_cpus=fc.cpus_per_actor, num_gpus=fc.gpus_per_actor or None,
-                                   **_capped_retries())
-    encoded = map_stages(ds, [(FeatureEncoder, {"dtype": fc.dtype})], model_cfg, pool=(fc.actors, fc.actors),
-                         batch_size=fc.batch_size, remote=remote)
+    remote = placement.remote_args(
+        num_cpus=fc.cpus_per_actor, num_gpus=fc.gpus_per_actor or None, **_capped_retries()
+    )
+    encoded = map_stages(
+        ds,
+        [(FeatureEncoder, {"dtype": fc.dtype})],
+        model_cfg,
+        pool=(fc.actors, fc.actors),
+        batch_size=fc.batch_size,
+        remote=remote,
+    )
     fs, path = storage.filesystem(out_uri)
     storage.makedirs(out_uri)
     todo = total - len(done)
     if todo > 0:
         encoded.write_parquet(path, filesystem=fs)
     failed = _count_failed(out_uri)
-    meta = {"source": source, "rows": total, "encoded_now": todo, "skipped_done": len(done),
-            "failed": failed, "encoders": settings, "dtype": fc.dtype}
+    meta = {
+        "source": source,
+        "rows": total,
+        "encoded_now": todo,
+        "skipped_done": len(done),
+        "failed": failed,
+        "encoders": settings,
+        "dtype": fc.dtype,
+    }
     storage.write_text(storage.join(out_uri, META_FILE), json.dumps(meta, indent=2))
-    log.info("features: %d rows in %s (%d new, %d already cached, %d failed)", total, out_uri, todo,
-             len(done), failed)
+    log.info(
+        "features: %d rows in %s (%d new, %d already cached, %d failed)",
+        total,
+        out_uri,
+        todo,
+        len(done),
+        failed,
+    )
     return {"output": out_uri, **meta}
 
 

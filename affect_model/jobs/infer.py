@@ -74,10 +74,12 @@ def _inputs(cfg: TrainConfig):
     """(Ray Dataset, reference descriptions or None) for ``train.infer.split``."""
     import ray
 
-
     ic = cfg.infer
-    uri, key = (ic.input_uri, "train.infer.input_uri") if ic.input_uri else media_source(
-        cfg, fine=ic.split != "rows")
+    uri, key = (
+        (ic.input_uri, "train.infer.input_uri")
+        if ic.input_uri
+        else media_source(cfg, fine=ic.split != "rows")
+    )
     if ic.split == "rows":
         return read_parquet(uri, key), None
     wanted = fine_split(cfg, ic.split)
@@ -102,24 +104,35 @@ def run_inference(run_cfg: Any) -> dict:
     ds, references = _inputs(cfg)
     remote = placement.remote_args(num_cpus=ic.cpus_per_actor, num_gpus=ic.gpus_per_actor or None)
     stage = (Describer, {"cached": cfg.use_cached_features, "max_new_tokens": ic.max_new_tokens})
-    described = map_stages(ds, [stage], weights, pool=(ic.actors, ic.actors), batch_size=ic.batch_size,
-                           remote=remote)
+    described = map_stages(
+        ds, [stage], weights, pool=(ic.actors, ic.actors), batch_size=ic.batch_size, remote=remote
+    )
     rows = described.select_columns(["name", "description", "error"]).take_all()
     ok = sorted((r for r in rows if not r["error"]), key=lambda r: r["name"])
     failed = [r for r in rows if r["error"]]
-    storage.write_table(pa.table({"name": [r["name"] for r in ok],
-                                  "description": [r["description"] for r in ok]}), out)
+    storage.write_table(
+        pa.table({"name": [r["name"] for r in ok], "description": [r["description"] for r in ok]}), out
+    )
     stem = out[: -len(".parquet")]
     if failed:
-        storage.write_table(pa.table({"name": [r["name"] for r in failed],
-                                      "error": [r["error"] for r in failed]}), f"{stem}.failures.parquet")
+        storage.write_table(
+            pa.table({"name": [r["name"] for r in failed], "error": [r["error"] for r in failed]}),
+            f"{stem}.failures.parquet",
+        )
     if references is not None:
         names = sorted(references)
-        storage.write_table(pa.table({"name": names, "description": [references[n] for n in names]}),
-                            f"{stem}.references.parquet")
+        storage.write_table(
+            pa.table({"name": names, "description": [references[n] for n in names]}),
+            f"{stem}.references.parquet",
+        )
     folder, base = stem.rsplit("/", 1) if "/" in stem else (".", stem)
     storage.save_resolved(run_cfg, folder, f"{base}.config.yaml")
-    summary = {"output": out, "described": len(ok), "failed": len(failed), "checkpoint": weights,
-               "seconds": round(time.perf_counter() - t0, 1)}
+    summary = {
+        "output": out,
+        "described": len(ok),
+        "failed": len(failed),
+        "checkpoint": weights,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     log.info("infer: %d descriptions -> %s (%d failed)", len(ok), out, len(failed))
     return summary

@@ -152,10 +152,26 @@ class AffectGPT(nn.Module):
         out: dict[str, torch.Tensor] = {}
         hidden: dict[str, torch.Tensor] = {}
         branches = (
-            ("video", self.video_qformer, self.video_proj, video_embeds, pixel_values, "pixel_values",
-             self.encode_video, frame_mask),
-            ("audio", self.audio_qformer, self.audio_proj, audio_embeds, audio_features, "audio_features",
-             self.encode_audio, clip_mask),
+            (
+                "video",
+                self.video_qformer,
+                self.video_proj,
+                video_embeds,
+                pixel_values,
+                "pixel_values",
+                self.encode_video,
+                frame_mask,
+            ),
+            (
+                "audio",
+                self.audio_qformer,
+                self.audio_proj,
+                audio_embeds,
+                audio_features,
+                "audio_features",
+                self.encode_audio,
+                clip_mask,
+            ),
         )
         for slot, qformer, proj, cached, raw, raw_name, encode, mask in branches:
             if qformer is not None:

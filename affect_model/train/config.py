@@ -118,14 +118,22 @@ class TrainConfig(Config):
         check_choice(out, "train.zero_stage", self.zero_stage, (0, 1, 2, 3))
         check_choice(out, "train.eval_extractor", self.eval_extractor, ("model", "llm", "none"))
         if self.eval_each_epoch and self.zero_stage == 3 and self.strategy == "deepspeed":
-            out.append("train.eval_each_epoch = True: per-epoch generation is not supported with "
-                       "train.zero_stage = 3 (run `emer infer` on a checkpoint instead)")
+            out.append(
+                "train.eval_each_epoch = True: per-epoch generation is not supported with "
+                "train.zero_stage = 3 (run `emer infer` on a checkpoint instead)"
+            )
         if self.stage == 2 and not self.fine_uri:
             out.append("train.fine_uri = '': stage 2 trains on EMER-Fine; name its CSV (name, english)")
         for key in ("num_workers", "batch_size", "grad_accum", "epochs", "log_every", "keep_checkpoints"):
             check_range(out, f"train.{key}", getattr(self, key), 1, None)
-        for key in ("max_steps", "shuffle_buffer", "warmup_steps", "checkpoint_every", "eval_limit",
-                    "eval_max_new_tokens"):
+        for key in (
+            "max_steps",
+            "shuffle_buffer",
+            "warmup_steps",
+            "checkpoint_every",
+            "eval_limit",
+            "eval_max_new_tokens",
+        ):
             check_range(out, f"train.{key}", getattr(self, key), 0, None)
         check_range(out, "train.max_failures", self.max_failures, -1, None)
         check_range(out, "train.cpus_per_worker", self.cpus_per_worker, 0, None)
@@ -136,8 +144,10 @@ class TrainConfig(Config):
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             out.append(f"train.betas = {list(self.betas)!r}: must be two numbers in [0, 1)")
         if self.use_cached_features and not self.features_uri:
-            out.append("train.features_uri = '': must be set when train.use_cached_features is true "
-                       "(the output of `emer features`)")
+            out.append(
+                "train.features_uri = '': must be set when train.use_cached_features is true "
+                "(the output of `emer features`)"
+            )
         if self.offload_optimizer and self.strategy != "deepspeed":
             out.append("train.offload_optimizer = True: needs train.strategy = 'deepspeed'")
         if self.strategy == "ddp" and self.precision == "fp16":

@@ -2,7 +2,8 @@
 
 EMER-Coarse rows (``COARSE_COLUMNS``): ``name``, ``subtitle_en``, ``subtitle_zh``, ``description_en``
 (the target), ``frames`` (list of JPEG bytes), ``audio`` (FLAC bytes, 16 kHz mono), ``ov_labels``
-(list of strings): the columns of ``core.schema``, as ``emer annotate`` writes them. EMER-Fine: a CSV of ``name, english`` descriptions whose media (same
+(list of strings): the columns of ``core.schema``, as ``emer annotate`` writes them. EMER-Fine: a CSV of
+``name, english`` descriptions whose media (same
 layout as Coarse) come from a Parquet of its clips; ``split_fine`` gives the deterministic 266/66
 train/test split of the 332 samples. ``SampleEncoder`` turns one row into tensors (prompt ids, slot
 map, labels, encoder inputs or cached ``video_embeds``/``audio_embeds``); ``collate`` pads a list of them.

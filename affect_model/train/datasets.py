@@ -27,8 +27,10 @@ def _check_exists(uri: str, key: str) -> None:
     if not uri:
         raise ValueError(f"{key} = '': must name a Parquet file or folder")
     if not storage.exists(uri):
-        raise FileNotFoundError(f"{key} = {uri!r}: no such file or folder (write it with `emer annotate` "
-                                "or `emer features` first, or fix the path)")
+        raise FileNotFoundError(
+            f"{key} = {uri!r}: no such file or folder (write it with `emer annotate` "
+            "or `emer features` first, or fix the path)"
+        )
 
 
 def read_parquet(uri: str, key: str):
@@ -61,8 +63,9 @@ def fine_split(cfg: TrainConfig, split: str) -> dict[str, str]:
     from affect_model.train.data import read_fine_csv, split_fine  # heavy: torch, imported on use
 
     if not cfg.fine_uri:
-        raise ValueError("train.fine_uri = '': must name the EMER-Fine CSV (name, english) for stage 2 "
-                         "and for evaluation")
+        raise ValueError(
+            "train.fine_uri = '': must name the EMER-Fine CSV (name, english) for stage 2 and for evaluation"
+        )
     descriptions = read_fine_csv(cfg.fine_uri)
     train, test = split_fine(descriptions, seed=cfg.fine_split_seed)
     keep = {"train": train, "test": test, "all": sorted(descriptions)}[split]
@@ -90,9 +93,11 @@ def select_rows(uri: str, key: str, names: dict[str, str] | list[str]) -> pa.Tab
         table = table.filter(ok)
     lost = sorted(set(wanted) - set(table.column("name").to_pylist()))
     if lost:
-        raise ValueError(f"{key} = {uri!r}: no usable media for {len(lost)} of {len(wanted)} requested "
-                         f"sample(s), e.g. {lost[:5]}; decode those clips into this table (or run "
-                         "`emer features` on it)")
+        raise ValueError(
+            f"{key} = {uri!r}: no usable media for {len(lost)} of {len(wanted)} requested "
+            f"sample(s), e.g. {lost[:5]}; decode those clips into this table (or run "
+            "`emer features` on it)"
+        )
     table = table.take(pc.sort_indices(table, [("name", "ascending")]))
     if isinstance(names, dict):
         texts = pa.array([names[n] for n in table.column("name").to_pylist()], pa.string())
@@ -118,6 +123,7 @@ def train_dataset(cfg: TrainConfig):
     uri, key = media_source(cfg, fine=False)
     ds = read_parquet(uri, key)
     if cfg.use_cached_features:
+
         def keep(table: pa.Table) -> pa.Table:
             ok = _ok_mask(table)
             return table if ok is None else table.filter(ok)

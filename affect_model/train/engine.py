@@ -34,8 +34,12 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, use_gpu: bool) -> dict:
         zero["stage3_gather_16bit_weights_on_model_save"] = False
     if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": bool(use_gpu)}
-    opt_params: dict[str, Any] = {"lr": cfg.lr, "betas": list(cfg.betas), "eps": 1e-8,
-                                  "weight_decay": cfg.weight_decay}
+    opt_params: dict[str, Any] = {
+        "lr": cfg.lr,
+        "betas": list(cfg.betas),
+        "eps": 1e-8,
+        "weight_decay": cfg.weight_decay,
+    }
     if cfg.torch_adam:
         opt_params["torch_adam"] = True
     ds: dict[str, Any] = {
@@ -45,7 +49,7 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, use_gpu: bool) -> dict:
         "optimizer": {"type": "AdamW", "params": opt_params},
         "zero_optimization": zero,
         "gradient_clipping": cfg.grad_clip,
-        "steps_per_print": 10 ** 9,
+        "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
     if cfg.offload_optimizer and cfg.torch_adam:
@@ -86,8 +90,15 @@ class Engine:
 
 
 class DeepSpeedEngine(Engine):
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, world_size: int,
-                 rank: int, use_gpu: bool) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        total_steps: int,
+        world_size: int,
+        rank: int,
+        use_gpu: bool,
+    ) -> None:
         import deepspeed
 
         super().__init__(cfg, world_size, rank)
@@ -97,16 +108,22 @@ class DeepSpeedEngine(Engine):
             return make_scheduler(opt, cfg.warmup_steps, total_steps, cfg.cosine, cfg.min_lr_ratio)
 
         self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, model_parameters=param_groups(model, cfg.weight_decay), config=config,
-            lr_scheduler=scheduler, dist_init_required=False)
+            model=model,
+            model_parameters=param_groups(model, cfg.weight_decay),
+            config=config,
+            lr_scheduler=scheduler,
+            dist_init_required=False,
+        )
         self.module = self.model.module
         self.dtype = DTYPES[cfg.precision]
 
     def cast(self, batch: dict) -> dict:
         if self.dtype == torch.float32:
             return batch
-        return {k: v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
-                for k, v in batch.items()}
+        return {
+            k: v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+            for k, v in batch.items()
+        }
 
     def micro_step(self, loss_fn: Callable, batch: dict) -> float:
         loss = _loss_of(loss_fn(self.model, self.cast(batch)))
@@ -123,8 +140,13 @@ class DeepSpeedEngine(Engine):
         return float(self.model.get_lr()[0])
 
     def save(self, local_dir: str, client_state: dict) -> None:
-        self.model.save_checkpoint(local_dir, tag=TAG, client_state={STATE_KEY: client_state},
-                                   save_latest=True, exclude_frozen_parameters=True)
+        self.model.save_checkpoint(
+            local_dir,
+            tag=TAG,
+            client_state={STATE_KEY: client_state},
+            save_latest=True,
+            exclude_frozen_parameters=True,
+        )
 
     def load(self, local_dir: str) -> dict:
         path, client_state = self.model.load_checkpoint(local_dir, tag=TAG, load_module_strict=False)
@@ -146,18 +168,30 @@ class DeepSpeedEngine(Engine):
 
 
 class DDPEngine(Engine):
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, world_size: int,
-                 rank: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        total_steps: int,
+        world_size: int,
+        rank: int,
+        device: torch.device,
+    ) -> None:
         super().__init__(cfg, world_size, rank)
         self.module = model.to(device)
         ids = [device.index] if device.type == "cuda" and device.index is not None else None
-        self.model = (torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids) if world_size > 1
-                      else self.module)
+        self.model = (
+            torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+            if world_size > 1
+            else self.module
+        )
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(param_groups(self.module, cfg.weight_decay), lr=cfg.lr,
-                                           betas=tuple(cfg.betas), eps=1e-8)
-        self.scheduler = make_scheduler(self.optimizer, cfg.warmup_steps, total_steps, cfg.cosine,
-                                        cfg.min_lr_ratio)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8
+        )
+        self.scheduler = make_scheduler(
+            self.optimizer, cfg.warmup_steps, total_steps, cfg.cosine, cfg.min_lr_ratio
+        )
         self.device = device
 
     def _autocast(self):
@@ -193,10 +227,17 @@ class DDPEngine(Engine):
         if self.rank != 0:
             return
         os.makedirs(local_dir, exist_ok=True)
-        torch.save({"trainable": {k: v for k, v in self.module.state_dict().items()
-                                  if k in self._trainable_names()},
-                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "client_state": client_state}, os.path.join(local_dir, "ddp_state.pt"))
+        torch.save(
+            {
+                "trainable": {
+                    k: v for k, v in self.module.state_dict().items() if k in self._trainable_names()
+                },
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "client_state": client_state,
+            },
+            os.path.join(local_dir, "ddp_state.pt"),
+        )
 
     def load(self, local_dir: str) -> dict:
         state = torch.load(os.path.join(local_dir, "ddp_state.pt"), map_location="cpu", weights_only=False)
@@ -212,15 +253,24 @@ class DDPEngine(Engine):
         return {n for n, p in self.module.named_parameters() if p.requires_grad}
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().float().cpu().clone() for n, p in self.module.named_parameters()
-                if p.requires_grad}
+        return {
+            n: p.detach().float().cpu().clone() for n, p in self.module.named_parameters() if p.requires_grad
+        }
 
 
-def make_engine(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, world_size: int, rank: int,
-                device: torch.device) -> Engine:
+def make_engine(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    total_steps: int,
+    world_size: int,
+    rank: int,
+    device: torch.device,
+) -> Engine:
     if cfg.strategy == "deepspeed":
         if cfg.zero_stage == 3 and cfg.activation_checkpointing:
-            log.warning("ZeRO-3 with activation checkpointing and frozen parameters has crashed in DeepSpeed "
-                        "(PR #8130); use train.zero_stage=2 if it does")
+            log.warning(
+                "ZeRO-3 with activation checkpointing and frozen parameters has crashed in DeepSpeed "
+                "(PR #8130); use train.zero_stage=2 if it does"
+            )
         return DeepSpeedEngine(model.to(device), cfg, total_steps, world_size, rank, device.type == "cuda")
     return DDPEngine(model, cfg, total_steps, world_size, rank, device)

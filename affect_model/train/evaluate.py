@@ -37,8 +37,11 @@ def _generate_share(loop: Any) -> list[dict]:
         texts = task.generate(module, model_batch, cfg.eval_max_new_tokens)
         labels = batch.get(OV_LABELS)
         for i, text in enumerate(texts):
-            row = {"name": str(batch["name"][i]), "description": text,
-                   "reference": str(batch[DESCRIPTION_EN][i])}
+            row = {
+                "name": str(batch["name"][i]),
+                "description": text,
+                "reference": str(batch[DESCRIPTION_EN][i]),
+            }
             if labels is not None and labels[i] is not None:
                 row["labels"] = [str(x) for x in labels[i]]
             out.append(row)
@@ -82,6 +85,10 @@ def evaluate_epoch(loop: Any, epoch: int) -> dict[str, float]:
         log.info("epoch %d: %d predictions in %s (no scorer given: not scored)", epoch, len(rows), pred_uri)
         return {}
     metrics = loop.scorer(gt_uri, pred_uri, _extractor(loop), labels_uri=loop.cfg.eval_gt_uri)
-    log.info("epoch %d eval on %d EMER-Fine test samples: %s", epoch, len(rows),
-             " ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+    log.info(
+        "epoch %d eval on %d EMER-Fine test samples: %s",
+        epoch,
+        len(rows),
+        " ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
+    )
     return {f"eval_{k}" if not k.startswith("eval_") else k: v for k, v in metrics.items()}

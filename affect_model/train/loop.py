@@ -41,12 +41,15 @@ def resolve_weights(uri: str, key: str = "train.init_from") -> str:
     for candidate in (uri, storage.join(uri, WEIGHTS_DIR)):
         if storage.exists(storage.join(candidate, CONFIG_FILE)):
             return candidate
-    raise FileNotFoundError(f"{key} = {uri!r}: neither it nor {WEIGHTS_DIR}/ inside it holds trainable "
-                            "weights; pass a training run folder (e.g. runs/train/stage1) or its weights/")
+    raise FileNotFoundError(
+        f"{key} = {uri!r}: neither it nor {WEIGHTS_DIR}/ inside it holds trainable "
+        "weights; pass a training run folder (e.g. runs/train/stage1) or its weights/"
+    )
 
 
-def run_training(run_cfg: Any, task: Any = None, extra_env: dict[str, str] | None = None,
-                 scorer: Callable | None = None) -> dict:
+def run_training(
+    run_cfg: Any, task: Any = None, extra_env: dict[str, str] | None = None, scorer: Callable | None = None
+) -> dict:
     """Train the ``train`` section's stage; returns ``run_uri``, ``weights``, ``steps``, ``metrics``.
 
     ``task``: the model adapter (default ``AffectGPTTask``). ``extra_env``: variables for the trainer and
@@ -56,13 +59,17 @@ def run_training(run_cfg: Any, task: Any = None, extra_env: dict[str, str] | Non
     """
     import ray
 
-
     model_cfg, cfg = absolute_paths(run_cfg.model, run_cfg.train)
     run_cfg = run_cfg.replace(model=model_cfg, train=cfg)
     task = task or AffectGPTTask(run_cfg.model, cached=cfg.use_cached_features)
     evaluate = getattr(run_cfg, "evaluate", None)
-    payload = {"train": cfg, "task": task, "scorer": scorer, "eval_llm": getattr(evaluate, "llm", None),
-               "init_uri": resolve_weights(cfg.init_from) if cfg.init_from else ""}
+    payload = {
+        "train": cfg,
+        "task": task,
+        "scorer": scorer,
+        "eval_llm": getattr(evaluate, "llm", None),
+        "init_uri": resolve_weights(cfg.init_from) if cfg.init_from else "",
+    }
     storage.save_resolved(run_cfg, cfg.run_uri, "config.yaml")
     # The trainer runs in a 0-CPU task carrying the (non-secret) storage / HF / DeepSpeed variables, so
     # its controller and workers see them even when Ray was started without them.
@@ -78,35 +85,54 @@ def _fit(payload: dict) -> dict:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-
     cfg: TrainConfig = payload["train"]
     train_ds, rows = train_dataset(cfg)
     datasets = {"train": train_ds.materialize() if cfg.materialize else train_ds}
-    per_epoch, total = total_optimizer_steps(rows, cfg.num_workers, cfg.batch_size, cfg.grad_accum,
-                                             cfg.epochs, cfg.max_steps)
+    per_epoch, total = total_optimizer_steps(
+        rows, cfg.num_workers, cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps
+    )
     if cfg.eval_each_epoch:
         datasets["eval"], _ = eval_dataset(cfg)
-    log.info("%s: %d training rows, %d steps/epoch, %d steps in all, %d worker(s)", cfg.name, rows,
-             per_epoch, total, cfg.num_workers)
+    log.info(
+        "%s: %d training rows, %d steps/epoch, %d steps in all, %d worker(s)",
+        cfg.name,
+        rows,
+        per_epoch,
+        total,
+        cfg.num_workers,
+    )
     options = DataConfig.default_ingest_options()
     options.preserve_order = True  # the same seed gives the same batches (and the same loss)
     fs, path = storage.filesystem(cfg.storage_path)
     run_config = RunConfig(
-        name=cfg.name, storage_path=path, storage_filesystem=fs,
+        name=cfg.name,
+        storage_path=path,
+        storage_filesystem=fs,
         failure_config=FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-        worker_runtime_env={"env_vars": payload["env"]})
+        worker_runtime_env={"env_vars": payload["env"]},
+    )
     trainer = TorchTrainer(
-        train_loop, train_loop_config={**payload, "per_epoch": per_epoch, "total": total, "rows": rows},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker,
-                                                           **({"GPU": 1} if cfg.use_gpu else {})}),
-        run_config=run_config, datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": options}))
+        train_loop,
+        train_loop_config={**payload, "per_epoch": per_epoch, "total": total, "rows": rows},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+        ),
+        run_config=run_config,
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": options}),
+    )
     result = trainer.fit()
-    return {"run_uri": cfg.run_uri, "weights": storage.join(cfg.run_uri, WEIGHTS_DIR), "steps": total,
-            "rows": rows, "metrics": dict(result.metrics or {}),
-            "checkpoint": result.checkpoint.path if result.checkpoint else None}
+    return {
+        "run_uri": cfg.run_uri,
+        "weights": storage.join(cfg.run_uri, WEIGHTS_DIR),
+        "steps": total,
+        "rows": rows,
+        "metrics": dict(result.metrics or {}),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+    }
 
 
 def _worker_logging() -> None:
@@ -123,7 +149,6 @@ def train_loop(config: dict) -> None:
     """The per-worker training function of the ``TorchTrainer``."""
     import ray.train
     import ray.train.torch
-
 
     _worker_logging()
     cfg: TrainConfig = config["train"]
@@ -147,8 +172,9 @@ def train_loop(config: dict) -> None:
 class _Loop:
     """State and steps of one worker's training run."""
 
-    def __init__(self, cfg: TrainConfig, task, engine, config: dict, rank: int, world: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, cfg: TrainConfig, task, engine, config: dict, rank: int, world: int, device: torch.device
+    ) -> None:
         self.cfg, self.task, self.engine = cfg, task, engine
         self.rank, self.world, self.device = rank, world, device
         self.per_epoch, self.total = config["per_epoch"], config["total"]
@@ -165,8 +191,14 @@ class _Loop:
             with open(path) as f:
                 self.history = History.from_json(f.read())
         self.history.resumes.append(self.state["step"])
-        log.info("rank %d resumed at step %d (epoch %d, micro-batch %d) from %s", self.rank,
-                 self.state["step"], self.state["epoch"], self.state["micro"], folder)
+        log.info(
+            "rank %d resumed at step %d (epoch %d, micro-batch %d) from %s",
+            self.rank,
+            self.state["step"],
+            self.state["epoch"],
+            self.state["micro"],
+            folder,
+        )
 
     # ------------------------------------------------------------ epochs and steps
 
@@ -189,9 +221,14 @@ class _Loop:
             return out
 
         shuffle = self.cfg.shuffle_buffer or None
-        return shard.iter_torch_batches(batch_size=self.cfg.batch_size, drop_last=True, collate_fn=collate,
-                                        device=self.device, local_shuffle_buffer_size=shuffle,
-                                        local_shuffle_seed=self.cfg.seed + epoch if shuffle else None)
+        return shard.iter_torch_batches(
+            batch_size=self.cfg.batch_size,
+            drop_last=True,
+            collate_fn=collate,
+            device=self.device,
+            local_shuffle_buffer_size=shuffle,
+            local_shuffle_seed=self.cfg.seed + epoch if shuffle else None,
+        )
 
     def _epoch(self) -> None:
         epoch, skip = self.state["epoch"], self.state["micro"]
@@ -229,8 +266,14 @@ class _Loop:
             dist.all_reduce(loss)
             loss = loss.cpu() / self.world
         samples = self.cfg.batch_size * self.cfg.grad_accum * self.world
-        rec = {"step": self.state["step"], "epoch": epoch, "loss": float(loss[0]), "lr": lr,
-               "samples_per_s": samples / max(seconds, 1e-9), "mem_gb": memory_gb(self.device.type)}
+        rec = {
+            "step": self.state["step"],
+            "epoch": epoch,
+            "loss": float(loss[0]),
+            "lr": lr,
+            "samples_per_s": samples / max(seconds, 1e-9),
+            "mem_gb": memory_gb(self.device.type),
+        }
         self.history.steps.append(rec)
         if self.rank == 0 and (self.state["step"] % self.cfg.log_every == 0 or self.state["step"] == 1):
             log.info(step_line(rec, self.total))
@@ -247,8 +290,13 @@ class _Loop:
 
         weights = self.engine.trainable_state()  # a collective under ZeRO: every rank takes part
         last = self.history.steps[-1] if self.history.steps else {}
-        report = {"step": self.state["step"], "epoch": self.state["epoch"], "loss": last.get("loss"),
-                  "lr": last.get("lr"), **extra}
+        report = {
+            "step": self.state["step"],
+            "epoch": self.state["epoch"],
+            "loss": last.get("loss"),
+            "lr": last.get("lr"),
+            **extra,
+        }
         if extra:
             self.history.epochs.append({"epoch": epoch, "step": self.state["step"], **extra})
         with tempfile.TemporaryDirectory(prefix="emer-ckpt-") as folder:
@@ -270,8 +318,11 @@ class _Loop:
         if self.rank == 0:
             self.task.save_weights(weights, storage.join(self.run_uri, WEIGHTS_DIR))
             self.history.write(self.run_uri)
-            log.info("training done at step %d; trainable weights in %s", self.state["step"],
-                     storage.join(self.run_uri, WEIGHTS_DIR))
+            log.info(
+                "training done at step %d; trainable weights in %s",
+                self.state["step"],
+                storage.join(self.run_uri, WEIGHTS_DIR),
+            )
 
     # ------------------------------------------------------------ per-epoch evaluation
 
@@ -282,4 +333,3 @@ class _Loop:
             return evaluate_epoch(self, epoch)
         finally:
             module.train()
-

@@ -24,15 +24,17 @@ def memory_gb(device_type: str) -> float:
     import torch
 
     if device_type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 30
+        return torch.cuda.max_memory_allocated() / 2**30
     import psutil
 
-    return psutil.Process().memory_info().rss / 2 ** 30
+    return psutil.Process().memory_info().rss / 2**30
 
 
 def step_line(rec: dict, total: int) -> str:
-    return (f"step {rec['step']}/{total} epoch {rec['epoch']} loss {rec['loss']:.4f} lr {rec['lr']:.3e} "
-            f"samples/s {rec['samples_per_s']:.2f} mem {rec['mem_gb']:.2f}GiB")
+    return (
+        f"step {rec['step']}/{total} epoch {rec['epoch']} loss {rec['loss']:.4f} lr {rec['lr']:.3e} "
+        f"samples/s {rec['samples_per_s']:.2f} mem {rec['mem_gb']:.2f}GiB"
+    )
 
 
 @dataclasses.dataclass
@@ -96,8 +98,9 @@ def _plot(xs: list, series: dict[str, list], xlabel: str, ylabel: str) -> bytes:
 def write_predictions(records: list[dict], uri: str) -> None:
     """``name, description`` Parquet (what ``emer evaluate`` reads), sorted by name."""
     records = sorted(records, key=lambda r: r["name"])
-    table = pa.table({"name": [r["name"] for r in records],
-                      "description": [r["description"] for r in records]})
+    table = pa.table(
+        {"name": [r["name"] for r in records], "description": [r["description"] for r in records]}
+    )
     storage.write_table(table, uri)
 
 

@@ -11,8 +11,9 @@ from collections.abc import Callable
 import torch
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, cosine: bool = True,
-              min_ratio: float = 0.0) -> float:
+def lr_factor(
+    step: int, warmup_steps: int, total_steps: int, cosine: bool = True, min_ratio: float = 0.0
+) -> float:
     """Multiplier of the base lr at optimizer step ``step`` (0-based).
 
     Linear warm-up from ``1/(warmup+1)`` to 1 over ``warmup_steps`` steps, then cosine decay to
@@ -26,18 +27,25 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, cosine: bool = Tru
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_lr_lambda(warmup_steps: int, total_steps: int, cosine: bool = True,
-                   min_ratio: float = 0.0) -> Callable[[int], float]:
+def make_lr_lambda(
+    warmup_steps: int, total_steps: int, cosine: bool = True, min_ratio: float = 0.0
+) -> Callable[[int], float]:
     def fn(step: int) -> float:
         return lr_factor(step, warmup_steps, total_steps, cosine, min_ratio)
 
     return fn
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                   cosine: bool = True, min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int,
+    total_steps: int,
+    cosine: bool = True,
+    min_ratio: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, make_lr_lambda(warmup_steps, total_steps, cosine, min_ratio))
+        optimizer, make_lr_lambda(warmup_steps, total_steps, cosine, min_ratio)
+    )
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -49,13 +57,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         (decay if param.ndim >= 2 else no_decay).append(param)
     if not decay and not no_decay:
         raise ValueError("the model has no trainable parameters (requires_grad=False everywhere)")
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
-def total_optimizer_steps(rows: int, num_workers: int, batch_size: int, grad_accum: int,
-                          epochs: int, max_steps: int = 0) -> tuple[int, int]:
+def total_optimizer_steps(
+    rows: int, num_workers: int, batch_size: int, grad_accum: int, epochs: int, max_steps: int = 0
+) -> tuple[int, int]:
     """(steps per epoch, total steps) for ``rows`` training rows split evenly over the workers."""
     per_worker = rows // num_workers
     micro = per_worker // batch_size
@@ -63,6 +71,7 @@ def total_optimizer_steps(rows: int, num_workers: int, batch_size: int, grad_acc
     if per_epoch < 1:
         raise ValueError(
             f"{rows} training rows are too few for {num_workers} worker(s) x batch {batch_size} x "
-            f"grad_accum {grad_accum}: lower train.batch_size / train.grad_accum / train.num_workers")
+            f"grad_accum {grad_accum}: lower train.batch_size / train.grad_accum / train.num_workers"
+        )
     total = per_epoch * epochs
     return per_epoch, (min(total, max_steps) if max_steps else total)

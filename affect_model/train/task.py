@@ -53,7 +53,6 @@ class AffectGPTTask:
 
     def _sample_encoder(self, module):
         if self._encoder is None:
-
             media = None if self.cached else MediaProcessor(self.model_cfg)
             self._encoder = SampleEncoder(self.model_cfg, module.tokenizer, media)
         return self._encoder
@@ -62,8 +61,11 @@ class AffectGPTTask:
         encode = self._sample_encoder(module)
         items = [encode(row, with_answer=with_answer) for row in numpy_rows(batch)]
         pad = module.tokenizer.pad_token_id
-        return collate(items, pad if pad is not None else module.tokenizer.eos_token_id,
-                       padding_side="right" if with_answer else "left")
+        return collate(
+            items,
+            pad if pad is not None else module.tokenizer.eos_token_id,
+            padding_side="right" if with_answer else "left",
+        )
 
     @staticmethod
     def loss(model: Callable, batch: dict) -> Any:
@@ -91,16 +93,22 @@ class AffectGPTTask:
             llm = module.llm
             for prompt in prompts:
                 if getattr(tok, "chat_template", None):
-                    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                   add_generation_prompt=True)
+                    text = tok.apply_chat_template(
+                        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                    )
                 else:
                     text = f"USER: {prompt}\nASSISTANT:"
                 ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
                 ids = ids.to(next(llm.parameters()).device)
                 with torch.no_grad():
-                    out = llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                       max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
-                answers.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+                    out = llm.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        do_sample=False,
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=tok.pad_token_id,
+                    )
+                answers.append(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
             return answers
 
         return complete
@@ -127,9 +135,13 @@ def absolute_paths(model_cfg: ModelConfig | None, train_cfg: Any) -> tuple[Any, 
         changes["storage_path"] = str(Path(train_cfg.storage_path).absolute())
     fc, ic = train_cfg.features, train_cfg.infer
     changes["features"] = fc.replace(source_uri=_absolute(fc.source_uri))
-    changes["infer"] = ic.replace(checkpoint=_absolute(ic.checkpoint), input_uri=_absolute(ic.input_uri),
-                                  output_uri=ic.output_uri if "://" in ic.output_uri or not ic.output_uri
-                                  else str(Path(ic.output_uri).absolute()))
+    changes["infer"] = ic.replace(
+        checkpoint=_absolute(ic.checkpoint),
+        input_uri=_absolute(ic.input_uri),
+        output_uri=ic.output_uri
+        if "://" in ic.output_uri or not ic.output_uri
+        else str(Path(ic.output_uri).absolute()),
+    )
     return model_cfg, train_cfg.replace(**changes)
 
 

@@ -17,5 +17,13 @@ from core.llm.base import (
 )
 from core.llm.complete import Completer
 
-__all__ = ["BACKENDS", "ROLES", "Completer", "LLMBackend", "LLMConfig", "LLMRequest", "LLMResult",
-           "create_backend"]
+__all__ = [
+    "BACKENDS",
+    "ROLES",
+    "Completer",
+    "LLMBackend",
+    "LLMConfig",
+    "LLMRequest",
+    "LLMResult",
+    "create_backend",
+]

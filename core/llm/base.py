@@ -64,18 +64,29 @@ class LLMConfig(Config):
             out.append("model = '': must name a model (local folder, hub id or endpoint model name)")
         if self.api_key_env and not _ENV_NAME.match(self.api_key_env):
             # the value is not echoed: it may be a key pasted by mistake
-            out.append("api_key_env: must be the name of an environment variable, e.g. OPENAI_API_KEY "
-                       "(the key itself never goes in the config)")
-        ranges = (("max_new_tokens", 1, None), ("min_new_tokens", 0, None), ("batch_size", 1, None),
-                  ("concurrency", 1, 1024), ("max_retries", 0, 100), ("temperature", 0.0, 2.0),
-                  ("timeout_s", 0.001, None), ("retry_backoff_s", 0.0, 600.0), ("num_gpus", 0.0, None))
+            out.append(
+                "api_key_env: must be the name of an environment variable, e.g. OPENAI_API_KEY "
+                "(the key itself never goes in the config)"
+            )
+        ranges = (
+            ("max_new_tokens", 1, None),
+            ("min_new_tokens", 0, None),
+            ("batch_size", 1, None),
+            ("concurrency", 1, 1024),
+            ("max_retries", 0, 100),
+            ("temperature", 0.0, 2.0),
+            ("timeout_s", 0.001, None),
+            ("retry_backoff_s", 0.0, 600.0),
+            ("num_gpus", 0.0, None),
+        )
         for key, lo, hi in ranges:
             check_range(out, key, getattr(self, key), lo, hi)
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             out.append(f"base_url = {self.base_url!r}: must start with http:// or https://")
         if self.min_new_tokens > self.max_new_tokens:
-            out.append(f"min_new_tokens = {self.min_new_tokens}: must be <= max_new_tokens "
-                       f"({self.max_new_tokens})")
+            out.append(
+                f"min_new_tokens = {self.min_new_tokens}: must be <= max_new_tokens ({self.max_new_tokens})"
+            )
         for name in self.prompts:
             if name not in PROMPTS:
                 out.append(f"prompts.{name}: unknown prompt name; known: {', '.join(sorted(PROMPTS))}")
@@ -157,8 +168,10 @@ class LLMBackend(ABC):
         if req.audio is not None:
             a = req.audio
             if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype != np.float32:
-                return (f"audio must be a 1-D float32 numpy array at {SAMPLE_RATE} Hz, got "
-                        f"{type(a).__name__} {getattr(a, 'dtype', '')} shape {getattr(a, 'shape', '')}")
+                return (
+                    f"audio must be a 1-D float32 numpy array at {SAMPLE_RATE} Hz, got "
+                    f"{type(a).__name__} {getattr(a, 'dtype', '')} shape {getattr(a, 'shape', '')}"
+                )
             if a.size == 0 or not np.isfinite(a).all():
                 return "audio is empty or holds NaN/inf samples"
         return None

@@ -49,8 +49,14 @@ class Completer:
     def key(self, prompt: str) -> str:
         cfg = self.cfg
         base_url = cfg.base_url or (os.environ.get("OPENAI_BASE_URL", "") if cfg.backend == "openai" else "")
-        body = {"backend": cfg.backend, "base_url": base_url, "model": cfg.model, "prompt": prompt,
-                "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens}
+        body = {
+            "backend": cfg.backend,
+            "base_url": base_url,
+            "model": cfg.model,
+            "prompt": prompt,
+            "temperature": cfg.temperature,
+            "max_new_tokens": cfg.max_new_tokens,
+        }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def _cache_uri(self, key: str) -> str:
@@ -63,8 +69,14 @@ class Completer:
             results = self.backend().generate([LLMRequest(prompt=p) for p in todo])
             for prompt, res in zip(todo, results):
                 answers[prompt] = self._record(prompt, res)
-        log.info("llm %s: %d prompts, %d cached, %d requested, %d errors", self.cfg.model, len(answers),
-                 len(answers) - len(todo), len(todo), len(self.errors))
+        log.info(
+            "llm %s: %d prompts, %d cached, %d requested, %d errors",
+            self.cfg.model,
+            len(answers),
+            len(answers) - len(todo),
+            len(todo),
+            len(self.errors),
+        )
         return [answers[p] for p in prompts]
 
     def _cached(self, prompt: str, answers: dict[str, str]) -> bool:
@@ -85,7 +97,9 @@ class Completer:
                 self.errors.append(str(res.error)[:300])
             return ""
         if res.text.strip() and self.cfg.cache_dir:
-            storage.write_text(self._cache_uri(self.key(prompt)), json.dumps({"prompt": prompt, "answer": res.text}))
+            storage.write_text(
+                self._cache_uri(self.key(prompt)), json.dumps({"prompt": prompt, "answer": res.text})
+            )
         return res.text
 
     def close(self) -> None:

@@ -15,13 +15,47 @@ import re
 import unicodedata
 
 # Characters NFKC leaves alone, mapped to their ASCII role.
-_TRANSLATE = str.maketrans({
-    "【": "[", "】": "]", "〔": "[", "〕": "]", "〖": "[", "〗": "]", "［": "[", "］": "]",
-    "，": ",", "、": ",", "﹐": ",", "；": ";", "﹔": ";", "：": ":",
-    "“": '"', "”": '"', "„": '"', "‟": '"', "«": '"', "»": '"', "「": '"', "」": '"', "『": '"', "』": '"',
-    "‘": "'", "’": "'", "‚": "'", "‛": "'", "‹": "'", "›": "'", "`": "'", "´": "'",
-    "。": ".", "！": "!", "？": "?", "（": "(", "）": ")",
-})
+_TRANSLATE = str.maketrans(
+    {
+        "【": "[",
+        "】": "]",
+        "〔": "[",
+        "〕": "]",
+        "〖": "[",
+        "〗": "]",
+        "［": "[",
+        "］": "]",
+        "，": ",",
+        "、": ",",
+        "﹐": ",",
+        "；": ";",
+        "﹔": ";",
+        "：": ":",
+        "“": '"',
+        "”": '"',
+        "„": '"',
+        "‟": '"',
+        "«": '"',
+        "»": '"',
+        "「": '"',
+        "」": '"',
+        "『": '"',
+        "』": '"',
+        "‘": "'",
+        "’": "'",
+        "‚": "'",
+        "‛": "'",
+        "‹": "'",
+        "›": "'",
+        "`": "'",
+        "´": "'",
+        "。": ".",
+        "！": "!",
+        "？": "?",
+        "（": "(",
+        "）": ")",
+    }
+)
 _QUOTES = "\"'"
 _SEPARATORS = re.compile(r"[,;\n|]+")
 _BULLET = re.compile(r"^\s*(?:[-*•·●▪◦‣+>]+|\(?\d{1,3}[.)](?!\d)|\(\d{1,3}\)|[a-z][.)]\s)\s*", re.I)
@@ -31,7 +65,8 @@ _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 _NULL = re.compile(
     r"^(?:none|null|nil|n/?a|nothing|empty(?: list)?|unknown|no(?:ne)? (?:clear |clearly identifiable |"
     r"obvious |specific )?(?:emotions?|emotional (?:states?|categories)|labels?)(?: (?:identified|found|"
-    r"detected))?|no|无|没有|空|空列表|无明显情绪)$")
+    r"detected))?|no|无|没有|空|空列表|无明显情绪)$"
+)
 _PAREN = re.compile(r"\([^()]*\)")
 _MAX_WORDS = 4  # a longer item is prose, not a label
 _MAX_LITERAL = 20000  # longer answers skip the literal readers
@@ -67,7 +102,7 @@ def parse_label_groups(text: str | None, labels: list[str] | None = None) -> lis
     start, end = norm.find("["), norm.rfind("]")
     if not 0 <= start < end:
         return None
-    body = norm[start:end + 1]
+    body = norm[start : end + 1]
     value = _from_literal_raw(body)
     if isinstance(value, (list, tuple)) and value and all(isinstance(g, (list, tuple)) for g in value):
         groups = [_clean_all([s for v in g for s in _flatten(v)]) for g in value]

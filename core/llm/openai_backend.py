@@ -4,7 +4,8 @@ Requests run in a thread pool of ``cfg.concurrency``; each has its own timeout a
 (the client's built-in retries are off so the behaviour is explicit): 408/429/5xx, timeouts,
 connection errors and malformed answers are retried with exponential backoff (``retry_backoff_s``
 doubling, capped at 60 s; a numeric ``Retry-After`` header wins when it is within the cap); other
-errors (400, 401, 403, 404, 409, 422 ...) fail at once. Exhausted retries give an ``LLMResult`` with the last reason, not an exception.
+errors (400, 401, 403, 404, 409, 422 ...) fail at once. Exhausted retries give an ``LLMResult`` with the
+last reason, not an exception.
 Frames go as base64 JPEG ``image_url`` parts, audio as an ``input_audio`` WAV part.
 The key is read from the variable named by ``cfg.api_key_env``; it is scrubbed from every error
 string and never logged or shown in a repr.
@@ -45,8 +46,10 @@ def read_api_key(env_name: str, base_url: str = "") -> str:
         return ""
     key = os.environ.get(env_name, "")
     if not key and not base_url:
-        raise ValueError(f"environment variable {env_name} is not set: export the endpoint's API key in it, "
-                         "point base_url at an OpenAI-compatible server, or set api_key_env to ''")
+        raise ValueError(
+            f"environment variable {env_name} is not set: export the endpoint's API key in it, "
+            "point base_url at an OpenAI-compatible server, or set api_key_env to ''"
+        )
     if not key:
         logger.info("$%s is not set: calling %s without an API key", env_name, base_url)
     return key
@@ -59,7 +62,7 @@ def backoff_s(attempt: int, base: float, retry_after: float | None = None) -> fl
     """
     if retry_after is not None and 0 <= retry_after <= MAX_BACKOFF_S:
         return retry_after
-    return min(MAX_BACKOFF_S, base * (2 ** attempt) * (1 + 0.1 * random.random()))
+    return min(MAX_BACKOFF_S, base * (2**attempt) * (1 + 0.1 * random.random()))
 
 
 def encode_wav(audio) -> str:
@@ -80,8 +83,12 @@ class OpenAIBackend(LLMBackend):
         import openai
 
         self._secret = read_api_key(cfg.api_key_env, cfg.base_url)
-        self._client = openai.OpenAI(api_key=self._secret or "no-key", base_url=cfg.base_url or None,
-                                     timeout=cfg.timeout_s, max_retries=0)
+        self._client = openai.OpenAI(
+            api_key=self._secret or "no-key",
+            base_url=cfg.base_url or None,
+            timeout=cfg.timeout_s,
+            max_retries=0,
+        )
         self.sleep: Callable[[float], None] = time.sleep  # replaceable in tests
 
     def __repr__(self) -> str:
@@ -117,8 +124,11 @@ class OpenAIBackend(LLMBackend):
             retry_after = None
             try:
                 resp = self._client.chat.completions.create(
-                    model=self.cfg.model, messages=messages, max_tokens=self.cfg.max_new_tokens,
-                    temperature=self.cfg.temperature)
+                    model=self.cfg.model,
+                    messages=messages,
+                    max_tokens=self.cfg.max_new_tokens,
+                    temperature=self.cfg.temperature,
+                )
                 return _parse(resp, attempt + 1)
             except (openai.APITimeoutError, openai.APIConnectionError) as err:
                 reason = f"{type(err).__name__}: {err}"
@@ -133,8 +143,14 @@ class OpenAIBackend(LLMBackend):
                 return LLMResult(error=self._scrub(f"{type(err).__name__}: {err}"), attempts=attempt + 1)
             if attempt < self.cfg.max_retries:
                 wait = backoff_s(attempt, self.cfg.retry_backoff_s, retry_after)
-                logger.info("request %s: %s; retry %d/%d in %.2f s", req.id or "?", self._scrub(reason)[:200],
-                            attempt + 1, self.cfg.max_retries, wait)
+                logger.info(
+                    "request %s: %s; retry %d/%d in %.2f s",
+                    req.id or "?",
+                    self._scrub(reason)[:200],
+                    attempt + 1,
+                    self.cfg.max_retries,
+                    wait,
+                )
                 self.sleep(wait)
         reason = self._scrub(f"gave up after {self.cfg.max_retries + 1} attempts: {reason}")
         logger.warning("request %s: %s", req.id or "?", reason[:300])
@@ -178,9 +194,12 @@ def _parse(resp: object, attempts: int) -> LLMResult:
         refusal = getattr(message, "refusal", None)
         raise MalformedResponse(f"no message text{f' (refusal: {refusal})' if refusal else ''}")
     usage = getattr(resp, "usage", None)
-    return LLMResult(text=text.strip(), attempts=attempts,
-                     prompt_tokens=getattr(usage, "prompt_tokens", None),
-                     completion_tokens=getattr(usage, "completion_tokens", None))
+    return LLMResult(
+        text=text.strip(),
+        attempts=attempts,
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+    )
 
 
 def _retry_after(err) -> float | None:

@@ -10,7 +10,8 @@ tags, start a new line or pose as an instruction. The block states that its cont
 analysed, never obeyed.
 
 Sources: EMER (Lian et al., "Explainable Multimodal Emotion Recognition", seed 001) Table 1, Table 2
-and Appendix Table 6; MER2024 (seed 004) section 2.3; AffectGPT (seed 000) section 2 (grouping) and 3 (the roles).
+and Appendix Table 6; MER2024 (seed 004) section 2.3; AffectGPT (seed 000) section 2 (grouping) and 3 (the
+roles).
 The translation prompts are ours: the papers name the step (GPT-3.5 / Qwen2-7B) without its text.
 """
 
@@ -40,91 +41,124 @@ class PromptTemplate:
     source: str = ""
 
 
-PROMPTS: dict[str, PromptTemplate] = {p.name: p for p in [
-    # EMER (seed 001), Appendix Table 6, audio LLM, without subtitle (strategy S0).
-    PromptTemplate(
-        "audio_clue",
-        "As an expert in the field of emotions, please focus on the acoustic information in the audio to "
-        "discern clues related to the emotions of the individual. Please provide a detailed description and "
-        "ultimately predict the emotional state of the individual.",
-        source="EMER Table 6, audio LLM, S0"),
-    # EMER (seed 001), Appendix Table 6, audio LLM, with subtitle (strategy S1).
-    PromptTemplate(
-        "audio_clue_subtitle",
-        "As an expert in the field of emotions, please focus on the acoustic information and subtitle "
-        "content in the audio to discern clues related to the emotions of the individual. Please provide a "
-        "detailed description and ultimately predict the emotional state of the individual in the audio.",
-        data=("subtitle",), source="EMER Table 6, audio LLM, S1"),
-    # EMER (seed 001), Appendix Table 6, video LLM, without subtitle (strategy S0).
-    PromptTemplate(
-        "video_clue",
-        "As an expert in the field of emotions, please focus on the facial expressions, body movements, "
-        "environment, etc., in the video to discern clues related to the emotions of the individual. "
-        "Please provide a detailed description and ultimately predict the emotional state of the "
-        "individual in the video.",
-        source="EMER Table 6, video LLM, S0"),
-    # EMER (seed 001), Appendix Table 6, video LLM, with subtitle (strategy S1).
-    PromptTemplate(
-        "video_clue_subtitle",
-        "As an expert in the field of emotions, please focus on the facial expressions, body movements, "
-        "environment, subtitle content, etc., in the video to discern clues related to the emotions of the "
-        "individual. Please provide a detailed description and ultimately predict the emotional state of "
-        "the individual.",
-        data=("subtitle",), source="EMER Table 6, video LLM, S1"),
-    # EMER (seed 001), Table 1 #1: pre-label visual clue from uniformly sampled frames (images).
-    PromptTemplate(
-        "frames_clue",
-        "As an expert in the field of emotions, please focus on facial expressions, body language, "
-        "environmental cues, and events in the video and predict the emotional state of the character. "
-        "Please ignore the character's identity. We uniformly sample {num_frames} frames from this video. "
-        "Please consider the temporal relationship between these frames and provide a complete description "
-        "of this video. Avoid using descriptions like \"the first image\" and \"the second image\", and "
-        "instead use terms like \"beginning\", \"middle\", and \"end\" to denote the progression of time.",
-        params=("num_frames",), source="EMER Table 1 #1"),
-    # EMER (seed 001), Table 1 #2: clues from a piece of text (the subtitle), i.e. lexical clues.
-    PromptTemplate(
-        "text_clue",
-        "Please assume the role of an expert in the field of emotions. We have a piece of text. Please "
-        "analyze which parts of it can be used to infer the emotional states of the characters, and provide "
-        "reasoning for your inference.",
-        data=("text",), source="EMER Table 1 #2"),
-    # EMER (seed 001), Table 1 #3: disambiguate the subtitle with the audio and video clues.
-    PromptTemplate(
-        "disambiguate",
-        "Please assume the role of an expert in the field of emotions. We provide audio and video cues that "
-        "may be related to the emotions of the characters. Additionally, we provide the original subtitle of "
-        "the video. Please analyze which parts of the subtitle can be used to infer the emotional states of "
-        "the characters and provide reasoning for your inference. In the process of inference, please "
-        "integrate the audio and video cues for analysis.",
-        data=("audio_clue", "video_clue", "subtitle"), source="EMER Table 1 #3"),
-    # Ours: the papers translate with GPT-3.5 / Qwen2-7B (AffectGPT section 3.2) but print no prompt.
-    PromptTemplate(
-        "translate_en_zh",
-        "Please translate the following English text into Chinese. Keep its meaning, tone and every "
-        "emotion-related detail. Output only the translation.",
-        data=("text",), source="ours (AffectGPT 3.2 names the step)"),
-    PromptTemplate(
-        "translate_zh_en",
-        "Please translate the following Chinese text into English. Keep its meaning, tone and every "
-        "emotion-related detail. Output only the translation.",
-        data=("text",), source="ours (AffectGPT 3.2 names the step)"),
-    # EMER (seed 001) Table 2 #4 = MER2024 (seed 004) section 2.3: open-vocabulary label extraction.
-    PromptTemplate(
-        "ov_extract",
-        "Please assume the role of an expert in the field of emotions. We provide clues that may be related "
-        "to the emotions of the characters. Based on the provided clues, please identify the emotional "
-        "states of the main characters. Please separate different emotional categories with commas and "
-        "output only the clearly identifiable emotional categories in a list format. If none are "
-        "identified, please output an empty list.",
-        data=("clues",), source="EMER Table 2 #4; MER2024 2.3"),
-    # EMER (seed 001) section 4.2 = AffectGPT (seed 000) section 2: synonym grouping for the set metrics.
-    PromptTemplate(
-        "synonym_grouping",
-        "Please assume the role of an expert in the field of emotions. We provide a set of emotions. "
-        "Please group the emotions, with each group containing emotions with the same meaning. Directly "
-        "output the results. The output format should be a list containing multiple lists.",
-        data=("labels",), source="EMER 4.2; AffectGPT 2"),
-]}
+PROMPTS: dict[str, PromptTemplate] = {
+    p.name: p
+    for p in [
+        # EMER (seed 001), Appendix Table 6, audio LLM, without subtitle (strategy S0).
+        PromptTemplate(
+            "audio_clue",
+            "As an expert in the field of emotions, please focus on the acoustic information in the audio to "
+            "discern clues related to the emotions of the individual. Please provide a detailed "
+            "description and "
+            "ultimately predict the emotional state of the individual.",
+            source="EMER Table 6, audio LLM, S0",
+        ),
+        # EMER (seed 001), Appendix Table 6, audio LLM, with subtitle (strategy S1).
+        PromptTemplate(
+            "audio_clue_subtitle",
+            "As an expert in the field of emotions, please focus on the acoustic information and subtitle "
+            "content in the audio to discern clues related to the emotions of the individual. Please "
+            "provide a "
+            "detailed description and ultimately predict the emotional state of the individual in the audio.",
+            data=("subtitle",),
+            source="EMER Table 6, audio LLM, S1",
+        ),
+        # EMER (seed 001), Appendix Table 6, video LLM, without subtitle (strategy S0).
+        PromptTemplate(
+            "video_clue",
+            "As an expert in the field of emotions, please focus on the facial expressions, body movements, "
+            "environment, etc., in the video to discern clues related to the emotions of the individual. "
+            "Please provide a detailed description and ultimately predict the emotional state of the "
+            "individual in the video.",
+            source="EMER Table 6, video LLM, S0",
+        ),
+        # EMER (seed 001), Appendix Table 6, video LLM, with subtitle (strategy S1).
+        PromptTemplate(
+            "video_clue_subtitle",
+            "As an expert in the field of emotions, please focus on the facial expressions, body movements, "
+            "environment, subtitle content, etc., in the video to discern clues related to the "
+            "emotions of the "
+            "individual. Please provide a detailed description and ultimately predict the emotional state of "
+            "the individual.",
+            data=("subtitle",),
+            source="EMER Table 6, video LLM, S1",
+        ),
+        # EMER (seed 001), Table 1 #1: pre-label visual clue from uniformly sampled frames (images).
+        PromptTemplate(
+            "frames_clue",
+            "As an expert in the field of emotions, please focus on facial expressions, body language, "
+            "environmental cues, and events in the video and predict the emotional state of the character. "
+            "Please ignore the character's identity. We uniformly sample {num_frames} frames from "
+            "this video. "
+            "Please consider the temporal relationship between these frames and provide a complete "
+            "description "
+            'of this video. Avoid using descriptions like "the first image" and "the second image", and '
+            'instead use terms like "beginning", "middle", and "end" to denote the progression of time.',
+            params=("num_frames",),
+            source="EMER Table 1 #1",
+        ),
+        # EMER (seed 001), Table 1 #2: clues from a piece of text (the subtitle), i.e. lexical clues.
+        PromptTemplate(
+            "text_clue",
+            "Please assume the role of an expert in the field of emotions. We have a piece of text. Please "
+            "analyze which parts of it can be used to infer the emotional states of the characters, "
+            "and provide "
+            "reasoning for your inference.",
+            data=("text",),
+            source="EMER Table 1 #2",
+        ),
+        # EMER (seed 001), Table 1 #3: disambiguate the subtitle with the audio and video clues.
+        PromptTemplate(
+            "disambiguate",
+            "Please assume the role of an expert in the field of emotions. We provide audio and "
+            "video cues that "
+            "may be related to the emotions of the characters. Additionally, we provide the original "
+            "subtitle of "
+            "the video. Please analyze which parts of the subtitle can be used to infer the "
+            "emotional states of "
+            "the characters and provide reasoning for your inference. In the process of inference, please "
+            "integrate the audio and video cues for analysis.",
+            data=("audio_clue", "video_clue", "subtitle"),
+            source="EMER Table 1 #3",
+        ),
+        # Ours: the papers translate with GPT-3.5 / Qwen2-7B (AffectGPT section 3.2) but print no prompt.
+        PromptTemplate(
+            "translate_en_zh",
+            "Please translate the following English text into Chinese. Keep its meaning, tone and every "
+            "emotion-related detail. Output only the translation.",
+            data=("text",),
+            source="ours (AffectGPT 3.2 names the step)",
+        ),
+        PromptTemplate(
+            "translate_zh_en",
+            "Please translate the following Chinese text into English. Keep its meaning, tone and every "
+            "emotion-related detail. Output only the translation.",
+            data=("text",),
+            source="ours (AffectGPT 3.2 names the step)",
+        ),
+        # EMER (seed 001) Table 2 #4 = MER2024 (seed 004) section 2.3: open-vocabulary label extraction.
+        PromptTemplate(
+            "ov_extract",
+            "Please assume the role of an expert in the field of emotions. We provide clues that may "
+            "be related "
+            "to the emotions of the characters. Based on the provided clues, please identify the emotional "
+            "states of the main characters. Please separate different emotional categories with commas and "
+            "output only the clearly identifiable emotional categories in a list format. If none are "
+            "identified, please output an empty list.",
+            data=("clues",),
+            source="EMER Table 2 #4; MER2024 2.3",
+        ),
+        # EMER (seed 001) section 4.2 = AffectGPT (seed 000) section 2: synonym grouping for the set metrics.
+        PromptTemplate(
+            "synonym_grouping",
+            "Please assume the role of an expert in the field of emotions. We provide a set of emotions. "
+            "Please group the emotions, with each group containing emotions with the same meaning. Directly "
+            "output the results. The output format should be a list containing multiple lists.",
+            data=("labels",),
+            source="EMER 4.2; AffectGPT 2",
+        ),
+    ]
+}
 
 # Appended to a prompt whose answer held no list, before asking again.
 REASK_SUFFIX = "\n\nAnswer with only a Python list, nothing else."
@@ -155,8 +189,10 @@ def render(name: str, overrides: Mapping[str, str] | None = None, **values: obje
     expected = set(tpl.data) | set(tpl.params)
     missing, extra = sorted(expected - set(values)), sorted(set(values) - expected)
     if missing or extra:
-        raise ValueError(f"prompt {name!r} takes {', '.join(tpl.data + tpl.params) or 'no values'}; "
-                         f"missing: {missing or 'none'}, unexpected: {extra or 'none'}")
+        raise ValueError(
+            f"prompt {name!r} takes {', '.join(tpl.data + tpl.params) or 'no values'}; "
+            f"missing: {missing or 'none'}, unexpected: {extra or 'none'}"
+        )
     instruction = (overrides or {}).get(name) or tpl.instruction
     instruction = _fill_params(name, instruction, {p: values[p] for p in tpl.params})
     if not tpl.data:
@@ -167,18 +203,24 @@ def render(name: str, overrides: Mapping[str, str] | None = None, **values: obje
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise ValueError(f"prompt {name!r}: data field {field!r} must be a string, "
-                             f"got {type(value).__name__}")
+            raise ValueError(
+                f"prompt {name!r}: data field {field!r} must be a string, got {type(value).__name__}"
+            )
         lines.append(f"<{field}>{quote_data(value)}</{field}>")
     return "\n".join(lines)
 
 
 def _fill_params(name: str, instruction: str, params: dict[str, object]) -> str:
     for key, value in params.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
-                isinstance(value, str) and not _PARAM_OK.fullmatch(value)):
-            raise ValueError(f"prompt {name!r}: parameter {key!r} = {value!r} must be a number or one short "
-                             "word (letters, digits, '.', '-')")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, str))
+            or (isinstance(value, str) and not _PARAM_OK.fullmatch(value))
+        ):
+            raise ValueError(
+                f"prompt {name!r}: parameter {key!r} = {value!r} must be a number or one short "
+                "word (letters, digits, '.', '-')"
+            )
         instruction = instruction.replace("{" + key + "}", str(value))
     return instruction
 

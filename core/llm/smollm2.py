@@ -41,8 +41,9 @@ def find_smollm2_gguf() -> Path:
         if candidate.is_file():
             return candidate
     where = ", ".join(locations) or "not installed"
-    raise FileNotFoundError(f"{GGUF_NAME} not found (package {PACKAGE}: {where}); "
-                            f"install it with: {INSTALL_HINT}")
+    raise FileNotFoundError(
+        f"{GGUF_NAME} not found (package {PACKAGE}: {where}); install it with: {INSTALL_HINT}"
+    )
 
 
 def file_fingerprint(path: Path, prefix_bytes: int = 1 << 20) -> dict[str, object]:
@@ -50,8 +51,12 @@ def file_fingerprint(path: Path, prefix_bytes: int = 1 << 20) -> dict[str, objec
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         digest.update(f.read(prefix_bytes))
-    return {"name": path.name, "size": path.stat().st_size, "sha256_prefix": digest.hexdigest(),
-            "prefix_bytes": prefix_bytes}
+    return {
+        "name": path.name,
+        "size": path.stat().st_size,
+        "sha256_prefix": digest.hexdigest(),
+        "prefix_bytes": prefix_bytes,
+    }
 
 
 def prepare_smollm2(cache_dir: Path) -> Path:
@@ -97,8 +102,12 @@ def _write_marker(folder: Path, gguf: Path, seconds: float) -> None:
     import torch  # heavy: torch
     import transformers  # heavy: transformers
 
-    info = {"source": file_fingerprint(gguf), "transformers": transformers.__version__,
-            "torch": torch.__version__, "convert_seconds": round(seconds, 2)}
+    info = {
+        "source": file_fingerprint(gguf),
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "convert_seconds": round(seconds, 2),
+    }
     (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n")
 
 

@@ -23,9 +23,17 @@ MARKER = ".tiny_complete"
 TOKENIZER_MARKER = ".tokenizer_complete"
 SEED = 0
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>",
-    "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>",
-    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|pad|>",
+    "<|audio_bos|>",
+    "<|AUDIO|>",
+    "<|audio_eos|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 # ChatML, as the Qwen2 / Qwen2-Audio / Qwen2.5-VL instruct checkpoints render it; content may be a
@@ -56,15 +64,68 @@ CHUNK_SECONDS = 4
 # Frames are resized so their pixel count lies in [MIN_PIXELS, MAX_PIXELS] (multiples of 28 px).
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 112 * 112
 
-_EN_EMOTIONS = ["happy", "sad", "angry", "worried", "surprised", "neutral", "frustrated", "anxious",
-                "excited", "disappointed", "calm", "nervous", "relieved", "afraid", "disgusted", "confused"]
-_ZH_EMOTIONS = ["开心", "高兴", "悲伤", "难过", "生气", "愤怒", "担心", "惊讶", "中性", "沮丧", "焦虑",
-                "兴奋", "失望", "平静", "紧张", "害怕", "厌恶", "困惑"]
-_EN_CLUES = ["the speaker frowns", "her voice trembles", "he raises his eyebrows", "the tone is flat",
-             "she smiles slightly", "he speaks loudly and fast", "the corners of her mouth turn down",
-             "his voice is low and slow", "she shakes her head", "the subtitle says thank you"]
-_ZH_CLUES = ["说话人皱着眉头", "她的声音颤抖", "他挑起眉毛", "语调平淡", "她微微一笑", "他说话又快又响",
-             "她的嘴角下垂", "他的声音低沉缓慢", "她摇了摇头", "字幕内容是谢谢你"]
+_EN_EMOTIONS = [
+    "happy",
+    "sad",
+    "angry",
+    "worried",
+    "surprised",
+    "neutral",
+    "frustrated",
+    "anxious",
+    "excited",
+    "disappointed",
+    "calm",
+    "nervous",
+    "relieved",
+    "afraid",
+    "disgusted",
+    "confused",
+]
+_ZH_EMOTIONS = [
+    "开心",
+    "高兴",
+    "悲伤",
+    "难过",
+    "生气",
+    "愤怒",
+    "担心",
+    "惊讶",
+    "中性",
+    "沮丧",
+    "焦虑",
+    "兴奋",
+    "失望",
+    "平静",
+    "紧张",
+    "害怕",
+    "厌恶",
+    "困惑",
+]
+_EN_CLUES = [
+    "the speaker frowns",
+    "her voice trembles",
+    "he raises his eyebrows",
+    "the tone is flat",
+    "she smiles slightly",
+    "he speaks loudly and fast",
+    "the corners of her mouth turn down",
+    "his voice is low and slow",
+    "she shakes her head",
+    "the subtitle says thank you",
+]
+_ZH_CLUES = [
+    "说话人皱着眉头",
+    "她的声音颤抖",
+    "他挑起眉毛",
+    "语调平淡",
+    "她微微一笑",
+    "他说话又快又响",
+    "她的嘴角下垂",
+    "他的声音低沉缓慢",
+    "她摇了摇头",
+    "字幕内容是谢谢你",
+]
 
 
 def training_corpus() -> list[str]:
@@ -77,9 +138,13 @@ def training_corpus() -> list[str]:
         lines.append(f"在视频中，{clue}，因此这个人可能感到{emo}。")
     lines += [f"The emotional labels are: {', '.join(rng.sample(_EN_EMOTIONS, 3))}." for _ in range(40)]
     lines += [f"情绪标签为：{'，'.join(rng.sample(_ZH_EMOTIONS, 3))}。" for _ in range(40)]
-    lines += ["Please summarize the clues and infer the emotional state of the character.",
-              "Translate the following text into English.", "请将以下文本翻译成中文。",
-              'Output format: ["label1", "label2"]; if none, output [].', "Audio 1: Video: Subtitle:"]
+    lines += [
+        "Please summarize the clues and infer the emotional state of the character.",
+        "Translate the following text into English.",
+        "请将以下文本翻译成中文。",
+        'Output format: ["label1", "label2"]; if none, output [].',
+        "Audio 1: Video: Subtitle:",
+    ]
     return lines
 
 
@@ -104,11 +169,21 @@ def _make_tokenizer(vocab_size: int):
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     core.train_from_iterator(training_corpus(), trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|pad|>",
-                                  unk_token=None, bos_token=None, model_max_length=4096)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token=None,
+        bos_token=None,
+        model_max_length=4096,
+    )
     tok.chat_template = CHAT_TEMPLATE
     return tok
 
@@ -141,11 +216,19 @@ def _build(out_dir: str | Path, what: str, make: Callable[[Path], None], marker:
 
 
 def _text_kwargs(tok, hidden: int = 64, layers: int = 2, heads: int = 4) -> dict:
-    return dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
-                num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=2,
-                max_position_embeddings=4096,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
-                tie_word_embeddings=False)  # untied: a tied tiny model greedily repeats one token
+    return dict(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+    )  # untied: a tied tiny model greedily repeats one token
 
 
 def _save_model(model, out: Path, tok) -> None:
@@ -182,14 +265,23 @@ def build_tiny_audio_llm(out_dir: str | Path) -> str:
 
         tok = _tokenizer_in(out)
         audio_cfg = Qwen2AudioEncoderConfig(
-            num_mel_bins=80, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, d_model=64,
-            max_source_positions=CHUNK_SECONDS * 100 // 2)
+            num_mel_bins=80,
+            encoder_layers=2,
+            encoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            d_model=64,
+            max_source_positions=CHUNK_SECONDS * 100 // 2,
+        )
         text_cfg = Qwen2Config(**_text_kwargs(tok))
-        cfg = Qwen2AudioConfig(audio_config=audio_cfg.to_dict(), text_config=text_cfg.to_dict(),
-                               audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
+        cfg = Qwen2AudioConfig(
+            audio_config=audio_cfg.to_dict(),
+            text_config=text_cfg.to_dict(),
+            audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"),
+        )
         _save_model(Qwen2AudioForConditionalGeneration(cfg), out, tok)
-        fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160,
-                                     chunk_length=CHUNK_SECONDS, n_fft=400)
+        fe = WhisperFeatureExtractor(
+            feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=CHUNK_SECONDS, n_fft=400
+        )
         proc = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE)
         proc.save_pretrained(str(out))
 
@@ -217,23 +309,43 @@ def build_tiny_video_llm(out_dir: str | Path) -> str:
         text = _text_kwargs(tok, hidden=hidden, heads=heads)
         # head_dim = hidden / heads = 16: the multimodal rope sections (t, h, w) sum to head_dim / 2
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2, window_size=56, out_hidden_size=hidden,
-                      fullatt_block_indexes=[1])
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            out_hidden_size=hidden,
+            fullatt_block_indexes=[1],
+        )
         cfg = Qwen2_5_VLConfig(
-            text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
-            video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-            vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+            text_config=text,
+            vision_config=vision,
+            image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+            vision_end_token_id=ids["<|vision_end|>"],
+            tie_word_embeddings=False,
+        )
         _save_model(Qwen2_5_VLForConditionalGeneration(cfg), out, tok)
         size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
         video = Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=True)
-        proc = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(size=size), tokenizer=tok,
-                                   video_processor=video, chat_template=CHAT_TEMPLATE)
+        proc = Qwen2_5_VLProcessor(
+            image_processor=Qwen2VLImageProcessor(size=size),
+            tokenizer=tok,
+            video_processor=video,
+            chat_template=CHAT_TEMPLATE,
+        )
         proc.save_pretrained(str(out))
 
     return _build(out_dir, "video llm (Qwen2_5_VLForConditionalGeneration)", make)
 
 
 BUILDERS: dict[str, Callable[[str | Path], str]] = {
-    "text": build_tiny_text_llm, "audio": build_tiny_audio_llm, "video": build_tiny_video_llm,
+    "text": build_tiny_text_llm,
+    "audio": build_tiny_audio_llm,
+    "video": build_tiny_video_llm,
 }

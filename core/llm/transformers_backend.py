@@ -44,8 +44,9 @@ class TransformersBackend(LLMBackend):
         name = cfg.model_class or DEFAULT_CLASSES[role]
         cls = getattr(transformers, name, None)
         if cls is None:
-            raise ValueError(f"model_class = {name!r}: not a transformers class; "
-                             f"use e.g. {DEFAULT_CLASSES[role]}")
+            raise ValueError(
+                f"model_class = {name!r}: not a transformers class; use e.g. {DEFAULT_CLASSES[role]}"
+            )
         self.device = pick_device(cfg.num_gpus)
         dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
         start = time.perf_counter()
@@ -62,15 +63,23 @@ class TransformersBackend(LLMBackend):
                 self.tokenizer = self.processor.tokenizer
                 self.tokenizer.padding_side = "left"
         except OSError as err:
-            raise OSError(f"cannot load {role} model {cfg.model!r} with {name}: {err}. Set model to a local "
-                          "folder (or a hub id when online); tiny test models: core.llm.tiny") from err
+            raise OSError(
+                f"cannot load {role} model {cfg.model!r} with {name}: {err}. Set model to a local "
+                "folder (or a hub id when online); tiny test models: core.llm.tiny"
+            ) from err
         if "device_map" not in kwargs:
             self.model.to(self.device)
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        logger.info("loaded %s model %s (%s) on %s in %.1f s", role, cfg.model, name, self.device,
-                    time.perf_counter() - start)
+        logger.info(
+            "loaded %s model %s (%s) on %s in %.1f s",
+            role,
+            cfg.model,
+            name,
+            self.device,
+            time.perf_counter() - start,
+        )
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
         results: list[LLMResult | None] = [None] * len(requests)
@@ -89,7 +98,7 @@ class TransformersBackend(LLMBackend):
                 ready.append((i, inputs))
         bs = self.cfg.batch_size
         for start in range(0, len(ready), bs):
-            chunk = ready[start:start + bs]
+            chunk = ready[start : start + bs]
             for (i, _), res in zip(chunk, self._run_isolating(chunk)):
                 results[i] = res
         return [r if r is not None else LLMResult(error="internal: no result") for r in results]
@@ -125,11 +134,21 @@ class TransformersBackend(LLMBackend):
         if self.role == "text":
             return self.tokenizer(texts, return_tensors="pt", padding=True)
         if self.role == "audio":
-            return self.processor(text=texts, audio=[inp["audio"] for _, inp in chunk],
-                                  sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
-        return self.processor(text=texts, videos=[inp["video"] for _, inp in chunk],
-                              video_metadata=[inp["meta"] for _, inp in chunk], do_sample_frames=False,
-                              return_tensors="pt", padding=True)
+            return self.processor(
+                text=texts,
+                audio=[inp["audio"] for _, inp in chunk],
+                sampling_rate=SAMPLE_RATE,
+                return_tensors="pt",
+                padding=True,
+            )
+        return self.processor(
+            text=texts,
+            videos=[inp["video"] for _, inp in chunk],
+            video_metadata=[inp["meta"] for _, inp in chunk],
+            do_sample_frames=False,
+            return_tensors="pt",
+            padding=True,
+        )
 
     # ------------------------------------------------------------------ generation
 
@@ -161,8 +180,10 @@ class TransformersBackend(LLMBackend):
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
         stop = self._stop_ids()
-        return [LLMResult(text=t.strip(), prompt_tokens=int(p), completion_tokens=_count_new(row, stop))
-                for t, p, row in zip(texts, prompt_tokens, new.tolist())]
+        return [
+            LLMResult(text=t.strip(), prompt_tokens=int(p), completion_tokens=_count_new(row, stop))
+            for t, p, row in zip(texts, prompt_tokens, new.tolist())
+        ]
 
     def _stop_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id

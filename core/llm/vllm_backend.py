@@ -17,8 +17,10 @@ from core.llm.openai_backend import chat_messages
 
 logger = logging.getLogger(__name__)
 
-MISSING = ("the vllm backend needs the optional extra: pip install 'emer[vllm]' (vLLM, GPU only); "
-           "or set backend to 'transformers' or 'openai'")
+MISSING = (
+    "the vllm backend needs the optional extra: pip install 'emer[vllm]' (vLLM, GPU only); "
+    "or set backend to 'transformers' or 'openai'"
+)
 
 
 def require_vllm():
@@ -30,8 +32,9 @@ def require_vllm():
 
 
 def _sampling(vllm, cfg: LLMConfig):
-    return vllm.SamplingParams(max_tokens=cfg.max_new_tokens, min_tokens=cfg.min_new_tokens,
-                               temperature=cfg.temperature)
+    return vllm.SamplingParams(
+        max_tokens=cfg.max_new_tokens, min_tokens=cfg.min_new_tokens, temperature=cfg.temperature
+    )
 
 
 class VLLMBackend(LLMBackend):
@@ -41,8 +44,11 @@ class VLLMBackend(LLMBackend):
         super().__init__(cfg, role)
         vllm = require_vllm()
         self._vllm = vllm
-        self._llm = vllm.LLM(model=cfg.model, tensor_parallel_size=max(1, int(cfg.num_gpus)),
-                             limit_mm_per_prompt={"image": 64, "audio": 1} if role != "text" else None)
+        self._llm = vllm.LLM(
+            model=cfg.model,
+            tensor_parallel_size=max(1, int(cfg.num_gpus)),
+            limit_mm_per_prompt={"image": 64, "audio": 1} if role != "text" else None,
+        )
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
         results: list[LLMResult | None] = [None] * len(requests)
@@ -62,9 +68,11 @@ class VLLMBackend(LLMBackend):
             try:
                 outs = self._llm.chat(batch, _sampling(self._vllm, self.cfg), use_tqdm=False)
                 for i, out in zip(where, outs):
-                    results[i] = LLMResult(text=out.outputs[0].text.strip(),
-                                           prompt_tokens=len(out.prompt_token_ids or []),
-                                           completion_tokens=len(out.outputs[0].token_ids))
+                    results[i] = LLMResult(
+                        text=out.outputs[0].text.strip(),
+                        prompt_tokens=len(out.prompt_token_ids or []),
+                        completion_tokens=len(out.outputs[0].token_ids),
+                    )
             except Exception as err:  # noqa: BLE001 - the batch's rows fail as data
                 for i in where:
                     results[i] = LLMResult(error=f"vllm generate failed: {type(err).__name__}: {err}")
@@ -78,11 +86,18 @@ def build_vllm_processor(cfg: LLMConfig, role: str):
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     config = vLLMEngineProcessorConfig(
-        model_source=cfg.model, batch_size=cfg.batch_size, concurrency=cfg.concurrency,
+        model_source=cfg.model,
+        batch_size=cfg.batch_size,
+        concurrency=cfg.concurrency,
         engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus))},
-        prepare_multimodal_stage=role != "text", should_continue_on_error=True)
-    sampling = {"max_tokens": cfg.max_new_tokens, "min_tokens": cfg.min_new_tokens,
-                "temperature": cfg.temperature}
+        prepare_multimodal_stage=role != "text",
+        should_continue_on_error=True,
+    )
+    sampling = {
+        "max_tokens": cfg.max_new_tokens,
+        "min_tokens": cfg.min_new_tokens,
+        "temperature": cfg.temperature,
+    }
 
     def pre(row: dict) -> dict:
         req = LLMRequest(prompt=row["prompt"], frames=row.get("frames"), audio=row.get("audio"))
@@ -91,7 +106,10 @@ def build_vllm_processor(cfg: LLMConfig, role: str):
     def post(row: dict) -> dict:
         text = row.get("generated_text")
         err = row.get("__inference_error__")
-        return {**row, "text": text.strip() if text else None,
-                "error": str(err) if err else (None if text else "vllm: empty output")}
+        return {
+            **row,
+            "text": text.strip() if text else None,
+            "error": str(err) if err else (None if text else "vllm: empty output"),
+        }
 
     return build_processor(config, preprocess=pre, postprocess=post)

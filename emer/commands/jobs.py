@@ -22,44 +22,81 @@ log = logging.getLogger(__name__)
 
 def register(sub, common) -> None:
     p = sub.add_parser(
-        "submit", parents=[common], help="run any emer command as a job on a Ray cluster",
+        "submit",
+        parents=[common],
+        help="run any emer command as a job on a Ray cluster",
         description="Submit `emer SUBCOMMAND ARGS…` as a Ray job (the project folder travels with it). "
-                    "Secret variables (S3 keys, LLM API keys) are passed by name only: the cluster's "
-                    "nodes must have them (or an IAM role); their values are never sent or stored. "
-                    "Options of `emer submit` go before SUBCOMMAND.")
-    p.add_argument("--env", action="append", default=[], metavar="NAME",
-                   help="another environment variable the job needs (repeatable); by name if secret")
-    p.add_argument("--working-dir", default=None, metavar="DIR",
-                   help="project folder to ship (default: the emer source folder, if run from one)")
-    p.add_argument("--no-working-dir", action="store_true",
-                   help="ship nothing: use the emer installed on the cluster's nodes")
+        "Secret variables (S3 keys, LLM API keys) are passed by name only: the cluster's "
+        "nodes must have them (or an IAM role); their values are never sent or stored. "
+        "Options of `emer submit` go before SUBCOMMAND.",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another environment variable the job needs (repeatable); by name if secret",
+    )
+    p.add_argument(
+        "--working-dir",
+        default=None,
+        metavar="DIR",
+        help="project folder to ship (default: the emer source folder, if run from one)",
+    )
+    p.add_argument(
+        "--no-working-dir",
+        action="store_true",
+        help="ship nothing: use the emer installed on the cluster's nodes",
+    )
     p.add_argument("--python", default="python", help="python executable on the cluster (default: python)")
     p.add_argument("--submission-id", default=None, help="job id to use (default: Ray picks one)")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs reserved for the job's driver")
     p.add_argument("--num-gpus", type=float, default=None, help="GPUs reserved for the job's driver")
-    p.add_argument("--resources", default=None, metavar="JSON",
-                   help='custom resources reserved for the driver, e.g. \'{"llm": 1}\'')
-    p.add_argument("--follow", action="store_true",
-                   help="stream the job's logs until it ends; exit 0 only if it succeeded")
-    p.add_argument("job", nargs=argparse.REMAINDER, metavar="SUBCOMMAND [ARGS…]",
-                   help="the emer command to run on the cluster")
+    p.add_argument(
+        "--resources",
+        default=None,
+        metavar="JSON",
+        help="custom resources reserved for the driver, e.g. '{\"llm\": 1}'",
+    )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="stream the job's logs until it ends; exit 0 only if it succeeded",
+    )
+    p.add_argument(
+        "job",
+        nargs=argparse.REMAINDER,
+        metavar="SUBCOMMAND [ARGS…]",
+        help="the emer command to run on the cluster",
+    )
     p.set_defaults(func=cmd_submit)
 
-    j = sub.add_parser("jobs", parents=[common], help="list, inspect, follow and stop Ray jobs",
-                       description="Jobs on the Ray cluster at --address / RAY_ADDRESS.")
+    j = sub.add_parser(
+        "jobs",
+        parents=[common],
+        help="list, inspect, follow and stop Ray jobs",
+        description="Jobs on the Ray cluster at --address / RAY_ADDRESS.",
+    )
     jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION")
-    lp = jsub.add_parser("list", parents=[common], help="list submitted jobs",
-                         description="Submitted jobs, oldest first.")
+    lp = jsub.add_parser(
+        "list", parents=[common], help="list submitted jobs", description="Submitted jobs, oldest first."
+    )
     lp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lp.set_defaults(func=cmd_list)
-    for name, func, helptext in (("status", cmd_status, "show a job's status"),
-                                 ("logs", cmd_logs, "print (or --follow) a job's logs"),
-                                 ("stop", cmd_stop, "stop a running job")):
+    for name, func, helptext in (
+        ("status", cmd_status, "show a job's status"),
+        ("logs", cmd_logs, "print (or --follow) a job's logs"),
+        ("stop", cmd_stop, "stop a running job"),
+    ):
         sp = jsub.add_parser(name, parents=[common], help=helptext, description=helptext + ".")
         sp.add_argument("job_id", help="submission id (from `emer submit` or `emer jobs list`)")
         if name == "logs":
-            sp.add_argument("--follow", "-f", action="store_true",
-                            help="stream until the job ends; exit 0 only if it succeeded")
+            sp.add_argument(
+                "--follow",
+                "-f",
+                action="store_true",
+                help="stream until the job ends; exit 0 only if it succeeded",
+            )
         if name == "stop":
             sp.add_argument("--wait", action="store_true", help="wait until the job has stopped")
         sp.set_defaults(func=func)
@@ -72,8 +109,11 @@ def _job_command(args) -> list[str]:
         command = command[1:]
     for arg in command[1:]:
         if not arg.startswith(("-", "/", "s3://")) and os.path.exists(arg):
-            log.warning("%s is a relative local path: on the cluster it resolves inside the job's working "
-                        "directory; pass an absolute path the nodes share, or an s3:// URI", arg)
+            log.warning(
+                "%s is a relative local path: on the cluster it resolves inside the job's working "
+                "directory; pass an absolute path the nodes share, or an s3:// URI",
+                arg,
+            )
     for config in args.config or []:
         command += ["--config", _config_path(config, args)]
     if getattr(args, "log_level", "INFO") != "INFO":
@@ -116,16 +156,20 @@ def _resources(text: str | None) -> dict[str, float] | None:
 
 def cmd_submit(args) -> int:
     resources = _resources(args.resources)
-    sub = sb.build_submission(_job_command(args), extra_env=args.env, working_dir=_working_dir(args),
-                              python=args.python)
+    sub = sb.build_submission(
+        _job_command(args), extra_env=args.env, working_dir=_working_dir(args), python=args.python
+    )
     try:
         job_id = sb.submit(sub, args.address, args.submission_id, args.num_cpus, args.num_gpus, resources)
     except (RuntimeError, ConnectionError) as err:
         return _fail("submit", err, args.address)
     shipped = sub.runtime_env.get("working_dir", "nothing (the cluster's installed emer)")
     by_value = ", ".join(sorted(sub.runtime_env["env_vars"])) or "-"
-    print(f"submitted {job_id}: {sub.entrypoint}\n  shipped: {shipped}; env by value: {by_value}; "
-          f"by name: {', '.join(sub.env_names) or '-'}", flush=True)
+    print(
+        f"submitted {job_id}: {sub.entrypoint}\n  shipped: {shipped}; env by value: {by_value}; "
+        f"by name: {', '.join(sub.env_names) or '-'}",
+        flush=True,
+    )
     if not args.follow:
         print(f"follow it with: emer jobs logs --follow {job_id}", flush=True)
         return 0
@@ -136,8 +180,11 @@ def _follow(address: str | None, job_id: str) -> int:
     try:
         status = sb.follow(sb.client(address), job_id)
     except KeyboardInterrupt:
-        print(f"\nstopped following; job {job_id} keeps running (emer jobs logs --follow {job_id}, "
-              f"emer jobs stop {job_id})", file=sys.stderr)
+        print(
+            f"\nstopped following; job {job_id} keeps running (emer jobs logs --follow {job_id}, "
+            f"emer jobs stop {job_id})",
+            file=sys.stderr,
+        )
         return 130
     print(f"job {job_id}: {status}", flush=True)
     return 0 if status == "SUCCEEDED" else 1
@@ -154,8 +201,11 @@ def _fail(action: str, err: Exception, address: str | None) -> int:
     else:
         hint = ""
     url = address or os.environ.get("RAY_ADDRESS", "")
-    print(f"emer {action}: {url}: {text.splitlines()[0] if text else type(err).__name__}"
-          + (f"\n  {hint}" if hint else ""), file=sys.stderr)
+    print(
+        f"emer {action}: {url}: {text.splitlines()[0] if text else type(err).__name__}"
+        + (f"\n  {hint}" if hint else ""),
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -177,15 +227,30 @@ def cmd_list(args) -> int:
         return _fail("jobs list", err, args.address)
     jobs.sort(key=lambda j: j.start_time or 0)
     if args.json:
-        print(json.dumps([{"id": j.submission_id, "status": str(j.status.value), "start": j.start_time,
-                           "end": j.end_time, "entrypoint": j.entrypoint,
-                           "command": (j.metadata or {}).get("emer_command", "")} for j in jobs], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": j.submission_id,
+                        "status": str(j.status.value),
+                        "start": j.start_time,
+                        "end": j.end_time,
+                        "entrypoint": j.entrypoint,
+                        "command": (j.metadata or {}).get("emer_command", ""),
+                    }
+                    for j in jobs
+                ],
+                indent=1,
+            )
+        )
         return 0
     print(f"{'ID':<30} {'STATUS':<10} {'STARTED':<19} {'TOOK':>7}  COMMAND")
     for j in jobs:
         command = j.entrypoint.split(" -- ", 1)[-1]
-        print(f"{j.submission_id:<30} {str(j.status.value):<10} {_when(j.start_time):<19} "
-              f"{_duration(j):>7}  {command[:80]}")
+        print(
+            f"{j.submission_id:<30} {str(j.status.value):<10} {_when(j.start_time):<19} "
+            f"{_duration(j):>7}  {command[:80]}"
+        )
     return 0
 
 

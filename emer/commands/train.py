@@ -17,38 +17,65 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     t = sub.add_parser(
-        "train", parents=[common], help="train AffectGPT: stage 1 on EMER-Coarse, stage 2 on EMER-Fine",
+        "train",
+        parents=[common],
+        help="train AffectGPT: stage 1 on EMER-Coarse, stage 2 on EMER-Fine",
         description="Train the Q-Formers of AffectGPT with Ray Train (TorchTrainer) and DeepSpeed (ZeRO-2 by "
-                    "default) on every worker; data through Ray Data. Checkpoints, the trainable weights, "
-                    "history.json and loss/accuracy curves go to <train.storage_path>/<run name> (local or "
-                    "s3://). Running the same command again resumes from the last checkpoint. Stage 2 starts "
-                    "from stage 1's weights (train.init_from; default <train.storage_path>/stage1 when it "
-                    "exists). Example: emer train --stage 1 --config configs/demo.yaml --train.max_steps=4")
-    t.add_argument("--stage", type=int, choices=(1, 2), default=None,
-                   help="1 = EMER-Coarse, 2 = EMER-Fine train split (sets train.stage)")
+        "default) on every worker; data through Ray Data. Checkpoints, the trainable weights, "
+        "history.json and loss/accuracy curves go to <train.storage_path>/<run name> (local or "
+        "s3://). Running the same command again resumes from the last checkpoint. Stage 2 starts "
+        "from stage 1's weights (train.init_from; default <train.storage_path>/stage1 when it "
+        "exists). Example: emer train --stage 1 --config configs/demo.yaml --train.max_steps=4",
+    )
+    t.add_argument(
+        "--stage",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="1 = EMER-Coarse, 2 = EMER-Fine train split (sets train.stage)",
+    )
     t.set_defaults(func=_train)
 
     f = sub.add_parser(
-        "features", parents=[common], help="cache the frozen encoders' outputs for training (Ray Data job)",
+        "features",
+        parents=[common],
+        help="cache the frozen encoders' outputs for training (Ray Data job)",
         description="Run the frozen vision and audio encoders once over a media table (EMER-Coarse layout) "
-                    "and write their outputs to train.features_uri; train with "
-                    "--train.use_cached_features=true to skip the encoders. Reruns skip cached names.")
-    f.add_argument("--input", metavar="URI", default=None,
-                   help="media table to encode (sets train.features.source_uri; default train.coarse_uri)")
+        "and write their outputs to train.features_uri; train with "
+        "--train.use_cached_features=true to skip the encoders. Reruns skip cached names.",
+    )
+    f.add_argument(
+        "--input",
+        metavar="URI",
+        default=None,
+        help="media table to encode (sets train.features.source_uri; default train.coarse_uri)",
+    )
     f.add_argument("--output", metavar="URI", default=None, help="cache folder (sets train.features_uri)")
     f.set_defaults(func=_features)
 
     i = sub.add_parser(
-        "infer", parents=[common], help="describe clips with a trained AffectGPT (Ray Data actors)",
+        "infer",
+        parents=[common],
+        help="describe clips with a trained AffectGPT (Ray Data actors)",
         description="Generate EMER descriptions for the EMER-Fine test split (or any split / every row of "
-                    "a table) with a trained checkpoint and write Parquet (name, description) for "
-                    "`emer evaluate`, plus references and failures beside it.")
-    i.add_argument("--checkpoint", metavar="URI", default=None,
-                   help="training run or weights folder (train.infer.checkpoint; default: the stage-2 run)")
-    i.add_argument("--split", choices=("test", "train", "all", "rows"), default=None,
-                   help="EMER-Fine split to describe, or 'rows': every row of the input (train.infer.split)")
-    i.add_argument("--input", metavar="URI", default=None,
-                   help="media / features table (train.infer.input_uri)")
+        "a table) with a trained checkpoint and write Parquet (name, description) for "
+        "`emer evaluate`, plus references and failures beside it.",
+    )
+    i.add_argument(
+        "--checkpoint",
+        metavar="URI",
+        default=None,
+        help="training run or weights folder (train.infer.checkpoint; default: the stage-2 run)",
+    )
+    i.add_argument(
+        "--split",
+        choices=("test", "train", "all", "rows"),
+        default=None,
+        help="EMER-Fine split to describe, or 'rows': every row of the input (train.infer.split)",
+    )
+    i.add_argument(
+        "--input", metavar="URI", default=None, help="media / features table (train.infer.input_uri)"
+    )
     i.add_argument("--output", metavar="URI", default=None, help="output .parquet (train.infer.output_uri)")
     i.set_defaults(func=_infer)
 
@@ -68,8 +95,11 @@ def _with_stage1_init(run):
     if storage.exists(storage.join(stage1, "weights")):
         log.info("stage 2 starts from stage 1's weights in %s", stage1)
         return run.replace(train=cfg.replace(init_from=stage1))
-    log.warning("stage 2 without stage 1: no weights in %s and train.init_from is empty; the Q-Formers "
-                "start from their initialisation", stage1)
+    log.warning(
+        "stage 2 without stage 1: no weights in %s and train.init_from is empty; the Q-Formers "
+        "start from their initialisation",
+        stage1,
+    )
     return run
 
 
@@ -94,7 +124,14 @@ def _features(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     from affect_model.jobs.infer import run_inference  # heavy: torch, imported on use
 
-    run = _load(args, {"train.infer.checkpoint": args.checkpoint, "train.infer.split": args.split,
-                       "train.infer.input_uri": args.input, "train.infer.output_uri": args.output})
+    run = _load(
+        args,
+        {
+            "train.infer.checkpoint": args.checkpoint,
+            "train.infer.split": args.split,
+            "train.infer.input_uri": args.input,
+            "train.infer.output_uri": args.output,
+        },
+    )
     print(json.dumps(run_inference(run)))
     return 0

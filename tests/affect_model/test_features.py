@@ -26,8 +26,9 @@ def test_feature_cache_matches_encoders_records_failures_and_resumes(ray_local, 
     data[3]["frames"] = [b"not a jpeg"]  # a broken clip
     source = str(tmp_path / "media.parquet")
     write_coarse(data, source)
-    cfg = TrainConfig(coarse_uri=source, features_uri=str(tmp_path / "features"),
-                      features=FeaturesConfig(batch_size=2))
+    cfg = TrainConfig(
+        coarse_uri=source, features_uri=str(tmp_path / "features"), features=FeaturesConfig(batch_size=2)
+    )
     summary = build_features(tiny_cfg, cfg)
     assert (summary["rows"], summary["encoded_now"], summary["failed"]) == (5, 5, 1)
 
@@ -53,7 +54,8 @@ def test_feature_cache_matches_encoders_records_failures_and_resumes(ray_local, 
     again = build_features(tiny_cfg, cfg)
     assert (again["rows"], again["encoded_now"], again["skipped_done"]) == (6, 1, 5)
     assert sorted(pq.read_table(cfg.features_uri, columns=["name"]).column("name").to_pylist()) == [
-        f"clip_{i:04d}" for i in range(6)]
+        f"clip_{i:04d}" for i in range(6)
+    ]
     assert storage.exists(storage.join(cfg.features_uri, META_FILE))
 
     # features of other encoders are not silently mixed in
@@ -65,5 +67,6 @@ def test_missing_inputs_are_named(tiny_cfg, tmp_path):
     with pytest.raises(ValueError, match="train.features_uri"):
         build_features(tiny_cfg, TrainConfig(coarse_uri=str(tmp_path / "x.parquet")))
     with pytest.raises(FileNotFoundError, match="train.coarse_uri"):
-        build_features(tiny_cfg, TrainConfig(coarse_uri=str(tmp_path / "x.parquet"),
-                                             features_uri=str(tmp_path / "f")))
+        build_features(
+            tiny_cfg, TrainConfig(coarse_uri=str(tmp_path / "x.parquet"), features_uri=str(tmp_path / "f"))
+        )

@@ -32,9 +32,21 @@ def test_infer_cli_describes_the_test_split(ray_local, tiny_cfg, tmp_path, capsy
     save_pretrained(AffectGPT(tiny_cfg), str(tmp_path / "ckpt"))
     out = str(tmp_path / "pred" / "test.parquet")
 
-    code = main(["infer", "--checkpoint", str(tmp_path / "ckpt"), "--split", "test", "--output", out,
-                 f"--train.fine_uri={fine}", f"--train.coarse_uri={media}", "--train.infer.batch_size=2",
-                 "--train.infer.max_new_tokens=5"])
+    code = main(
+        [
+            "infer",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--split",
+            "test",
+            "--output",
+            out,
+            f"--train.fine_uri={fine}",
+            f"--train.coarse_uri={media}",
+            "--train.infer.batch_size=2",
+            "--train.infer.max_new_tokens=5",
+        ]
+    )
     assert code == 0
     assert f'"described": {len(test_names) - 1}' in capsys.readouterr().out
 

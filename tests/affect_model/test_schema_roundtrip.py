@@ -20,11 +20,27 @@ from emer.cli import main
 def test_annotate_output_trains_and_evaluates_as_is(ray_local, sample_clips, tiny_cfg, tmp_path, capsys):
     out = tmp_path / "coarse"
     models = {role: tiny.BUILDERS[role](tmp_path / "llm" / role) for role in ("audio", "video", "text")}
-    llm_flags = [f"--annotate.{role}.{key}={value}" for role, path in models.items()
-                 for key, value in (("model", path), ("max_new_tokens", 6), ("min_new_tokens", 2))]
-    assert main(["annotate", "--input", str(sample_clips.root / "clips"), "--subtitles",
-                 str(sample_clips.subtitles), "--output", str(out), "--annotate.stages.decode.actors=1",
-                 *llm_flags]) == 0
+    llm_flags = [
+        f"--annotate.{role}.{key}={value}"
+        for role, path in models.items()
+        for key, value in (("model", path), ("max_new_tokens", 6), ("min_new_tokens", 2))
+    ]
+    assert (
+        main(
+            [
+                "annotate",
+                "--input",
+                str(sample_clips.root / "clips"),
+                "--subtitles",
+                str(sample_clips.subtitles),
+                "--output",
+                str(out),
+                "--annotate.stages.decode.actors=1",
+                *llm_flags,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     samples = storage.join(str(out), "samples")
     table = storage.read_table(samples)
@@ -43,8 +59,23 @@ def test_annotate_output_trains_and_evaluates_as_is(ray_local, sample_clips, tin
     assert len(history(trained["run_uri"])["steps"]) == 2
 
     # emer evaluate scores the same folder: no `openset` column, the annotation's ov_labels stand in
-    assert main(["evaluate", "ov", "--gt", samples, "--pred", samples, "--grouping", "exact", "--json",
-                 "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "ov",
+                "--gt",
+                samples,
+                "--pred",
+                samples,
+                "--grouping",
+                "exact",
+                "--json",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["gt_samples"] == 8 and result["missing_predictions"] == 0
     labelled = sum(1 for labels in table.column(OV_LABELS).to_pylist() if labels)

@@ -55,8 +55,14 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stage1_ddp(ray_local, tiny_cfg, data, tmp_path_factory):
     """Stage 1 with plain DDP, 2 workers: the reference run."""
-    cfg = run_config(tiny_cfg, coarse_uri=data["coarse"], storage_path=str(tmp_path_factory.mktemp("runs")),
-                     run_name="ddp", num_workers=2, strategy="ddp")
+    cfg = run_config(
+        tiny_cfg,
+        coarse_uri=data["coarse"],
+        storage_path=str(tmp_path_factory.mktemp("runs")),
+        run_name="ddp",
+        num_workers=2,
+        strategy="ddp",
+    )
     return cfg, run_training(cfg)
 
 
@@ -67,44 +73,63 @@ def losses(run_uri: str) -> list[float]:
 @pytest.mark.timeout(420)
 def test_zero2_matches_ddp_and_checkpoints_land_in_s3(stage1_ddp, s3):
     ddp_cfg, ddp = stage1_ddp
-    cfg = ddp_cfg.replace(train=ddp_cfg.train.replace(strategy="deepspeed", zero_stage=2, run_name="zero2",
-                                                      storage_path=s3.uri("train")))
+    cfg = ddp_cfg.replace(
+        train=ddp_cfg.train.replace(
+            strategy="deepspeed", zero_stage=2, run_name="zero2", storage_path=s3.uri("train")
+        )
+    )
     res = run_training(cfg, extra_env=S3_SECRETS)
     assert res["steps"] == ddp["steps"] == 4
     assert losses(res["run_uri"]) == losses(ddp["run_uri"])  # identical, to the last digit
     lrs = [r["lr"] for r in history(res["run_uri"])["steps"]]
     assert lrs[0] < lrs[1] < lrs[2] > lrs[3]  # two warm-up steps, then cosine decay
-    keys = [k[len(s3.uri("train/zero2")) + 1:] for k in storage.list_files(s3.uri("train/zero2"))]
+    keys = [k[len(s3.uri("train/zero2")) + 1 :] for k in storage.list_files(s3.uri("train/zero2"))]
     last = "checkpoint_0000004/"
     for rank in (0, 1):  # every rank wrote its own ZeRO shard
         assert last + f"state/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in keys
     for name in ("weights/trainable.safetensors", "weights/affectgpt_config.json", "history.json"):
         assert last + name in keys
-    assert {"weights/trainable.safetensors", "history.json", "curves/loss.png", "curves/lr.png",
-            "config.yaml"} <= set(keys)
+    assert {
+        "weights/trainable.safetensors",
+        "history.json",
+        "curves/loss.png",
+        "curves/lr.png",
+        "config.yaml",
+    } <= set(keys)
     a, b = read_trainable(res["weights"]), read_trainable(ddp["weights"])
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 @pytest.mark.timeout(420)
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, s3, tiny_cfg, data, tmp_path):
-    cfg = run_config(tiny_cfg, coarse_uri=data["coarse"], storage_path=s3.uri("crash"), run_name="crash",
-                     strategy="deepspeed", checkpoint_every=2)
+    cfg = run_config(
+        tiny_cfg,
+        coarse_uri=data["coarse"],
+        storage_path=s3.uri("crash"),
+        run_name="crash",
+        strategy="deepspeed",
+        checkpoint_every=2,
+    )
     run_uri = s3.uri("crash/crash")
     # 1) the worker dies at step 3 and no failure is allowed: the run stops after checkpoint 2
     with pytest.raises(Exception, match="(?i)worker"):
-        run_training(cfg, task=CrashOnce(tiny_cfg, str(tmp_path / "a"), at=3),
-                     extra_env={**S3_SECRETS, **FAST_FAILOVER})
+        run_training(
+            cfg,
+            task=CrashOnce(tiny_cfg, str(tmp_path / "a"), at=3),
+            extra_env={**S3_SECRETS, **FAST_FAILOVER},
+        )
     assert history(run_uri)["steps"][-1]["step"] == 2
     # 2) the same command again, now surviving one failure: it resumes at 2, dies at 5, resumes at 4
     cfg = cfg.replace(train=cfg.train.replace(max_failures=1))
-    res = run_training(cfg, task=CrashOnce(tiny_cfg, str(tmp_path / "b"), at=3),
-                       extra_env={**S3_SECRETS, **FAST_FAILOVER})
+    res = run_training(
+        cfg, task=CrashOnce(tiny_cfg, str(tmp_path / "b"), at=3), extra_env={**S3_SECRETS, **FAST_FAILOVER}
+    )
     h = history(run_uri)
     assert res["steps"] == 8 and h["resumes"] == [2, 4]
     assert [r["step"] for r in h["steps"]] == list(range(1, 9))
     assert storage.exists(storage.join(run_uri, "checkpoint_0000008", "state", "latest")) or storage.exists(
-        storage.join(run_uri, "checkpoint_0000008", "latest"))
+        storage.join(run_uri, "checkpoint_0000008", "latest")
+    )
 
 
 @pytest.mark.timeout(420)
@@ -113,9 +138,18 @@ def test_stage2_starts_from_stage1_weights_and_evaluates(stage1_ddp, tiny_cfg, d
     from affect_model.train.data import read_fine_csv, split_fine
 
     _, stage1 = stage1_ddp
-    cfg = run_config(tiny_cfg, stage=2, coarse_uri=data["coarse"], fine_uri=data["fine"], lr=0.0,
-                     init_from=stage1["run_uri"], storage_path=str(tmp_path), strategy="deepspeed",
-                     eval_each_epoch=True, eval_max_new_tokens=4)
+    cfg = run_config(
+        tiny_cfg,
+        stage=2,
+        coarse_uri=data["coarse"],
+        fine_uri=data["fine"],
+        lr=0.0,
+        init_from=stage1["run_uri"],
+        storage_path=str(tmp_path),
+        strategy="deepspeed",
+        eval_each_epoch=True,
+        eval_max_new_tokens=4,
+    )
     res = run_training(cfg, scorer=epoch_scorer(cfg.evaluate))
     train_names, test_names = split_fine(read_fine_csv(data["fine"]))
     assert res["rows"] == len(train_names) and res["steps"] == len(train_names) // 2
@@ -140,8 +174,12 @@ def test_cached_features_give_the_same_loss_as_live_encoders(stage1_ddp, tiny_cf
     from affect_model.jobs.features import build_features
 
     ddp_cfg, ddp = stage1_ddp
-    train = ddp_cfg.train.replace(features_uri=str(tmp_path / "features"), use_cached_features=True,
-                                  storage_path=str(tmp_path / "runs"), run_name="cached")
+    train = ddp_cfg.train.replace(
+        features_uri=str(tmp_path / "features"),
+        use_cached_features=True,
+        storage_path=str(tmp_path / "runs"),
+        run_name="cached",
+    )
     summary = build_features(tiny_cfg, train)
     assert summary["rows"] == ROWS and summary["failed"] == 0
     res = run_training(ddp_cfg.replace(train=train))

@@ -25,8 +25,14 @@ def process_group():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
-                          LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            LOCAL_WORLD_SIZE="1",
+        )
         dist.init_process_group("gloo", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
@@ -46,16 +52,23 @@ def _engine(cfg, tiny_cfg):
     task = AffectGPTTask(tiny_cfg)
     torch.manual_seed(0)
     module = task.build()
-    return task, module, make_engine(module, cfg, total_steps=10, world_size=1, rank=0,
-                                     device=torch.device("cpu"))
+    return (
+        task,
+        module,
+        make_engine(module, cfg, total_steps=10, world_size=1, rank=0, device=torch.device("cpu")),
+    )
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("changes", [
-    {"zero_stage": 2, "precision": "bf16"},
-    {"zero_stage": 3, "precision": "fp32"},
-    {"zero_stage": 2, "precision": "fp32", "offload_optimizer": True, "grad_accum": 2},
-], ids=["zero2-bf16", "zero3", "zero2-offload-accum"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"zero_stage": 2, "precision": "bf16"},
+        {"zero_stage": 3, "precision": "fp32"},
+        {"zero_stage": 2, "precision": "fp32", "offload_optimizer": True, "grad_accum": 2},
+    ],
+    ids=["zero2-bf16", "zero3", "zero2-offload-accum"],
+)
 def test_deepspeed_checkpoint_round_trip(process_group, tiny_cfg, tmp_path, changes):
     cfg = TrainConfig(strategy="deepspeed", torch_adam=True, lr=1e-2, warmup_steps=2, batch_size=2, **changes)
     task, module, engine = _engine(cfg, tiny_cfg)

@@ -42,8 +42,15 @@ def test_lr_warms_up_linearly_then_decays_by_cosine():
 
 def test_engine_optimizer_follows_warmup_and_accumulates():
     torch.manual_seed(0)
-    cfg = TrainConfig(strategy="ddp", precision="fp32", lr=0.1, warmup_steps=3, grad_accum=2, grad_clip=1.0,
-                      weight_decay=0.0)
+    cfg = TrainConfig(
+        strategy="ddp",
+        precision="fp32",
+        lr=0.1,
+        warmup_steps=3,
+        grad_accum=2,
+        grad_clip=1.0,
+        weight_decay=0.0,
+    )
     model = StandIn()
     frozen_before = model.frozen.weight.clone()
     engine = DDPEngine(model, cfg, total_steps=6, world_size=1, rank=0, device=torch.device("cpu"))
@@ -77,16 +84,30 @@ def test_param_groups_only_trainable_and_no_decay_on_biases():
 
 
 def test_deepspeed_config_from_train_config():
-    cfg = TrainConfig(zero_stage=3, precision="bf16", grad_accum=4, batch_size=3, offload_optimizer=True,
-                      torch_adam=True, grad_clip=0.5, lr=3e-4, betas=(0.9, 0.95))
+    cfg = TrainConfig(
+        zero_stage=3,
+        precision="bf16",
+        grad_accum=4,
+        batch_size=3,
+        offload_optimizer=True,
+        torch_adam=True,
+        grad_clip=0.5,
+        lr=3e-4,
+        betas=(0.9, 0.95),
+    )
     ds = deepspeed_config(cfg, world_size=2, use_gpu=False)
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": False}
     assert ds["bf16"] == {"enabled": True} and "fp16" not in ds
     assert ds["train_batch_size"] == 3 * 4 * 2 and ds["gradient_accumulation_steps"] == 4
     assert ds["gradient_clipping"] == 0.5
-    assert ds["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.05,
-                                         "torch_adam": True}
+    assert ds["optimizer"]["params"] == {
+        "lr": 3e-4,
+        "betas": [0.9, 0.95],
+        "eps": 1e-8,
+        "weight_decay": 0.05,
+        "torch_adam": True,
+    }
     assert ds["zero_force_ds_cpu_optimizer"] is False
     plain = deepspeed_config(TrainConfig(precision="fp32"), 1, use_gpu=True)
     assert plain["zero_optimization"] == {"stage": 2}
@@ -95,11 +116,25 @@ def test_deepspeed_config_from_train_config():
 
 def test_train_config_reports_every_problem_with_its_key():
     with pytest.raises(ConfigError) as err:
-        TrainConfig.from_dict({"stage": 3, "precision": "fp8", "zero_stage": 4, "batch_size": 0,
-                               "use_cached_features": True, "infer": {"split": "dev"}})
+        TrainConfig.from_dict(
+            {
+                "stage": 3,
+                "precision": "fp8",
+                "zero_stage": 4,
+                "batch_size": 0,
+                "use_cached_features": True,
+                "infer": {"split": "dev"},
+            }
+        )
     text = str(err.value)
-    for key in ("train.stage = 3", "train.precision = 'fp8'", "train.zero_stage = 4", "train.batch_size = 0",
-                "train.features_uri = ''", "train.infer.split = 'dev'"):
+    for key in (
+        "train.stage = 3",
+        "train.precision = 'fp8'",
+        "train.zero_stage = 4",
+        "train.batch_size = 0",
+        "train.features_uri = ''",
+        "train.infer.split = 'dev'",
+    ):
         assert key in text
     with pytest.raises(ConfigError, match="train.fine_uri"):
         TrainConfig(stage=2)
@@ -114,10 +149,14 @@ def test_total_steps_and_too_few_rows():
 
 
 def test_history_round_trip_and_curves():
-    h = History(steps=[{"step": i, "epoch": 0, "loss": 2.0 / i, "lr": 1e-4 * i, "samples_per_s": 3.0,
-                        "mem_gb": 1.0} for i in range(1, 5)],
-                epochs=[{"epoch": 0, "step": 4, "eval_accuracy": 0.2, "eval_recall": 0.1, "eval_avg": 0.15}],
-                resumes=[2])
+    h = History(
+        steps=[
+            {"step": i, "epoch": 0, "loss": 2.0 / i, "lr": 1e-4 * i, "samples_per_s": 3.0, "mem_gb": 1.0}
+            for i in range(1, 5)
+        ],
+        epochs=[{"epoch": 0, "step": 4, "eval_accuracy": 0.2, "eval_recall": 0.1, "eval_avg": 0.15}],
+        resumes=[2],
+    )
     again = History.from_json(h.to_json())
     assert again == h
     curves = h.curves()

@@ -31,11 +31,17 @@ def rows(n: int, seed: int = 0) -> list[dict]:
     out = []
     for i in range(n):
         rng = np.random.default_rng(seed * 1000 + i)
-        out.append({"name": f"clip_{i:04d}", "subtitle_en": f"Line number {i}.", "subtitle_zh": f"第{i}行。",
-                    "description_en": DESCRIPTIONS[i % len(DESCRIPTIONS)],
-                    "frames": [_jpeg(rng) for _ in range(2 + i % 3)],
-                    "audio": (rng.normal(size=16000 * (1 + i % 3)) * 0.1).astype(np.float32),
-                    "ov_labels": [["angry"], ["sad", "worried"], ["relieved"], ["surprised"]][i % 4]})
+        out.append(
+            {
+                "name": f"clip_{i:04d}",
+                "subtitle_en": f"Line number {i}.",
+                "subtitle_zh": f"第{i}行。",
+                "description_en": DESCRIPTIONS[i % len(DESCRIPTIONS)],
+                "frames": [_jpeg(rng) for _ in range(2 + i % 3)],
+                "audio": (rng.normal(size=16000 * (1 + i % 3)) * 0.1).astype(np.float32),
+                "ov_labels": [["angry"], ["sad", "worried"], ["relieved"], ["surprised"]][i % 4],
+            }
+        )
     return out
 
 
@@ -63,8 +69,19 @@ def run_config(model_cfg, **train):
     from affect_model.train.config import TrainConfig
     from emer.runconfig import RunConfig
 
-    base = dict(num_workers=1, batch_size=2, epochs=1, warmup_steps=2, lr=2e-3, precision="fp32",
-                torch_adam=True, checkpoint_every=2, shuffle_buffer=0, max_failures=0, log_every=1)
+    base = dict(
+        num_workers=1,
+        batch_size=2,
+        epochs=1,
+        warmup_steps=2,
+        lr=2e-3,
+        precision="fp32",
+        torch_adam=True,
+        checkpoint_every=2,
+        shuffle_buffer=0,
+        max_failures=0,
+        log_every=1,
+    )
     base.update(train)
     return RunConfig(model=model_cfg, train=TrainConfig(**base))
 

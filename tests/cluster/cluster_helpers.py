@@ -28,7 +28,6 @@ VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,8 +68,14 @@ def kill_session(sid: int, grace: float = 5.0) -> None:
 class RayHead:
     """A ``ray start --head`` on 127.0.0.1, with token auth unless ``token=None``."""
 
-    def __init__(self, token: str | None = "generate", num_cpus: int = 2, env: dict[str, str] | None = None,
-                 resources: dict[str, float] | None = None, system_config: dict | None = None) -> None:
+    def __init__(
+        self,
+        token: str | None = "generate",
+        num_cpus: int = 2,
+        env: dict[str, str] | None = None,
+        resources: dict[str, float] | None = None,
+        system_config: dict | None = None,
+    ) -> None:
         self.token = secrets.token_hex(24) if token == "generate" else token
         self.num_cpus = num_cpus
         self.resources = resources or {}
@@ -79,15 +84,26 @@ class RayHead:
         self.home = self.tmp / "home"
         self.home.mkdir()
         # Every fixed default port (8265, 52365, 10001, …) may be taken by another Ray on this machine.
-        self.dashboard_port, self.metrics_port, self.agent_port, self.agent_grpc_port, self.env_agent_port, \
-            self.client_port = (free_port() for _ in range(6))
+        (
+            self.dashboard_port,
+            self.metrics_port,
+            self.agent_port,
+            self.agent_grpc_port,
+            self.env_agent_port,
+            self.client_port,
+        ) = (free_port() for _ in range(6))
         self.sid: int | None = None
         self.env = self._env(env or {})
 
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        env.update(HOME=str(self.home), PATH=f"{VENV_BIN}:{env.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
-                   RAY_AUTH_MODE="token" if self.token else "disabled", PYTHONUNBUFFERED="1")
+        env.update(
+            HOME=str(self.home),
+            PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
+            RAY_USAGE_STATS_ENABLED="0",
+            RAY_AUTH_MODE="token" if self.token else "disabled",
+            PYTHONUNBUFFERED="1",
+        )
         if self.token:
             env["RAY_AUTH_TOKEN"] = self.token
         env.update(extra)
@@ -98,19 +114,34 @@ class RayHead:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def start(self, timeout: float = 120) -> RayHead:
-        cmd = [RAY, "start", "--head", "--port=0", "--node-ip-address=127.0.0.1",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-               f"--metrics-export-port={self.metrics_port}",
-               f"--dashboard-agent-listen-port={self.agent_port}",
-               f"--dashboard-agent-grpc-port={self.agent_grpc_port}",
-               f"--runtime-env-agent-port={self.env_agent_port}",
-               f"--ray-client-server-port={self.client_port}", f"--num-cpus={self.num_cpus}",
-               f"--temp-dir={self.tmp / 'ray'}", "--disable-usage-stats",
-               f"--system-config={json.dumps(self.system_config)}"]
+        cmd = [
+            RAY,
+            "start",
+            "--head",
+            "--port=0",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--metrics-export-port={self.metrics_port}",
+            f"--dashboard-agent-listen-port={self.agent_port}",
+            f"--dashboard-agent-grpc-port={self.agent_grpc_port}",
+            f"--runtime-env-agent-port={self.env_agent_port}",
+            f"--ray-client-server-port={self.client_port}",
+            f"--num-cpus={self.num_cpus}",
+            f"--temp-dir={self.tmp / 'ray'}",
+            "--disable-usage-stats",
+            f"--system-config={json.dumps(self.system_config)}",
+        ]
         if self.resources:
             cmd.append(f"--resources={json.dumps(self.resources)}")
-        proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.sid = proc.pid
         try:
             out, _ = proc.communicate(timeout=timeout)
@@ -136,8 +167,9 @@ class RayHead:
         if token or (auth and self.token):
             headers["Authorization"] = f"Bearer {token or self.token}"
         try:
-            with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers),
-                                        timeout=10) as resp:
+            with urllib.request.urlopen(
+                urllib.request.Request(self.url + path, headers=headers), timeout=10
+            ) as resp:
                 return resp.status
         except urllib.error.HTTPError as err:
             return err.code
@@ -145,8 +177,9 @@ class RayHead:
             return 0
 
     def get_json(self, path: str):
-        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.token}"}
-                                     if self.token else {})
+        req = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"Bearer {self.token}"} if self.token else {}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
@@ -160,8 +193,12 @@ class RayHead:
     def client_env(self, **extra: str) -> dict[str, str]:
         """Environment for an ``emer`` command talking to this head (address and token)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        env.update(HOME=str(self.home), RAY_ADDRESS=self.url, RAY_USAGE_STATS_ENABLED="0",
-                   RAY_AUTH_MODE="token" if self.token else "disabled")
+        env.update(
+            HOME=str(self.home),
+            RAY_ADDRESS=self.url,
+            RAY_USAGE_STATS_ENABLED="0",
+            RAY_AUTH_MODE="token" if self.token else "disabled",
+        )
         if self.token:
             env["RAY_AUTH_TOKEN"] = self.token
         env.update(extra)
@@ -183,17 +220,21 @@ class RayHead:
 
 def emer(args: list[str], env: dict[str, str], timeout: float = 300, cwd: Path = ROOT):
     """Run the ``emer`` CLI in a subprocess; returns the CompletedProcess (text)."""
-    return subprocess.run([str(VENV_BIN / "emer"), *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(VENV_BIN / "emer"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def tiny_llm_overrides(tiny: dict[str, str], resources: str | None = None) -> list[str]:
     """Dotted flags that run the three LLM roles on the tiny checkpoints (one actor each)."""
     out = []
     for role, path in tiny.items():
-        out += [f"--annotate.{role}.model={path}", f"--annotate.{role}.max_new_tokens=8",
-                f"--annotate.{role}.min_new_tokens=4",
-                f"--annotate.stages.{role}.actors=1"]
+        out += [
+            f"--annotate.{role}.model={path}",
+            f"--annotate.{role}.max_new_tokens=8",
+            f"--annotate.{role}.min_new_tokens=4",
+            f"--annotate.stages.{role}.actors=1",
+        ]
         if resources:
             out.append(f"--annotate.stages.{role}.resources={resources}")
     return out
@@ -202,8 +243,14 @@ def tiny_llm_overrides(tiny: dict[str, str], resources: str | None = None) -> li
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The test environment for child processes, without any Ray address or auth settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1",
-               RAY_DEDUP_LOGS="0")
+    env.update(
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        DS_ACCELERATOR="cpu",
+        PYTHONUNBUFFERED="1",
+        RAY_DEDUP_LOGS="0",
+    )
     env.update(extra)
     return env

@@ -24,8 +24,12 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.core.generated import gcs_pb2
 
-FAST_HEALTH = {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
-               "health_check_failure_threshold": 3, "metrics_report_interval_ms": 1000}
+FAST_HEALTH = {
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 500,
+    "health_check_failure_threshold": 3,
+    "metrics_report_interval_ms": 1000,
+}
 WORKER = {"decode": 2, "llm": 3}
 
 
@@ -43,9 +47,14 @@ def actors(cluster: Cluster) -> list[dict]:
         a = gcs_pb2.ActorTableData.FromString(raw)
         if "MapWorker" not in a.class_name:
             continue
-        out.append({"node": a.address.node_id.hex(), "state": gcs_pb2.ActorTableData.ActorState.Name(a.state),
-                    "restarts": a.num_restarts,
-                    "resources": {k: v for k, v in a.required_resources.items() if k in ("decode", "llm")}})
+        out.append(
+            {
+                "node": a.address.node_id.hex(),
+                "state": gcs_pb2.ActorTableData.ActorState.Name(a.state),
+                "restarts": a.num_restarts,
+                "resources": {k: v for k, v in a.required_resources.items() if k in ("decode", "llm")},
+            }
+        )
     return out
 
 
@@ -58,15 +67,26 @@ def main() -> int:
     args = p.parse_args()
     report: dict = {"removed": None}
     t0 = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH,
-        "dashboard_agent_listen_port": free_port()})  # the default 52365 may belong to another Ray
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "_system_config": FAST_HEALTH,
+            "dashboard_agent_listen_port": free_port(),
+        },
+    )  # the default 52365 may belong to another Ray
     try:
         workers = {n.node_id: n for n in (cluster.add_node(num_cpus=4, resources=WORKER) for _ in range(2))}
         report["nodes"] = {"head": cluster.head_node.node_id, "workers": sorted(workers)}
         report["cluster_start_s"] = round(time.monotonic() - t0, 1)
-        cmd = [str(Path(sys.executable).parent / "emer"), "annotate", "--address", cluster.address,
-               *[a for a in args.annotate if a != "--"]]
+        cmd = [
+            str(Path(sys.executable).parent / "emer"),
+            "annotate",
+            "--address",
+            cluster.address,
+            *[a for a in args.annotate if a != "--"],
+        ]
         with open(args.log, "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
             start = time.monotonic()
@@ -80,8 +100,11 @@ def main() -> int:
                     placed = [a for a in actors(cluster) if a["state"] == "ALIVE"] or placed
                     victim = max(workers, key=lambda n: sum(a["node"] == n for a in placed))
                     on_victim = sum(a["node"] == victim for a in placed)
-                    report["removed"] = {"node": victim, "actors_on_it": on_victim,
-                                         "at_s": round(time.monotonic() - start, 1)}
+                    report["removed"] = {
+                        "node": victim,
+                        "actors_on_it": on_victim,
+                        "at_s": round(time.monotonic() - start, 1),
+                    }
                     cluster.remove_node(workers[victim], allow_graceful=False)
                 time.sleep(0.5)
             if proc.poll() is None:

@@ -100,7 +100,7 @@ def test_kuberay_rayjob_manifest():
     # the entrypoint is `emer submit`'s wrapper and its arguments parse into a valid run config
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:3] == ["python", "-m", "emer.job_entry"]
-    command = argv[argv.index("--") + 1:]
+    command = argv[argv.index("--") + 1 :]
     rest, overrides = split_overrides(command)
     args = build_parser().parse_args(rest)
     assert args.command == "annotate" and args.output.startswith("s3://")
@@ -129,6 +129,6 @@ def _dashboard_exprs() -> list[str]:
 def test_grafana_dashboard_reads_the_declared_metrics():
     exprs = " ".join(_dashboard_exprs())
     used = set(re.findall(r"ray_(emer_[a-z0-9_]+?)(?:_total|_bucket)?\{", exprs))
-    assert used == set(metrics.METRICS), (used ^ set(metrics.METRICS))
+    assert used == set(metrics.METRICS), used ^ set(metrics.METRICS)
     for name in metrics.METRICS:
         assert metrics.prometheus_name(name) in exprs

@@ -58,11 +58,22 @@ def _copies(sample_clips, dest: Path, copies: int) -> tuple[Path, Path, set[str]
 def _run(tmp_path: Path, args: list[str]) -> dict:
     report_path, log_path = tmp_path / "report.json", tmp_path / "annotate.log"
     ray_tmp = tempfile.mkdtemp(prefix="emmn", dir="/tmp")  # short: unix socket paths < 108 chars
-    cmd = [sys.executable, str(HERE / "multinode_run.py"), "--report", str(report_path),
-           "--log", str(log_path), "--timeout", "360", "--", *args]
+    cmd = [
+        sys.executable,
+        str(HERE / "multinode_run.py"),
+        "--report",
+        str(report_path),
+        "--log",
+        str(log_path),
+        "--timeout",
+        "360",
+        "--",
+        *args,
+    ]
     try:
-        proc = subprocess.run(cmd, env=subprocess_env(RAY_TMPDIR=ray_tmp), capture_output=True, text=True,
-                              timeout=450)
+        proc = subprocess.run(
+            cmd, env=subprocess_env(RAY_TMPDIR=ray_tmp), capture_output=True, text=True, timeout=450
+        )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     log = log_path.read_text() if log_path.exists() else ""
@@ -91,22 +102,44 @@ def _check_recovery_and_output(report: dict, output: str, good: set[str], broken
 def test_annotation_survives_a_lost_worker_node(sample_clips, tmp_path):
     clips, subtitles, good, broken = _copies(sample_clips, tmp_path / "input", copies=3)
     output = str(tmp_path / "out")
-    report = _run(tmp_path, ["--input", str(clips), "--subtitles", str(subtitles), "--output", output,
-                             "--annotate.stop_after=check", "--annotate.stages.decode.actors=2",
-                             "--annotate.stages.decode.batch_size=2",
-                             "--annotate.stages.decode.resources={decode: 1}"])
+    report = _run(
+        tmp_path,
+        [
+            "--input",
+            str(clips),
+            "--subtitles",
+            str(subtitles),
+            "--output",
+            output,
+            "--annotate.stop_after=check",
+            "--annotate.stages.decode.actors=2",
+            "--annotate.stages.decode.batch_size=2",
+            "--annotate.stages.decode.resources={decode: 1}",
+        ],
+    )
     assert {p.split(":")[1] for p in report["placement"]} == {"decode"}
     _check_recovery_and_output(report, output, good, broken)
 
 
-@pytest.mark.skipif(os.environ.get("EMER_TEST_FULL_MULTINODE") != "1",
-                    reason="set EMER_TEST_FULL_MULTINODE=1 (tiny-model stages on 2 nodes: 2-4 min, 2 cores)")
+@pytest.mark.skipif(
+    os.environ.get("EMER_TEST_FULL_MULTINODE") != "1",
+    reason="set EMER_TEST_FULL_MULTINODE=1 (tiny-model stages on 2 nodes: 2-4 min, 2 cores)",
+)
 def test_full_annotation_with_models_on_llm_nodes_survives_a_lost_worker(sample_clips, tiny_llms, tmp_path):
     output = str(tmp_path / "out")
-    report = _run(tmp_path, ["--input", str(sample_clips.root / "clips"), "--subtitles",
-                             str(sample_clips.subtitles), "--output", output,
-                             "--annotate.stages.decode.resources={decode: 1}",
-                             *tiny_llm_overrides(tiny_llms, resources="{llm: 1}")])
+    report = _run(
+        tmp_path,
+        [
+            "--input",
+            str(sample_clips.root / "clips"),
+            "--subtitles",
+            str(sample_clips.subtitles),
+            "--output",
+            output,
+            "--annotate.stages.decode.resources={decode: 1}",
+            *tiny_llm_overrides(tiny_llms, resources="{llm: 1}"),
+        ],
+    )
     assert {p.split(":")[1] for p in report["placement"]} == {"decode", "llm"}
     _check_recovery_and_output(report, output, set(sample_clips.clips), set(sample_clips.broken))
     table = storage.read_table(storage.join(output, "samples"), columns=["name", "audio_clue"])

@@ -17,8 +17,10 @@ import pytest
 
 from core import storage
 
-SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-            b"<Message>Please reduce your request rate.</Message><RequestId>1</RequestId></Error>")
+SLOWDOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message><RequestId>1</RequestId></Error>"
+)
 
 
 class ThrottlingProxy:

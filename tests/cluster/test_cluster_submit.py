@@ -41,9 +41,11 @@ class Run:
 
 
 def _secrets() -> dict[str, str]:
-    return {"AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
-            "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
-            "OPENAI_API_KEY": "sk-emertest-" + secrets.token_hex(16)}
+    return {
+        "AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+        "OPENAI_API_KEY": "sk-emertest-" + secrets.token_hex(16),
+    }
 
 
 def _scrape_while_running(head: RayHead, job_id: str, run: Run, stop: threading.Event) -> None:
@@ -74,16 +76,36 @@ def submitted(sample_clips, s3, tmp_path_factory):
         env = head.client_env(**found, AWS_ENDPOINT_URL=s3.endpoint, AWS_DEFAULT_REGION="us-east-1")
         job_id = f"emer-test-{secrets.token_hex(4)}"
         clips = str(sample_clips.root / "clips")
-        sub = emer(["submit", "--submission-id", job_id, "annotate", "--input", clips,
-                    "--subtitles", str(sample_clips.subtitles), "--output", output,
-                    "--annotate.stop_after=check", "--annotate.stages.decode.batch_size=2"], env, timeout=120)
+        sub = emer(
+            [
+                "submit",
+                "--submission-id",
+                job_id,
+                "annotate",
+                "--input",
+                clips,
+                "--subtitles",
+                str(sample_clips.subtitles),
+                "--output",
+                output,
+                "--annotate.stop_after=check",
+                "--annotate.stages.decode.batch_size=2",
+            ],
+            env,
+            timeout=120,
+        )
         assert sub.returncode == 0, sub.stdout + sub.stderr
         run = Run(head, job_id, output, env, found, sub, -1, "")
         stop = threading.Event()
         scraper = threading.Thread(target=_scrape_while_running, args=(head, job_id, run, stop), daemon=True)
         scraper.start()
-        follow = subprocess.run([str(VENV_BIN / "emer"), "jobs", "logs", "--follow", job_id], env=env,
-                                capture_output=True, text=True, timeout=300)
+        follow = subprocess.run(
+            [str(VENV_BIN / "emer"), "jobs", "logs", "--follow", job_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         stop.set()
         scraper.join(10)
         run.follow_rc, run.follow_out = follow.returncode, follow.stdout + follow.stderr
@@ -120,13 +142,25 @@ def test_submitted_annotate_succeeds_and_writes_its_output(submitted, sample_cli
 
 def test_metrics_endpoint_shows_emer_metrics_during_the_run(submitted):
     assert "RUNNING" in submitted.statuses, submitted.statuses
-    seen = {line.split("{")[0].split(" ")[0] for text in submitted.running_scrapes
-            for line in text.splitlines() if line.startswith("ray_emer_")}
-    for name in ("emer_clips_decoded", "emer_rows_processed", "emer_clips_rejected", "emer_samples_written",
-                 "emer_stage_seconds"):
+    seen = {
+        line.split("{")[0].split(" ")[0]
+        for text in submitted.running_scrapes
+        for line in text.splitlines()
+        if line.startswith("ray_emer_")
+    }
+    for name in (
+        "emer_clips_decoded",
+        "emer_rows_processed",
+        "emer_clips_rejected",
+        "emer_samples_written",
+        "emer_stage_seconds",
+    ):
         assert metrics.prometheus_name(name) in seen, (name, sorted(seen), len(submitted.running_scrapes))
-    decoded = [float(line.rsplit(" ", 1)[1]) for line in submitted.running_scrapes[-1].splitlines()
-               if line.startswith(metrics.prometheus_name("emer_clips_decoded"))]
+    decoded = [
+        float(line.rsplit(" ", 1)[1])
+        for line in submitted.running_scrapes[-1].splitlines()
+        if line.startswith(metrics.prometheus_name("emer_clips_decoded"))
+    ]
     assert decoded and sum(decoded) >= 1
 
 
@@ -154,8 +188,12 @@ def test_no_secret_value_in_logs_outputs_or_job_metadata(submitted):
     blobs = _everything_written(submitted)
     assert any("job-driver-" in k for k in blobs) and any(k.endswith("manifest.json") for k in blobs)
     assert sum(len(b) for b in blobs.values()) > 10_000  # really read the session's logs
-    leaks = [(name, where) for name, value in submitted.secrets.items() for where, blob in blobs.items()
-             if value.encode() in blob]
+    leaks = [
+        (name, where)
+        for name, value in submitted.secrets.items()
+        for where, blob in blobs.items()
+        if value.encode() in blob
+    ]
     assert not leaks, leaks
     info = submitted.head.get_json(f"/api/jobs/{submitted.job_id}")
     assert set(info["metadata"]["emer_env_names"].split(",")) == set(submitted.secrets)

@@ -17,13 +17,24 @@ from emer.job_entry import entry_main
 @pytest.fixture
 def env(monkeypatch, tmp_path):
     """A clean environment: no Ray address/auth, HOME in tmp, test secrets set."""
-    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "AWS_SESSION_TOKEN",
-                 "OPENAI_BASE_URL", "HF_HOME"):
+    for name in (
+        "RAY_ADDRESS",
+        "RAY_AUTH_TOKEN",
+        "RAY_AUTH_TOKEN_PATH",
+        "RAY_AUTH_MODE",
+        "AWS_SESSION_TOKEN",
+        "OPENAI_BASE_URL",
+        "HF_HOME",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("RAY_OVERRIDE_JOB_RUNTIME_ENV", "0")  # entry_main sets it: restored afterwards
-    values = {"AWS_ACCESS_KEY_ID": "AKIAUNITTEST0001", "AWS_SECRET_ACCESS_KEY": "unit-secret-value-123",
-              "OPENAI_API_KEY": "sk-unit-test-key-456", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}
+    values = {
+        "AWS_ACCESS_KEY_ID": "AKIAUNITTEST0001",
+        "AWS_SECRET_ACCESS_KEY": "unit-secret-value-123",
+        "OPENAI_API_KEY": "sk-unit-test-key-456",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+    }
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     return values
@@ -38,7 +49,7 @@ def test_secrets_travel_by_name_only(env):
     assert sub.runtime_env["working_dir"] == "/proj"
     argv = shlex.split(sub.entrypoint)
     assert argv[:3] == ["python", "-m", "emer.job_entry"]
-    assert argv[argv.index("--") + 1:] == ["annotate", "--input", "s3://b/clips"]
+    assert argv[argv.index("--") + 1 :] == ["annotate", "--input", "s3://b/clips"]
     assert sub.metadata["emer_command"] == "annotate"
     assert sub.metadata["emer_env_names"] == "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,OPENAI_API_KEY"
 
@@ -108,10 +119,17 @@ def test_submit_forwards_overrides_and_a_shipped_config(env):
     root = sb.project_root()
     assert root is not None
     config = root / "configs" / "demo.yaml"
-    args = _submit_args(["submit", "--config", str(config), "annotate", "--input", "x",
-                         "--annotate.frames=4"])
-    assert _job_command(args) == ["annotate", "--input", "x", "--config", "configs/demo.yaml",
-                                  "--annotate.frames=4"]
+    args = _submit_args(
+        ["submit", "--config", str(config), "annotate", "--input", "x", "--annotate.frames=4"]
+    )
+    assert _job_command(args) == [
+        "annotate",
+        "--input",
+        "x",
+        "--config",
+        "configs/demo.yaml",
+        "--annotate.frames=4",
+    ]
     preset = _submit_args(["submit", "--config", "cluster", "annotate"])  # resolved on the cluster
     assert _job_command(preset) == ["annotate", "--config", "cluster"]
     with pytest.raises(FileNotFoundError, match="no such file"):
@@ -146,7 +164,10 @@ def test_progress_line():
 def test_placement_asks_for_custom_resources_only_when_configured():
     assert placement.remote_args({}, num_cpus=1) == {"num_cpus": 1}
     assert placement.remote_args({"decode": 1, "llm": 0}, num_cpus=1, num_gpus=0.5) == {
-        "num_cpus": 1, "num_gpus": 0.5, "resources": {"decode": 1.0}}
+        "num_cpus": 1,
+        "num_gpus": 0.5,
+        "resources": {"decode": 1.0},
+    }
     totals = {"CPU": 16.0, "decode": 8.0, "GPU": 2.0, "llm": 2.0}
     assert placement.fit_count({"CPU": 1, "decode": 1}, totals) == 8
     assert placement.fit_count({"CPU": 1, "llm": 1}, {"CPU": 4.0}) == 0

@@ -41,8 +41,13 @@ def test_a_bad_import_breaks_the_contract(tmp_path):
         shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / "core" / "bad.py").write_text("from pipelines import annotate  # core must not do this\n")
-    res = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": str(BIN)})
+    res = subprocess.run(
+        [_tool("lint-imports"), "--no-cache"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": str(BIN)},
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "BROKEN" in res.stdout and "core.bad -> pipelines.annotate" in res.stdout
 
@@ -114,8 +119,11 @@ def _function_imports(path: Path) -> list[tuple[int, str]]:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for sub in ast.walk(node):
-            names = [sub.module or ""] if isinstance(sub, ast.ImportFrom) and not sub.level else (
-                [a.name for a in sub.names] if isinstance(sub, ast.Import) else [])
+            names = (
+                [sub.module or ""]
+                if isinstance(sub, ast.ImportFrom) and not sub.level
+                else ([a.name for a in sub.names] if isinstance(sub, ast.Import) else [])
+            )
             if any(n.split(".")[0] in PACKAGES for n in names):
                 out.append((sub.lineno, lines[sub.end_lineno - 1]))
     return out
@@ -133,10 +141,16 @@ def test_imports_inside_functions_only_defer_heavy_libraries():
 
 def test_function_import_scanner_sees_one(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text(textwrap.dedent("""
+    f.write_text(
+        textwrap.dedent("""
         def f():
             from core import storage
             return storage
-    """))
+    """)
+    )
     assert [t.strip() for _, t in _function_imports(f)] == ["from core import storage"]
 
+
+def test_ruff_format_is_clean():
+    res = subprocess.run([_tool("ruff"), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

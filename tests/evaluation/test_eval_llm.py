@@ -150,8 +150,9 @@ def test_extraction_from_descriptions(emer, fake_llm, tmp_path):
 
 def test_complete_records_errors_after_retries(fake_llm, tmp_path):
     fake_llm.script = [500, 500, 500]
-    cfg = default_llm().replace(base_url=fake_llm.base_url, cache_dir=str(tmp_path), max_retries=2,
-                                retry_backoff_s=0.01)
+    cfg = default_llm().replace(
+        base_url=fake_llm.base_url, cache_dir=str(tmp_path), max_retries=2, retry_backoff_s=0.01
+    )
     complete = Completer(cfg)
     assert complete(["Group these: ['a', 'b']"]) == [""]
     assert fake_llm.requests == 3 and len(complete.errors) == 1 and "500" in complete.errors[0]

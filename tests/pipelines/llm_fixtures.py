@@ -36,7 +36,7 @@ def jpeg_frames(n: int, size: int = 224, seed: int = 0) -> list[bytes]:
     for k in range(n):
         img = (rng.random((size, size, 3)) * 80).astype(np.uint8)
         x = (k * 20) % (size - 40)
-        img[60:100, x:x + 40] = 230
+        img[60:100, x : x + 40] = 230
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, "JPEG", quality=85)
         frames.append(buf.getvalue())
@@ -88,13 +88,22 @@ class FakeOpenAI:
             return 200, {"Content-Type": "application/json"}, b'{"id": "x", "object": "chat.completion"}', 0.0
         delay = float(arg) if active and kind == "slow" else 0.0
         text = f"echo images={images} audio={audio}: {prompt[:40]}"
-        payload = json.dumps({
-            "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "?"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                      "total_tokens": len(prompt.split()) + len(text.split())},
-        }).encode()
+        payload = json.dumps(
+            {
+                "id": "cmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", "?"),
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                ],
+                "usage": {
+                    "prompt_tokens": len(prompt.split()),
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": len(prompt.split()) + len(text.split()),
+                },
+            }
+        ).encode()
         return 200, {"Content-Type": "application/json"}, payload, delay
 
 
@@ -114,8 +123,14 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             body = json.loads(raw or b"{}")
             with fake.lock:
-                fake.calls.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
-                                   "prompt": _prompt_parts(body)[0], "path": self.path})
+                fake.calls.append(
+                    {
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body,
+                        "prompt": _prompt_parts(body)[0],
+                        "path": self.path,
+                    }
+                )
                 fake.inflight += 1
                 fake.max_inflight = max(fake.max_inflight, fake.inflight)
             status, headers, payload, delay = fake.answer(body, self.headers.get("Authorization", ""))

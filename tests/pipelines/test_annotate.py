@@ -120,8 +120,9 @@ def test_openai_backend_to_s3_then_retry_failed(s3, ray_local, sample_clips):
         assert r["video_clue"].startswith("echo images=8")
         disamb = [c["prompt"] for c in server.calls if "<subtitle>" in c["prompt"] and "哈哈" in c["prompt"]]
         assert disamb and '<subtitle>"哈哈，你太有意思了。"</subtitle>' in disamb[0]  # Chinese, quoted
-        [attack] = [c["prompt"] for c in server.calls
-                    if "<subtitle>" in c["prompt"] and "忽略" in c["prompt"]]
+        [attack] = [
+            c["prompt"] for c in server.calls if "<subtitle>" in c["prompt"] and "忽略" in c["prompt"]
+        ]
         head, _, data = attack.partition("<audio_clue>")
         assert head == disamb[0].partition("<audio_clue>")[0]  # the instruction is untouched
         subtitle_line = [ln for ln in data.splitlines() if ln.startswith("<subtitle>")]

@@ -15,8 +15,16 @@ FAST = ["--annotate.stop_after=check", "--annotate.stages.decode.actors=1"]
 @pytest.mark.timeout(300)
 def test_annotate_command_then_retry_failed(s3, ray_local, sample_clips, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["annotate", "--input", str(sample_clips.root / "clips"), "--subtitles",
-            str(sample_clips.subtitles), "--output", str(out), *FAST]
+    args = [
+        "annotate",
+        "--input",
+        str(sample_clips.root / "clips"),
+        "--subtitles",
+        str(sample_clips.subtitles),
+        "--output",
+        str(out),
+        *FAST,
+    ]
     assert main(args) == 0
     assert "14 inputs -> 8 samples, 3 rejected, 3 failed" in capsys.readouterr().out
     check_every_name_once(str(out), all_inputs(sample_clips))
@@ -33,9 +41,29 @@ def test_annotate_command_then_retry_failed(s3, ray_local, sample_clips, tmp_pat
 def test_annotate_command_reports_bad_input(tmp_path, capsys):
     subs = tmp_path / "s.csv"
     subs.write_text("name,chinese,english\n")
-    code = main(["annotate", "--input", str(tmp_path / "missing"), "--subtitles", str(subs),
-                 "--output", str(tmp_path / "o"), *FAST])
+    code = main(
+        [
+            "annotate",
+            "--input",
+            str(tmp_path / "missing"),
+            "--subtitles",
+            str(subs),
+            "--output",
+            str(tmp_path / "o"),
+            *FAST,
+        ]
+    )
     assert code == 2 and "no such folder" in capsys.readouterr().err
-    code = main(["annotate", "--input", str(tmp_path), "--subtitles", str(subs),
-                 "--output", str(tmp_path / "o"), "--annotate.frames=0"])
+    code = main(
+        [
+            "annotate",
+            "--input",
+            str(tmp_path),
+            "--subtitles",
+            str(subs),
+            "--output",
+            str(tmp_path / "o"),
+            "--annotate.frames=0",
+        ]
+    )
     assert code == 2 and "annotate.frames = 0" in capsys.readouterr().err

@@ -26,8 +26,21 @@ def test_safe_ids(name):
     assert unsafe_id_reason(name) is None
 
 
-@pytest.mark.parametrize("name", ["..", "a..b", ".hidden", "-rf", "has space", "semi;colon", "a" * 129,
-                                  "ümlaut", "new\nline", "back\\slash"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "..",
+        "a..b",
+        ".hidden",
+        "-rf",
+        "has space",
+        "semi;colon",
+        "a" * 129,
+        "ümlaut",
+        "new\nline",
+        "back\\slash",
+    ],
+)
 def test_unsafe_ids_are_rejected_with_a_reason(name):
     assert "unsafe sample id" in unsafe_id_reason(name)
 
@@ -72,7 +85,7 @@ def test_subtitles_csv_problems(tmp_path):
     bad.write_bytes("name,chinese,english\na,\xff,y\n".encode("latin-1"))
     with pytest.raises(ValueError, match="UTF-8"):
         read_subtitles(str(bad))
-    got = read_subtitles(write_csv(tmp_path / "d.csv", "\ufeffName, Chinese ,english\n007,零,\"a, b\"\n\n"))
+    got = read_subtitles(write_csv(tmp_path / "d.csv", '\ufeffName, Chinese ,english\n007,零,"a, b"\n\n'))
     assert got == {"007": {"chinese": "零", "english": "a, b"}}
 
 

@@ -33,8 +33,13 @@ def linked_input(sample_clips, dest: Path, extra: dict[str, str]) -> str:
 def test_killed_decode_actor_does_not_hang_the_job(s3, ray_local, sample_clips, tmp_path):
     victim = sample_clips.clips[2]
     clips = linked_input(sample_clips, tmp_path / "clips", {"bad id!": sample_clips.clips[0]})
-    cfg = AnnotateConfig.from_dict({"stop_after": "check", "debug_crash_on": [victim],
-                                    "stages": {"decode": {"actors": 2, "batch_size": 4}}})
+    cfg = AnnotateConfig.from_dict(
+        {
+            "stop_after": "check",
+            "debug_crash_on": [victim],
+            "stages": {"decode": {"actors": 2, "batch_size": 4}},
+        }
+    )
     start = time.perf_counter()
     manifest = run_annotation(cfg, clips, str(sample_clips.subtitles), str(tmp_path / "out"))
     assert time.perf_counter() - start < 240
@@ -78,8 +83,9 @@ def test_resume_after_a_killed_run_gives_the_same_rows(s3, ray_local, sample_cli
     copies = {f"{name}_copy{k}": name for name in sample_clips.clips for k in range(4)}
     clips, subs = linked_input(sample_clips, tmp_path / "clips", copies), str(sample_clips.subtitles)
     names = all_inputs(sample_clips) + sorted(copies)
-    cfg = AnnotateConfig.from_dict({"stop_after": "check",
-                                    "stages": {"decode": {"actors": 1, "batch_size": 2}}})
+    cfg = AnnotateConfig.from_dict(
+        {"stop_after": "check", "stages": {"decode": {"actors": 1, "batch_size": 2}}}
+    )
     ref = tmp_path / "uninterrupted"
     run_annotation(cfg, clips, subs, str(ref))
 

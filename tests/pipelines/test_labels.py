@@ -55,7 +55,7 @@ CASES = [
     ("Based on the clues, the labels are [happy, sad] (see [1]).", ["happy", "sad"]),
     ("Here are the labels:\n- Happy\n- sad", ["happy", "sad"]),
     ("情绪标签：开心、兴奋。", ["开心", "兴奋"]),
-    ("```json\n[\"nervous\", \"Nervous\"]\n```", ["nervous"]),
+    ('```json\n["nervous", "Nervous"]\n```', ["nervous"]),
     ("<think>maybe [angry]</think>[calm]", ["calm"]),
     ("I think the character is probably feeling happy today.", []),
     # cleaning inside items

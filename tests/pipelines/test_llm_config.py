@@ -20,14 +20,27 @@ def test_defaults_are_valid_and_round_trip_yaml(tmp_path):
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as err:
-        LLMConfig.from_dict({"backend": "tgi", "batch_size": 0, "temperature": 3, "min_new_tokens": 900,
-                             "max_new_tokens": 10, "prompts": {"nope": "x", "audio_clue": " "},
-                             "dtype": "int8"})
+        LLMConfig.from_dict(
+            {
+                "backend": "tgi",
+                "batch_size": 0,
+                "temperature": 3,
+                "min_new_tokens": 900,
+                "max_new_tokens": 10,
+                "prompts": {"nope": "x", "audio_clue": " "},
+                "dtype": "int8",
+            }
+        )
     text = str(err.value)
-    for part in ("backend = 'tgi': must be one of 'transformers', 'openai', 'vllm'", "batch_size = 0",
-                 "temperature = 3.0", "min_new_tokens = 900: must be <= max_new_tokens (10)",
-                 "prompts.nope: unknown prompt name", "prompts.audio_clue = '': must be an instruction",
-                 "dtype = 'int8'"):
+    for part in (
+        "backend = 'tgi': must be one of 'transformers', 'openai', 'vllm'",
+        "batch_size = 0",
+        "temperature = 3.0",
+        "min_new_tokens = 900: must be <= max_new_tokens (10)",
+        "prompts.nope: unknown prompt name",
+        "prompts.audio_clue = '': must be an instruction",
+        "dtype = 'int8'",
+    ):
         assert part in text
     assert len(err.value.problems) == 7
 
@@ -40,8 +53,9 @@ def test_a_pasted_key_is_not_echoed():
 
 
 def test_request_repr_hides_media():
-    req = LLMRequest(prompt="describe", frames=[b"\xff\xd8\xff" * 1000] * 8,
-                     audio=np.zeros(32000, np.float32), id="clip_7")
+    req = LLMRequest(
+        prompt="describe", frames=[b"\xff\xd8\xff" * 1000] * 8, audio=np.zeros(32000, np.float32), id="clip_7"
+    )
     text = repr(req)
     assert "frames=8" in text and "audio=2.00s" in text and "clip_7" in text and len(text) < 120
 

@@ -27,8 +27,17 @@ def server(monkeypatch):
 
 
 def make(server, role="text", **kw):
-    opts = dict(backend="openai", model="test-model", base_url=server.url, api_key_env=ENV, timeout_s=2.0,
-                max_retries=2, retry_backoff_s=0.01, max_new_tokens=32, concurrency=4)
+    opts = dict(
+        backend="openai",
+        model="test-model",
+        base_url=server.url,
+        api_key_env=ENV,
+        timeout_s=2.0,
+        max_retries=2,
+        retry_backoff_s=0.01,
+        max_new_tokens=32,
+        concurrency=4,
+    )
     be = create_backend(LLMConfig(**(opts | kw)), role)
     be.sleeps = []
     be.sleep = be.sleeps.append  # record the backoff instead of waiting
@@ -86,7 +95,7 @@ def test_server_errors_back_off_exponentially_then_give_up(server):
     assert len(server.calls_for("[[status:500]]")) == 4
     assert len(be.sleeps) == 3
     for k, wait in enumerate(be.sleeps):
-        assert 0.1 * 2 ** k <= wait <= 0.1 * 2 ** k * 1.1
+        assert 0.1 * 2**k <= wait <= 0.1 * 2**k * 1.1
 
 
 def test_backoff_is_capped_and_honours_retry_after():
@@ -109,8 +118,10 @@ def test_malformed_answers_are_retried_then_reported(server):
     prompts = ["[[garbage x1]] a", "[[nochoices]] b", "[[garbage]] c"]
     good, bad, garbage = be.generate([LLMRequest(prompt=p) for p in prompts])
     assert good.ok and good.attempts == 2
-    assert bad.error == ("gave up after 3 attempts: malformed response: MalformedResponse: "
-                         "no choices in the answer (ChatCompletion)")
+    assert bad.error == (
+        "gave up after 3 attempts: malformed response: MalformedResponse: "
+        "no choices in the answer (ChatCompletion)"
+    )
     assert garbage.error.startswith("gave up after 3 attempts: malformed response: JSONDecodeError")
 
 
@@ -133,8 +144,9 @@ def test_concurrency_is_bounded_and_order_kept(server):
 
 
 def test_bad_media_is_a_result_not_an_exception(server):
-    results = make(server, role="video").generate([LLMRequest(prompt="x", frames=[b"PNG..."]),
-                                                   LLMRequest(prompt="y")])
+    results = make(server, role="video").generate(
+        [LLMRequest(prompt="x", frames=[b"PNG..."]), LLMRequest(prompt="y")]
+    )
     assert results[0].error == "bad input: frame 0 is not JPEG bytes"
     assert results[1].error == "video role needs request.frames (JPEG bytes)"
     assert server.calls == []
@@ -143,14 +155,35 @@ def test_bad_media_is_a_result_not_an_exception(server):
 def test_api_key_never_leaks(server, caplog, capsys):
     caplog.set_level(logging.DEBUG)  # every logger, the client's and httpx's included
     be = make(server, role="video", timeout_s=0.3, max_retries=1)
-    results = be.generate([LLMRequest(prompt=p, frames=jpeg_frames(1)) for p in
-                           ("ok", "[[status:500]] a", "[[status:400]] b", "[[slow:1.0]] c", "[[nochoices]] d",
-                            "[[garbage]] e", "[[echokey]] f")])
+    results = be.generate(
+        [
+            LLMRequest(prompt=p, frames=jpeg_frames(1))
+            for p in (
+                "ok",
+                "[[status:500]] a",
+                "[[status:400]] b",
+                "[[slow:1.0]] c",
+                "[[nochoices]] d",
+                "[[garbage]] e",
+                "[[echokey]] f",
+            )
+        ]
+    )
     assert any(KEY in c["headers"]["authorization"] for c in server.calls)  # the leaky server saw it
     assert "***" in results[-1].error and "bad credentials" in results[-1].error
     captured = capsys.readouterr()
-    seen = [repr(results), str(results), repr(be), str(be), repr(be.cfg), str(vars(be.cfg)), caplog.text,
-            captured.out, captured.err, "\n".join(r.getMessage() for r in caplog.records)]
+    seen = [
+        repr(results),
+        str(results),
+        repr(be),
+        str(be),
+        repr(be.cfg),
+        str(vars(be.cfg)),
+        caplog.text,
+        captured.out,
+        captured.err,
+        "\n".join(r.getMessage() for r in caplog.records),
+    ]
     for text in seen:
         assert KEY not in text
     assert KEY[8:20] not in "".join(seen)  # nor a fragment of it

@@ -43,8 +43,9 @@ def test_text_batched_equals_one_by_one(text_backend):
 
 
 def test_text_role_rejects_media_and_empty_prompt(text_backend):
-    results = text_backend.generate([LLMRequest(prompt="x", frames=jpeg_frames(1)), LLMRequest(prompt=" "),
-                                     LLMRequest(prompt="fine")])
+    results = text_backend.generate(
+        [LLMRequest(prompt="x", frames=jpeg_frames(1)), LLMRequest(prompt=" "), LLMRequest(prompt="fine")]
+    )
     assert "takes no media" in results[0].error and results[0].text is None
     assert results[1].error == "empty prompt"
     assert results[2].ok
@@ -64,9 +65,11 @@ def test_audio_batch_with_real_audio():
 
 def test_video_batch_with_real_frames():
     be = backend("video")
-    reqs = [LLMRequest(prompt="Describe the face.", frames=jpeg_frames(8, seed=1), fps=2.0),
-            LLMRequest(prompt="Describe the scene in detail.", frames=jpeg_frames(4, seed=2)),
-            LLMRequest(prompt="Odd frame count.", frames=jpeg_frames(3, seed=3), fps=1.0)]
+    reqs = [
+        LLMRequest(prompt="Describe the face.", frames=jpeg_frames(8, seed=1), fps=2.0),
+        LLMRequest(prompt="Describe the scene in detail.", frames=jpeg_frames(4, seed=2)),
+        LLMRequest(prompt="Odd frame count.", frames=jpeg_frames(3, seed=3), fps=1.0),
+    ]
     broken = LLMRequest(prompt="broken", frames=[jpeg_frames(1)[0][:100]])
     results = be.generate([*reqs, broken, LLMRequest(prompt="no frames")])
     assert_generated(results[:3], 3)
@@ -83,8 +86,9 @@ def test_a_failing_batch_is_retried_one_by_one(text_backend, monkeypatch):
         return real(chunk)
 
     monkeypatch.setattr(text_backend, "_run", flaky)
-    results = text_backend.generate([LLMRequest(prompt="ok one"), LLMRequest(prompt="POISON"),
-                                     LLMRequest(prompt="ok two")])
+    results = text_backend.generate(
+        [LLMRequest(prompt="ok one"), LLMRequest(prompt="POISON"), LLMRequest(prompt="ok two")]
+    )
     assert results[0].ok and results[2].ok
     assert results[1].error == "generate failed: RuntimeError: device-side failure"
 

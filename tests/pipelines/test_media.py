@@ -32,8 +32,12 @@ def decode_and_check(path: str, cfg: AnnotateConfig = CFG) -> tuple[str, str | N
         d = media.decode_clip(path, cfg)
     except media.MediaError as err:
         return "decode", str(err)
-    row = {"duration_s": d.duration_s, "has_audio": d.audio is not None, "audio_s": d.audio_s,
-           "faces": d.faces}
+    row = {
+        "duration_s": d.duration_s,
+        "has_audio": d.audio is not None,
+        "audio_s": d.audio_s,
+        "faces": d.faces,
+    }
     reason = media.check_clip(row, cfg)
     return ("check", reason) if reason else ("ok", None)
 
@@ -85,8 +89,28 @@ def test_audio_backends_agree(sample_clips):
 def test_audio_shorter_than_video_is_caught(sample_clips, tmp_path):
     """A file whose audio ends long before its video (as damaged files decode) is rejected."""
     src, out = clip(sample_clips, sample_clips.clips[0]), str(tmp_path / "cut_audio.mp4")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", src, "-map", "0:v", "-map", "0:a", "-c:v", "copy",
-                    "-af", "atrim=0:1", "-c:a", "aac", out], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            src,
+            "-map",
+            "0:v",
+            "-map",
+            "0:a",
+            "-c:v",
+            "copy",
+            "-af",
+            "atrim=0:1",
+            "-c:a",
+            "aac",
+            out,
+        ],
+        check=True,
+    )
     stage, reason = decode_and_check(out)
     assert stage == "check" and "does not match video" in reason
 

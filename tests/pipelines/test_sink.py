@@ -15,9 +15,20 @@ COLS = sink.sample_columns(CFG)
 
 
 def row(name: str, outcome: str = "ok", **extra) -> dict:
-    base = {"name": name, "clip": f"/clips/{name}.mp4", "subtitle_en": "hi", "subtitle_zh": "你好",
-            "subtitle_missing": False, "duration_s": 3.0, "fps": 10.0, "width": 4, "height": 4,
-            "num_video_frames": 30, "audio_s": 3.0, "outcome": outcome}
+    base = {
+        "name": name,
+        "clip": f"/clips/{name}.mp4",
+        "subtitle_en": "hi",
+        "subtitle_zh": "你好",
+        "subtitle_missing": False,
+        "duration_s": 3.0,
+        "fps": 10.0,
+        "width": 4,
+        "height": 4,
+        "num_video_frames": 30,
+        "audio_s": 3.0,
+        "outcome": outcome,
+    }
     if outcome != "ok":
         base.update(stage="decode", reason=f"{name} is broken")
     return {**base, **extra}
@@ -38,8 +49,9 @@ def test_shard_names_are_deterministic_and_marker_lists_outcomes(tmp_path):
     marker = json.loads((tmp_path / "_markers" / f"part-{sid}.json").read_text())
     assert (marker["ok"], marker["failed"], marker["rejected"]) == (["a", "b"], ["c"], [])
     fails = pq.read_table(tmp_path / "failures" / f"part-{sid}.parquet").to_pylist()
-    assert fails == [{"name": "c", "stage": "decode", "reason": "c is broken", "outcome": "failed",
-                      "clip": "/clips/c.mp4"}]
+    assert fails == [
+        {"name": "c", "stage": "decode", "reason": "c is broken", "outcome": "failed", "clip": "/clips/c.mp4"}
+    ]
     assert pq.read_table(tmp_path / "samples" / f"part-{sid}.parquet").column_names == list(COLS)
 
 
@@ -81,13 +93,29 @@ def test_label_stats_and_card():
     assert stats["most_frequent"][0] == ("happy", 2) and stats["samples_without_labels"] == 1
     png = card._plot(stats)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    manifest = {"written": "now", "input": "in", "subtitles": "subs.csv", "models": {"text": "t:m"},
-                "counts": {"inputs": 4, "ok": 3, "rejected": 1, "failed": 0, "pending": 0},
-                "failures_by_stage": {"rejected:check": 1}, "labels": stats,
-                "subtitles_info": {"language_in_prompts": "english", "clips_without_subtitle": 1,
-                                   "subtitles_without_clip": 2}}
+    manifest = {
+        "written": "now",
+        "input": "in",
+        "subtitles": "subs.csv",
+        "models": {"text": "t:m"},
+        "counts": {"inputs": 4, "ok": 3, "rejected": 1, "failed": 0, "pending": 0},
+        "failures_by_stage": {"rejected:check": 1},
+        "labels": stats,
+        "subtitles_info": {
+            "language_in_prompts": "english",
+            "clips_without_subtitle": 1,
+            "subtitles_without_clip": 2,
+        },
+    }
     text = card.render_card(manifest, True)
-    for part in ("| annotated | 3 |", "label vocabulary: 2", "| happy | 2 |", "label_distribution.png",
-                 "rejected:check 1", "1 clip(s) had no subtitle row", "2 subtitle row(s) had no clip"):
+    for part in (
+        "| annotated | 3 |",
+        "label vocabulary: 2",
+        "| happy | 2 |",
+        "label_distribution.png",
+        "rejected:check 1",
+        "1 clip(s) had no subtitle row",
+        "2 subtitle row(s) had no clip",
+    ):
         assert part in text, part
     assert card._cell("a|b<script>") == "a\\|b&lt;script>"
