@@ -264,12 +264,23 @@ def _leaves(data: dict[str, Any], prefix: str) -> list[str]:
     return out
 
 
-def compose(paths: typing.Sequence[str | Path], overrides: typing.Iterable[str] = ()) -> tuple[dict, Sources]:
-    """YAML files merged in order (later files win key by key), then dotted overrides; with sources."""
+def compose(
+    paths: typing.Sequence[str | Path],
+    overrides: typing.Iterable[str] = (),
+    variables: typing.Mapping[str, str] | None = None,
+) -> tuple[dict, Sources]:
+    """YAML files merged in order (later files win key by key), then dotted overrides; with sources.
+
+    ``${NAME}`` in a file's string values is replaced from ``variables`` (the caller's environment
+    view, e.g. ``EMER_MODELS``); a name it lacks is an error naming the file and key."""
     data: dict[str, Any] = {}
     sources: Sources = {}
     for path in paths:
-        merge(data, read_yaml(path), str(path), sources)
+        problems: list[str] = []
+        raw = expand_vars(read_yaml(path), variables or {}, "", problems)
+        if problems:
+            raise ConfigError(problems, str(path))
+        merge(data, raw, str(path), sources)
     for text in overrides:
         key, value = parse_override(text)
         nested: dict[str, Any] = value if not key else {}
@@ -280,6 +291,30 @@ def compose(paths: typing.Sequence[str | Path], overrides: typing.Iterable[str] 
         node[parts[-1]] = value
         merge(data, nested, f"--{key}", sources)
     return data, sources
+
+
+_VAR = re.compile(r"\$\{(\w+)\}")
+
+
+def expand_vars(data: Any, variables: typing.Mapping[str, str], key: str, problems: list[str]) -> Any:
+    """``data`` with ``${NAME}`` in every string replaced by ``variables[NAME]``; unknown names are
+    recorded in ``problems`` (with the dotted key) and left as they are."""
+    if isinstance(data, dict):
+        return {
+            k: expand_vars(v, variables, f"{key}.{k}" if key else str(k), problems) for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [expand_vars(v, variables, f"{key}[{i}]", problems) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def sub(match: re.Match) -> str:
+        if match.group(1) in variables:
+            return variables[match.group(1)]
+        problems.append(f"{key} = {data!r}: ${{{match.group(1)}}} is not set; set it in the environment")
+        return match.group(0)
+
+    return _VAR.sub(sub, data)
 
 
 def source_of(key: str, sources: Sources) -> str | None:
@@ -302,12 +337,18 @@ def load(
     return cfg
 
 
-def load_with_sources(cls: type[T], paths=None, overrides: typing.Iterable[str] = ()) -> tuple[T, Sources]:
+def load_with_sources(
+    cls: type[T],
+    paths=None,
+    overrides: typing.Iterable[str] = (),
+    variables: typing.Mapping[str, str] | None = None,
+) -> tuple[T, Sources]:
+    """``load`` that also returns each key's origin; ``variables`` fill ``${NAME}`` in the files."""
     if paths is None:
         paths = []
     elif isinstance(paths, (str, Path)):
         paths = [paths]
-    data, sources = compose(list(paths), overrides)
+    data, sources = compose(list(paths), overrides, variables)
     problems: list[str] = []
     obj = _build(cls, data, "", problems)
     if problems or obj is None:

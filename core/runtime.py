@@ -43,6 +43,8 @@ class RayConfig(Config):
     dashboard: bool = True
     dashboard_port: int = 8265
     env_vars: list[str] = dataclasses.field(default_factory=list)  # extra names to pass through
+    progress_bars: bool = True  # Ray Data's per-operator bars; off: our own progress lines only
+    worker_logs: bool = True  # stream workers' stdout/stderr to the driver (off: only in Ray's log files)
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -75,22 +77,30 @@ def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
 def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
     """Connect to ``cfg.address`` / RAY_ADDRESS, or start a local Ray on 127.0.0.1."""
     import ray
+    import ray.data
 
     cfg = cfg or RayConfig()
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress_bars
+    if not cfg.progress_bars:  # nor Ray Data's periodic progress log lines
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return ray.get_runtime_context()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     runtime_env = {"env_vars": worker_env(cfg.env_vars)}
+    if not cfg.progress_bars:  # Ray Data inside workers too (e.g. a Ray Train worker's dataset shard)
+        os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
+        runtime_env["env_vars"]["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     if address:
         log.info("connecting to Ray at %s", address)
-        ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=cfg.worker_logs)
     else:
         kwargs = {
             "include_dashboard": cfg.dashboard,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": cfg.dashboard_port,
             "runtime_env": runtime_env,
+            "log_to_driver": cfg.worker_logs,
         }
         if cfg.num_cpus:
             kwargs["num_cpus"] = cfg.num_cpus

@@ -33,7 +33,10 @@ def common_parser() -> argparse.ArgumentParser:
         "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)"
     )
     common.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
+        "--log-level",
+        default=None,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging verbosity (default INFO; WARNING for emer demo, which prints one line per phase)",
     )
     return common
 
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     args.overrides = overrides
     logging.basicConfig(
-        level=getattr(args, "log_level", "INFO"),
+        level=getattr(args, "log_level", None) or ("WARNING" if args.command == "demo" else "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,34 @@ log = logging.getLogger(__name__)
 
 ENV = "EMER_MODELS"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-_VAR = re.compile(r"\$\{(\w+)\}")
+
+# The emotion wheel (MERTools' reference data) is not ours to ship: where ../shared/data holds it (or
+# EMER_WHEEL_SOURCE names a folder with wheel_mapping.json), prepare copies it into the cache so the
+# demo's evaluation can group labels with it; elsewhere the demo falls back to exact matching.
+WHEEL_SOURCE_ENV = "EMER_WHEEL_SOURCE"
+WHEEL = "emotion-wheel"
+
+
+def wheel_source() -> Path | None:
+    """The folder the emotion wheel is copied from, or None where there is none."""
+    env = os.environ.get(WHEEL_SOURCE_ENV)
+    folder = Path(env) if env else PROJECT_ROOT.parent / "shared" / "data" / WHEEL
+    return folder if (folder / "wheel_mapping.json").is_file() else None
+
+
+def prepare_wheel(root: Path) -> str:
+    """``root/emotion-wheel/wheel_mapping.json`` copied from ``wheel_source()``; '' without a source."""
+    target = root / WHEEL / "wheel_mapping.json"
+    source = wheel_source()
+    if not target.is_file() and source is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / "wheel_mapping.json", target.with_suffix(".tmp"))
+        os.replace(target.with_suffix(".tmp"), target)
+    if not target.is_file():
+        log.warning("models: no emotion wheel (set %s to a folder with wheel_mapping.json)", WHEEL_SOURCE_ENV)
+        return ""
+    return str(target.parent)
+
 
 # name in the cache -> builder(folder) -> path
 BUILDERS = {
@@ -35,6 +62,7 @@ BUILDERS = {
     "tiny-qwen2.5-vl": lambda root: llm_tiny.build_tiny_video_llm(root / "tiny-qwen2.5-vl"),
     "tiny-clip-vision": lambda root: model_tiny.build_tiny_clip_vision(root / "tiny-clip-vision"),
     "tiny-whisper-encoder": lambda root: model_tiny.build_tiny_whisper_encoder(root / "tiny-whisper-encoder"),
+    WHEEL: prepare_wheel,
 }
 
 
@@ -52,6 +80,8 @@ def prepare(root: Path | None = None) -> dict[str, Any]:
     for name, build in BUILDERS.items():
         start = time.perf_counter()
         path = build(root)
+        if not path:
+            continue
         out["models"][name] = {
             "path": path,
             "mb": round(_size(Path(path)) / 2**20, 1),
@@ -65,17 +95,3 @@ def prepare(root: Path | None = None) -> dict[str, Any]:
 
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def expand(data: Any) -> Any:
-    """``${EMER_MODELS}`` (and other ``${VAR}``) in every string of a config mapping, expanded; an
-    unset ``EMER_MODELS`` means the default cache folder."""
-    if isinstance(data, dict):
-        return {k: expand(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [expand(v) for v in data]
-    if isinstance(data, str) and "${" in data:
-        return _VAR.sub(
-            lambda m: str(models_dir()) if m.group(1) == ENV else os.environ.get(m.group(1), m.group(0)), data
-        )
-    return data

@@ -1,15 +1,19 @@
 """RunConfig: every component's config nested in one object, from YAML presets plus dotted overrides.
 
 The one route to a config: dataclass defaults -> YAML files (``--config`` given once or more; later
-files override earlier ones key by key) -> dotted flags (``--annotate.frames=8``). ``load_run_config``
-returns the validated config; ``load_run_config_with_sources`` also says, per key, the file or flag
-its value came from (``emer config`` prints that). Sections: ``storage`` and ``ray`` (core),
+files override earlier ones key by key; ``${EMER_MODELS}`` and other ``${VAR}`` in them expanded from
+the environment, ``EMER_MODELS`` defaulting to the models cache) -> dotted flags
+(``--annotate.frames=8``). ``load_run_config`` returns the validated config;
+``load_run_config_with_sources`` also says, per key, the file or flag its value came from
+(``emer config`` prints that). Sections: ``storage`` and ``ray`` (core),
 ``annotate`` (pipelines), ``model`` and ``train`` (affect_model), ``evaluate`` (evaluation).
+``require_models`` checks, before any worker starts, that every model a command loads is here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,8 +21,11 @@ from affect_model.model.config import ModelConfig
 from affect_model.train.config import TrainConfig
 from core import storage
 from core.config import Config, ConfigError, Sources, load_with_sources
+from core.hub import missing_models
 from core.runtime import RayConfig
 from core.storage import StorageConfig, save_resolved
+from emer.models import ENV as MODELS_ENV
+from emer.models import models_dir
 from evaluation.config import EvaluateConfig
 from pipelines.config import AnnotateConfig
 
@@ -65,9 +72,34 @@ def load_run_config_with_sources(
     config: str | Sequence[str] | None = None, overrides: Sequence[str] = ()
 ) -> tuple[RunConfig, Sources]:
     """The run config from presets/files (in order) and overrides, with each key's origin."""
-    cfg, sources = load_with_sources(RunConfig, _paths(config), overrides)
+    variables = {**os.environ, MODELS_ENV: str(models_dir())}
+    cfg, sources = load_with_sources(RunConfig, _paths(config), overrides, variables)
     storage.configure(cfg.storage)
     return cfg, sources
+
+
+def model_keys(run: RunConfig, sections: Sequence[str]) -> list[tuple[str, str]]:
+    """(config key, model) for every model that ``sections`` of ``run`` load in-process."""
+    items: list[tuple[str, str]] = []
+    if "annotate" in sections:
+        for role in ("audio", "video", "text"):
+            llm = getattr(run.annotate, role)
+            if llm.backend != "openai":
+                items.append((f"annotate.{role}.model", llm.model))
+    if "model" in sections:
+        m = run.model
+        items += [("model.vision_model", m.vision_model), ("model.audio_model", m.audio_model)]
+        items += [("model.llm_model", m.llm_model), ("model.tokenizer", m.tokenizer)]
+    if "evaluate" in sections and run.evaluate.llm.backend != "openai":
+        items.append(("evaluate.llm.model", run.evaluate.llm.model))
+    return items
+
+
+def require_models(run: RunConfig, *sections: str) -> None:
+    """Raise one ConfigError naming every model of ``sections`` that cannot be loaded on this machine."""
+    problems = missing_models(model_keys(run, sections))
+    if problems:
+        raise ConfigError(problems)
 
 
 def load_run_config(config: str | Sequence[str] | None = None, overrides: Sequence[str] = ()) -> RunConfig:
@@ -82,5 +114,6 @@ __all__ = [
     "load_run_config",
     "load_run_config_with_sources",
     "preset_path",
+    "require_models",
     "save_resolved",
 ]

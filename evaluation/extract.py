@@ -1,26 +1,28 @@
 """Open-vocabulary labels from free-text descriptions, with the papers' extraction prompt.
 
-``extract_labels(descriptions, complete, overrides)`` renders the registry's ``ov_extract`` prompt
-(MER2024 2.3) for each description and takes any ``complete(prompts) -> answers`` callable
-(``core.llm.Completer``). Answers that hold no list are asked again; what stays unreadable becomes
-an empty prediction and is reported.
+``extract_labels(descriptions, complete, llm)`` renders the registry's ``ov_extract`` prompt
+(MER2024 2.3; ``llm.prompts`` may replace it, ``llm.examples`` add few-shot turns) for each description
+and takes any ``complete(requests) -> answers`` callable (``core.llm.Completer``). Answers that hold
+no list are asked again; what stays unreadable becomes an empty prediction and is reported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
+from core.llm.base import LLMConfig, LLMRequest, request_for
 from core.llm.labels import parse_label_list
-from core.llm.prompts import REASK_SUFFIX, render
+from core.llm.prompts import REASK_SUFFIX
 
 log = logging.getLogger(__name__)
 
 
 def extract_labels(
     descriptions: Sequence[str],
-    complete: Callable[[list[str]], list[str]],
-    overrides: Mapping[str, str] | None = None,
+    complete: Callable[[list[LLMRequest]], list[str]],
+    llm: LLMConfig | None = None,
     reask: int = 2,
 ) -> tuple[list[list[str]], list[int]]:
     """(labels per description, indices whose answer never parsed). Empty descriptions give []."""
@@ -30,9 +32,12 @@ def extract_labels(
     for attempt in range(reask + 1):
         if not pending:
             break
-        prompts = [render("ov_extract", overrides, clues=descriptions[i].strip()) + suffix for i in pending]
+        reqs = [
+            request_for(llm or LLMConfig(), "ov_extract", {"clues": descriptions[i].strip()}) for i in pending
+        ]
+        reqs = [dataclasses.replace(r, prompt=r.prompt + suffix) for r in reqs]
         still = []
-        for i, answer in zip(pending, complete(prompts)):
+        for i, answer in zip(pending, complete(reqs)):
             labels = parse_label_list(answer)
             if labels is None:
                 still.append(i)

@@ -9,18 +9,20 @@ themselves. ``wheel`` gives ten views: five wheels x level-1 / level-2 clusters.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import json
 import logging
 import posixpath
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from core import storage
+from core.llm.base import LLMConfig, LLMRequest, request_for
 from core.llm.labels import parse_label_groups
-from core.llm.prompts import REASK_SUFFIX, render
+from core.llm.prompts import REASK_SUFFIX
 from evaluation.ov import Encoded, encode, flatten
 from evaluation.tables import EvalInputError, read_table
 from evaluation.wheel import Wheel
@@ -153,8 +155,8 @@ def llm_groups(
     names: Sequence[str],
     gt: Sequence[list[str]],
     pred: Sequence[list[str]],
-    complete: Callable[[list[str]], list[str]],
-    overrides: Mapping[str, str] | None = None,
+    complete: Callable[[list[LLMRequest]], list[str]],
+    llm: LLMConfig | None = None,
     reask: int = 2,
 ) -> tuple[list[Groups | None], dict]:
     """Ask the LLM to group each sample's label union (sorted, so equal sets share one cached answer).
@@ -168,8 +170,10 @@ def llm_groups(
     for attempt in range(reask + 1):
         if not pending:
             break
-        prompts = [render("synonym_grouping", overrides, labels=repr(unions[i])) + suffix for i in pending]
-        answers = complete(prompts)
+        reqs = [
+            request_for(llm or LLMConfig(), "synonym_grouping", {"labels": repr(unions[i])}) for i in pending
+        ]
+        answers = complete([dataclasses.replace(r, prompt=r.prompt + suffix) for r in reqs])
         still = []
         for i, answer in zip(pending, answers):
             parsed = parse_label_groups(answer, unions[i])

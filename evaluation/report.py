@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 
 from core import storage
+from core.plots import pyplot
 
 # Display order of metrics in tables; a metric shows up when at least one run has it.
 METRICS = ("avg", "accuracy", "recall", "f", "f_level1", "f_level2", "bleu1", "bleu4", "meteor", "rouge_l")
@@ -70,11 +71,7 @@ def _plain(value):
 
 
 def _png(draw: Callable) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig = plt.figure(figsize=(7, 4.5), dpi=110)
     try:
         draw(fig)

@@ -71,7 +71,7 @@ def _predictions(table: Table, cfg: EvaluateConfig, complete: Complete | None) -
             f"{cfg.text_column!r}; configure evaluate.llm to extract labels, or run "
             "`emer evaluate extract` first"
         )
-    labels, failed = extract_labels(text_values(table, cfg.text_column), complete, cfg.llm.prompts, cfg.reask)
+    labels, failed = extract_labels(text_values(table, cfg.text_column), complete, cfg.llm, cfg.reask)
     info = {
         "extracted_from": cfg.text_column,
         "extraction_failures": len(failed),
@@ -106,7 +106,7 @@ def score_ov(
         elif grouping == "llm":
             if complete is None:
                 raise ValueError("grouping 'llm' needs an LLM: configure evaluate.llm (base_url, model)")
-            groups, diag = llm_groups(names, gt, pred, complete, cfg.llm.prompts, cfg.reask)
+            groups, diag = llm_groups(names, gt, pred, complete, cfg.llm, cfg.reask)
             enc, more = encode_groups(gt, pred, groups)
             diag.update(more)
         else:

@@ -16,10 +16,13 @@ import platform
 import warnings
 from collections import Counter
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from core import storage
 from core.config import dump_yaml
+from core.llm.tiny import MARKER as TINY_MARKER
+from core.plots import pyplot
 from core.schema import OV_LABELS
 from pipelines import sink
 
@@ -121,6 +124,8 @@ def write_manifest_and_card(
         },
         "labels": label_stats(samples) if cfg.llm_stages else None,
         "models": cfg.model_ids() if cfg.llm_stages else {},
+        "random_weight_roles": _random_roles(cfg) if cfg.llm_stages else [],
+        "prompt_variants": cfg.prompt_variants() if cfg.llm_stages else {},
         "config": cfg.to_dict(),
         "versions": versions(),
     }
@@ -137,11 +142,7 @@ def write_manifest_and_card(
 def _plot(labels: dict[str, Any]) -> bytes | None:
     if not labels["most_frequent"]:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names, values = zip(*reversed(labels["most_frequent"]))
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(names) + 1.2))
     ax.barh(range(len(names)), values, color="#4a7ab5")
@@ -149,10 +150,10 @@ def _plot(labels: dict[str, Any]) -> bytes | None:
     ax.set_xlabel("samples with the label")
     ax.set_title(f"Most frequent OV labels (vocabulary {labels['vocabulary']})")
     buf = io.BytesIO()
-    with warnings.catch_warnings():  # labels in scripts the default font lacks (CJK) still plot, as boxes
+    with warnings.catch_warnings():  # without a CJK font (see core.plots) Chinese labels plot as boxes
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=100)
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")  # long labels are not cut off
     plt.close(fig)
     return buf.getvalue()
 
@@ -226,13 +227,36 @@ def _about(m: dict[str, Any]) -> list[str]:
         "",
     ]
     if m["models"]:
-        lines += ["Models: " + ", ".join(f"{k} `{v}`" for k, v in m["models"].items()) + ".", ""]
+        lines += ["Models:", ""]
+        for role, model in m["models"].items():
+            tiny = (
+                " (tiny random weights: its text is noise)"
+                if role in m.get("random_weight_roles", [])
+                else ""
+            )
+            variant = m.get("prompt_variants", {}).get(role)
+            how = "the papers' prompts, zero-shot"
+            if variant:
+                shots = ", ".join(f"{k} {n}" for k, n in variant["examples"].items()) or "none"
+                how = f"prompt variant: replaced {', '.join(variant['replaced']) or 'none'}; few-shot {shots}"
+            lines.append(f"- {role}: `{model}`{tiny}; {how}")
+        lines += [
+            "",
+            "The variant's texts and examples are in `config.yaml` (`annotate.<role>.prompts`).",
+            "",
+        ]
     lines += [
         "The full config, counts and package versions are in `manifest.json`; the resolved config in "
         "`config.yaml`.",
         "",
     ]
     return lines
+
+
+def _random_roles(cfg: Any) -> list[str]:
+    """Roles whose model folder is a tiny random-weight checkpoint (``core.llm.tiny``'s marker)."""
+    roles = ("audio", "video", "text")
+    return [r for r in roles if (Path(getattr(cfg, r).model).expanduser() / TINY_MARKER).is_file()]
 
 
 def _cell(text: str) -> str:

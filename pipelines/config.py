@@ -143,6 +143,18 @@ class AnnotateConfig(Config):
     def llm_stages(self) -> bool:
         return self.stop_after == "labels"
 
+    def prompt_variants(self) -> dict[str, dict[str, object]]:
+        """Role -> the prompts it replaces and its few-shot examples per prompt ({} = the papers')."""
+        out: dict[str, dict[str, object]] = {}
+        for role in ("audio", "video", "text"):
+            c = getattr(self, role)
+            if c.prompts or c.examples:
+                out[role] = {
+                    "replaced": sorted(c.prompts),
+                    "examples": {k: len(v) for k, v in c.examples.items()},
+                }
+        return out
+
     def model_ids(self) -> dict[str, str]:
         """Role -> "backend:model", for the manifest."""
         return {

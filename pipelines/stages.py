@@ -15,8 +15,8 @@ from typing import Any
 
 from core import metrics
 from core.llm import LLMRequest, create_backend
+from core.llm.base import request_for
 from core.llm.labels import parse_ov_labels
-from core.llm.prompts import render
 from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, decode_audio, encode_audio
 from core.stage import OK, REJECTED, Stage, fail
 from pipelines import media
@@ -134,8 +134,9 @@ class LLMStage(Stage):
                 model = f"{self.llm_cfg.backend}:{self.llm_cfg.model}"
                 fail(r, self.name, f"{self.role} LLM ({model}): {res.error}")
 
-    def render(self, prompt: str, **values: Any) -> str:
-        return render(prompt, self.llm_cfg.prompts, **values)
+    def ask(self, prompt: str, values: dict[str, Any] | None = None, **inputs: Any) -> LLMRequest:
+        """The request for registry prompt ``prompt`` in this stage's role (guard, few-shot, media)."""
+        return request_for(self.llm_cfg, prompt, values, **inputs)
 
 
 class AudioClueStage(LLMStage):
@@ -149,7 +150,7 @@ class AudioClueStage(LLMStage):
         if not row.get("audio"):
             row[self.output] = ""  # allowed only when require_audio is off
             return None
-        return LLMRequest(prompt=self.render("audio_clue"), audio=decode_audio(row["audio"]))
+        return self.ask("audio_clue", audio=decode_audio(row["audio"]))
 
 
 class VideoClueStage(LLMStage):
@@ -165,7 +166,7 @@ class VideoClueStage(LLMStage):
         frames = [frames[i] for i in media.sample_indices(len(frames), k)]
         values = {"num_frames": len(frames)} if self.cfg.video_prompt == "frames_clue" else {}
         fps = len(frames) / row["duration_s"] if row["duration_s"] else None
-        return LLMRequest(prompt=self.render(self.cfg.video_prompt, **values), frames=frames, fps=fps)
+        return self.ask(self.cfg.video_prompt, values, frames=frames, fps=fps)
 
 
 class DisambiguateStage(LLMStage):
@@ -176,13 +177,12 @@ class DisambiguateStage(LLMStage):
     produces = (DESCRIPTION_EN, DESCRIPTION_ZH)
 
     def request(self, row: dict[str, Any]):
-        prompt = self.render(
-            "disambiguate",
-            audio_clue=row["audio_clue"] or "",
-            video_clue=row["video_clue"] or "",
-            subtitle=row["subtitle"] or "",
-        )
-        return LLMRequest(prompt=prompt)
+        values = {
+            "audio_clue": row["audio_clue"] or "",
+            "video_clue": row["video_clue"] or "",
+            "subtitle": row["subtitle"] or "",
+        }
+        return self.ask("disambiguate", values)
 
     def accept(self, row: dict[str, Any], text: str) -> None:
         row[DESCRIPTION_EN] = row[DESCRIPTION_ZH] = None
@@ -200,7 +200,7 @@ class TranslateStage(LLMStage):
         if self.cfg.translate == "none":
             return None
         src = DESCRIPTION_ZH if self.cfg.translate == "zh_en" else DESCRIPTION_EN
-        return LLMRequest(prompt=self.render(f"translate_{self.cfg.translate}", text=row.get(src) or ""))
+        return self.ask(f"translate_{self.cfg.translate}", {"text": row.get(src) or ""})
 
     def accept(self, row: dict[str, Any], text: str) -> None:
         row[DESCRIPTION_EN if self.cfg.translate == "zh_en" else DESCRIPTION_ZH] = text
@@ -215,7 +215,7 @@ class OVLabelStage(LLMStage):
 
     def request(self, row: dict[str, Any]):
         clues = row.get(DESCRIPTION_EN) or row.get(DESCRIPTION_ZH) or ""
-        return LLMRequest(prompt=self.render("ov_extract", clues=clues))
+        return self.ask("ov_extract", {"clues": clues})
 
     def accept(self, row: dict[str, Any], text: str) -> None:
         row["ov_raw"] = text

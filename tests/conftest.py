@@ -129,3 +129,14 @@ def sample_clips(tmp_path_factory):
     from pipelines.samples import generate_samples
 
     return generate_samples(tmp_path_factory.mktemp("samples"), n=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def models_cache() -> Path:
+    """The models cache of the embedded default (``emer models prepare``, run by ``make test``)."""
+    from emer.models import models_dir
+
+    root = models_dir()
+    if not (root / "smollm2-135m-instruct" / ".complete").is_file():
+        pytest.skip(f"no SmolLM2 in the models cache {root}: run `emer models prepare` (make test does)")
+    return root

@@ -15,6 +15,7 @@ import logging
 import pyarrow as pa
 
 from core import storage
+from core.plots import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,7 @@ class History:
 
 
 def _plot(xs: list, series: dict[str, list], xlabel: str, ylabel: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for label, ys in series.items():
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)

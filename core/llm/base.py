@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.config import Config, check_choice, check_range
-from core.llm.prompts import PROMPTS
+from core.llm.prompts import PROMPTS, render, system_for
 from core.schema import SAMPLE_RATE
 
 BACKENDS = ("transformers", "openai", "vllm")
@@ -36,6 +36,9 @@ class LLMConfig(Config):
     replicas (vllm); the transformers backend runs one batch of ``batch_size`` at a time.
     prompts: per prompt name, an instruction text replacing the paper's default (see
     ``core.llm.prompts``); data fields (subtitle, clues) are always appended, quoted, by the renderer.
+    examples: per prompt name, few-shot turns sent before the request, each
+    ``{"input": {data field: value}, "output": "answer"}``; the input is rendered like a real request.
+    The papers use none (zero-shot); a preset for a small model may add some (configs/demo.yaml).
     """
 
     backend: str = "transformers"
@@ -54,6 +57,7 @@ class LLMConfig(Config):
     num_gpus: float = 0.0
     dtype: str = "auto"
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)
+    examples: dict[str, list] = dataclasses.field(default_factory=dict)
     cache_dir: str = ""  # answers of ``Completer`` calls, keyed by a hash of the request; local or s3://
 
     def problems(self) -> list[str]:
@@ -92,7 +96,45 @@ class LLMConfig(Config):
                 out.append(f"prompts.{name}: unknown prompt name; known: {', '.join(sorted(PROMPTS))}")
             elif not str(self.prompts[name]).strip():
                 out.append(f"prompts.{name} = '': must be an instruction text (or leave the key out)")
+        for name, shots in self.examples.items():
+            out += _example_problems(name, shots)
         return out
+
+    def turns(self, name: str) -> list[tuple[str, str]]:
+        """The few-shot (user, assistant) turns for prompt ``name``, rendered like real requests."""
+        return [
+            (render(name, self.prompts, **shot["input"]), str(shot["output"]))
+            for shot in self.examples.get(name, [])
+        ]
+
+
+def _example_problems(name: str, shots: object) -> list[str]:
+    key = f"examples.{name}"
+    if name not in PROMPTS:
+        return [f"{key}: unknown prompt name; known: {', '.join(sorted(PROMPTS))}"]
+    if not isinstance(shots, list):
+        return [f"{key}: must be a list of {{input: {{...}}, output: ...}} examples"]
+    tpl, out = PROMPTS[name], []
+    fields = set(tpl.data) | set(tpl.params)
+    for i, shot in enumerate(shots):
+        ok = isinstance(shot, dict) and set(shot) == {"input", "output"} and isinstance(shot["input"], dict)
+        if not ok or not isinstance(shot["output"], str):
+            out.append(f"{key}[{i}]: must be a mapping with 'input' (a mapping) and 'output' (a string)")
+        elif set(shot["input"]) != fields:
+            out.append(f"{key}[{i}].input: must give exactly {', '.join(sorted(fields)) or 'nothing'}")
+    return out
+
+
+def request_for(cfg: LLMConfig, name: str, values: dict | None = None, **media: object) -> LLMRequest:
+    """The request for prompt ``name`` in the role configured by ``cfg``: the rendered prompt, the
+    injection guard as its system message (when the prompt carries data), the configured few-shot
+    turns, and ``media`` (frames / audio / fps)."""
+    return LLMRequest(
+        prompt=render(name, cfg.prompts, **(values or {})),
+        system=system_for(name),
+        examples=cfg.turns(name),
+        **media,
+    )
 
 
 @dataclasses.dataclass
@@ -102,6 +144,8 @@ class LLMRequest:
     frames: JPEG-encoded frames in time order (video role / image-capable endpoints).
     audio: 16 kHz mono float32 waveform (audio role). fps: frames per second of the sampled frames
     (``len(frames) / clip duration``), used for temporal positions where the model has them.
+    system: the system message (the prompts' injection guard), if any. examples: few-shot
+    (user, assistant) turns sent before the prompt, text only.
     """
 
     prompt: str
@@ -109,6 +153,8 @@ class LLMRequest:
     audio: np.ndarray | None = None
     fps: float | None = None
     id: str = ""
+    system: str | None = None
+    examples: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.frames is not None and not isinstance(self.frames, list):
@@ -118,6 +164,15 @@ class LLMRequest:
         media = f", frames={len(self.frames)}" if self.frames else ""
         media += f", audio={self.audio.shape[0] / SAMPLE_RATE:.2f}s" if self.audio is not None else ""
         return f"LLMRequest(id={self.id!r}, prompt={self.prompt[:40]!r}...{media})"
+
+
+def conversation(req: LLMRequest, content: object) -> list[dict]:
+    """Chat messages for ``req`` with ``content`` (its prompt, possibly with media parts) as the last
+    user turn: the system message first, then the few-shot turns, as every backend sends them."""
+    messages: list[dict] = [{"role": "system", "content": req.system}] if req.system else []
+    for user, assistant in req.examples:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return [*messages, {"role": "user", "content": content}]
 
 
 @dataclasses.dataclass

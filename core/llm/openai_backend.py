@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult
+from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult, conversation
 from core.schema import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,9 @@ class OpenAIBackend(LLMBackend):
 def chat_messages(req: LLMRequest) -> list[dict]:
     """OpenAI-format chat messages for ``req``.
 
-    Media parts come first (JPEG frames as ``image_url`` data URLs, audio as a WAV ``input_audio``),
-    then the prompt text; without media the content is the plain prompt string.
+    The system message and few-shot turns first (``conversation``); in the last user turn media parts
+    come first (JPEG frames as ``image_url`` data URLs, audio as a WAV ``input_audio``), then the
+    prompt text; without media the content is the plain prompt string.
     """
     parts: list[dict] = []
     for k, frame in enumerate(req.frames or []):
@@ -180,8 +181,8 @@ def chat_messages(req: LLMRequest) -> list[dict]:
         wav = {"data": encode_wav(req.audio), "format": "wav"}
         parts.append({"type": "input_audio", "input_audio": wav})
     if not parts:
-        return [{"role": "user", "content": req.prompt}]
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": req.prompt}]}]
+        return conversation(req, req.prompt)
+    return conversation(req, [*parts, {"type": "text", "text": req.prompt}])
 
 
 def _parse(resp: object, attempts: int) -> LLMResult:

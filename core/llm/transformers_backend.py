@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult
+from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult, conversation
 from core.schema import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -109,24 +109,32 @@ class TransformersBackend(LLMBackend):
         """Rendered chat text plus decoded media for one request."""
         text = {"type": "text", "text": req.prompt}
         if self.role == "text":
-            return {"text": self._chat([text])}
+            return {"text": self._chat(req, [text])}
         # media parts carry a placeholder value too: some hub templates test for the key, not the type
         if self.role == "audio":
-            return {"text": self._chat([{"type": "audio", "audio": "clip.wav"}, text]), "audio": req.audio}
+            return {
+                "text": self._chat(req, [{"type": "audio", "audio": "clip.wav"}, text]),
+                "audio": req.audio,
+            }
         frames = [_decode_jpeg(b, k) for k, b in enumerate(req.frames or [])]
         meta = {"total_num_frames": len(frames), "frames_indices": list(range(len(frames)))}
         if req.fps:
             meta["fps"] = float(req.fps)
-        chat = self._chat([{"type": "video", "video": "clip.mp4"}, text])
+        chat = self._chat(req, [{"type": "video", "video": "clip.mp4"}, text])
         return {"text": chat, "video": frames, "meta": meta}
 
-    def _chat(self, content: list[dict]) -> str:
+    def _chat(self, req: LLMRequest, content: list[dict]) -> str:
         owner = self.processor if self.processor is not None else self.tokenizer
         if getattr(owner, "chat_template", None) is None:
             raise ValueError(f"{self.cfg.model} has no chat template; use an instruct checkpoint")
-        if self.role == "text":
-            content = content[0]["text"]
-        messages = [{"role": "user", "content": content}]
+        messages = conversation(req, content[0]["text"] if self.role == "text" else content)
+        if self.role != "text":  # multimodal processors' templates take a list of parts in every turn
+            messages = [
+                {**m, "content": [{"type": "text", "text": m["content"]}]}
+                if isinstance(m["content"], str)
+                else m
+                for m in messages
+            ]
         return owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode(self, chunk: list[tuple[int, dict]]):

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from core.runtime import init_ray
-from emer.runconfig import load_run_config
+from emer.runconfig import load_run_config, require_models
 from pipelines.annotate import run_annotation
 from pipelines.samples import generate_samples
 
@@ -45,10 +45,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s = sub.add_parser(
         "samples",
         parents=[common],
-        help="generate MER-style sample clips, broken inputs and subtitles",
-        description="Write N real mp4 clips (a moving face-like drawing with speech-like audio), a set of "
-        "broken inputs (empty, truncated, random bytes, no audio, too short, too long) and "
-        "subtitles.csv into DIR; deterministic for a given seed.",
+        help="generate MER-style sample clips, broken inputs, subtitles and reference labels",
+        description="Write N real mp4 clips (a moving face-like drawing; audio: the subtitle spoken by "
+        "espeak-ng where it is installed, else speech-like syllables), a set of broken inputs (empty, "
+        "truncated, random bytes, no audio, too short, too long), subtitles.csv and "
+        "reference-openset.csv (name, openset) into DIR; deterministic for a given seed.",
     )
     s.add_argument("dir", metavar="DIR", help="folder to write clips/ and subtitles.csv into")
     s.add_argument("--n", type=int, default=8, help="number of good clips (default 8)")
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def _annotate(args: argparse.Namespace) -> int:
     run = load_run_config(args.config, args.overrides)
+    require_models(run, "annotate")
     cfg = run.annotate.replace(retry_failed=True) if args.retry_failed else run.annotate
     init_ray(run.ray.replace(address=args.address) if args.address else run.ray)
     manifest = run_annotation(cfg, args.input, args.subtitles, args.output, resolved=run)
@@ -78,7 +80,7 @@ def _samples(args: argparse.Namespace) -> int:
     s = generate_samples(args.dir, n=args.n, seed=args.seed)
     print(
         f"samples: {len(s.clips)} clips and {len(s.broken)} broken inputs in {s.root / 'clips'}; "
-        f"subtitles: {s.subtitles}",
+        f"subtitles: {s.subtitles}; reference: {s.reference}; audio: {s.audio_source}",
         flush=True,
     )
     return 0

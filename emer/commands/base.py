@@ -20,11 +20,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="generate sample clips and run the whole method end to end",
         description="Generate MER-style sample clips, annotate them into EMER-Coarse, train AffectGPT "
-        "(stage 1 and 2, a few steps with tiny models), run inference and evaluate; all on a "
-        "local Ray unless --address is given. Prints where every output went.",
+        "(stage 1 and 2 with SmolLM2-135M-Instruct as the frozen LLM), run inference and evaluate "
+        "against the clips' reference labels; all offline on a local Ray unless --address is given. "
+        "Prints one line per phase and where every output went; a finished demo reruns in seconds.",
     )
     p.add_argument("--out", default="runs/demo", help="folder (or s3:// prefix) for all demo outputs")
-    p.add_argument("--clips", type=int, default=8, help="number of good sample clips to generate")
+    p.add_argument(
+        "--clips",
+        type=int,
+        default=9,
+        help="number of good sample clips (default 9; the last has no subtitle row, by design)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the generated clips and models")
     p.set_defaults(func=_demo)
 

@@ -128,9 +128,7 @@ def cmd_text(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     table = read_table(args.pred, cfg.name_column)
-    labels, failed = extract_labels(
-        text_values(table, cfg.text_column), _complete(cfg), cfg.llm.prompts, cfg.reask
-    )
+    labels, failed = extract_labels(text_values(table, cfg.text_column), _complete(cfg), cfg.llm, cfg.reask)
     as_text = args.output.lower().endswith(".csv")
     storage.write_table(
         pa.table(

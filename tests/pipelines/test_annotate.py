@@ -19,6 +19,7 @@ from annotate_helpers import (
 from llm_fixtures import fake_openai_server, tiny_model
 
 from core import storage
+from core.llm.prompts import SYSTEM_GUARD, parse_data
 from core.schema import decode_audio
 from pipelines import media
 from pipelines.annotate import run_annotation
@@ -118,16 +119,18 @@ def test_openai_backend_to_s3_then_retry_failed(s3, ray_local, sample_clips):
         r = samples["sample_00000004"]
         assert r["audio_clue"].startswith("echo images=0 audio=1")
         assert r["video_clue"].startswith("echo images=8")
-        disamb = [c["prompt"] for c in server.calls if "<subtitle>" in c["prompt"] and "哈哈" in c["prompt"]]
-        assert disamb and '<subtitle>"哈哈，你太有意思了。"</subtitle>' in disamb[0]  # Chinese, quoted
+        disamb = [c["prompt"] for c in server.calls if "Subtitle: " in c["prompt"] and "哈哈" in c["prompt"]]
+        assert disamb and disamb[0].endswith('Subtitle: "哈哈，你太有意思了。"')  # Chinese, quoted
         [attack] = [
-            c["prompt"] for c in server.calls if "<subtitle>" in c["prompt"] and "忽略" in c["prompt"]
+            c["prompt"] for c in server.calls if "Subtitle: " in c["prompt"] and "忽略" in c["prompt"]
         ]
-        head, _, data = attack.partition("<audio_clue>")
-        assert head == disamb[0].partition("<audio_clue>")[0]  # the instruction is untouched
-        subtitle_line = [ln for ln in data.splitlines() if ln.startswith("<subtitle>")]
-        assert len(subtitle_line) == 1 and subtitle_line[0].endswith("</subtitle>")
-        assert attack.count("</subtitle>") == 1  # the subtitle could not close its tag
+        head, _, data = attack.partition("Audio clues: ")
+        assert head == disamb[0].partition("Audio clues: ")[0]  # the instruction is untouched
+        subtitle_line = [ln for ln in data.splitlines() if ln.startswith("Subtitle: ")]
+        assert len(subtitle_line) == 1 and data.splitlines()[-1] == subtitle_line[0]
+        assert parse_data(attack, "subtitle") == INJECTION  # the subtitle could not leave its line
+        guard = [c["body"]["messages"][0] for c in server.calls if "Subtitle: " in c["prompt"]]
+        assert guard and all(m == {"role": "system", "content": SYSTEM_GUARD} for m in guard)
         assert samples["sample_00000005"]["ov_labels"] != ["happy"]
 
         second = run_annotation(cfg.replace(retry_failed=True), clips, subs, out)

@@ -1,0 +1,83 @@
+"""Spoken audio for the sample clips: a subtitle read by espeak-ng, as a 16 kHz mono track.
+
+``find_espeak()`` gives the ``espeak-ng`` binary or None; ``speak(espeak, text, seconds)`` runs it
+(an argument list, never a shell; the text goes in on stdin so it can never be read as an option),
+reads the WAV it writes (22.05 kHz), resamples it to ``SAMPLE_RATE`` and places it 0.2 s into a
+track of exactly ``seconds``. When the speech does not fit, it is spoken once more, faster, and
+then trimmed with a short fade. espeak-ng is deterministic, and so is everything done here.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from core.schema import SAMPLE_RATE
+
+ESPEAK = "espeak-ng"
+VOICE = "en-us"
+WPM = 175  # espeak-ng's default speaking rate (words per minute)
+MAX_WPM = 350
+LEAD_S = 0.2  # silence before the speech starts
+PEAK = 0.5  # peak amplitude of the spoken track
+
+
+class SpeechError(RuntimeError):
+    """espeak-ng failed or wrote no usable audio."""
+
+
+def find_espeak() -> str | None:
+    """The path of ``espeak-ng`` on PATH, or None where it is not installed."""
+    return shutil.which(ESPEAK)
+
+
+def speak(espeak: str, text: str, seconds: float) -> np.ndarray:
+    """``text`` spoken by espeak-ng: float32, ``SAMPLE_RATE`` Hz, mono, exactly ``seconds`` long."""
+    n = int(seconds * SAMPLE_RATE)
+    room = max(1, n - int(LEAD_S * SAMPLE_RATE))
+    voice = _espeak(espeak, text, WPM)
+    if len(voice) > room:  # too long for the clip: say it faster, then trim what is still over
+        wpm = min(MAX_WPM, math.ceil(WPM * len(voice) / room) + 5)
+        voice = _espeak(espeak, text, wpm)
+    voice = voice[:room].copy()
+    fade = min(len(voice), SAMPLE_RATE // 50)  # 20 ms, so a trimmed end does not click
+    voice[len(voice) - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    out = np.zeros(n, dtype=np.float32)
+    out[n - room : n - room + len(voice)] = voice
+    return out
+
+
+def _espeak(espeak: str, text: str, wpm: int) -> np.ndarray:
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp, "speech.wav")
+        cmd = [espeak, "-v", VOICE, "-s", str(wpm), "-w", str(wav), "--stdin"]
+        try:
+            subprocess.run(cmd, input=text.encode("utf-8"), check=True, capture_output=True, timeout=30)
+            data, rate = sf.read(wav, dtype="float32", always_2d=True)
+        except subprocess.CalledProcessError as err:
+            detail = err.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise SpeechError(f"{ESPEAK} exited {err.returncode}: {detail[-1] if detail else ''}") from err
+        except (OSError, subprocess.TimeoutExpired, sf.SoundFileError) as err:
+            raise SpeechError(f"{ESPEAK}: {err}") from err
+    voice = resample(data.mean(axis=1), rate, SAMPLE_RATE)
+    peak = float(np.abs(voice).max()) if len(voice) else 0.0
+    if peak < 1e-3:
+        raise SpeechError(f"{ESPEAK} wrote silence for {text[:40]!r}")
+    return (voice * (PEAK / peak)).astype(np.float32)
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling through the FFT (pure NumPy, deterministic)."""
+    if rate_in == rate_out or len(x) == 0:
+        return x.astype(np.float32)
+    m = int(round(len(x) * rate_out / rate_in))
+    spectrum = np.fft.rfft(x.astype(np.float64))
+    keep = min(len(spectrum), m // 2 + 1)
+    y = np.fft.irfft(spectrum[:keep], m) * (m / len(x))
+    return y.astype(np.float32)
