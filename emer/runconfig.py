@@ -81,7 +81,7 @@ def load_run_config_with_sources(
 def model_keys(run: RunConfig, sections: Sequence[str]) -> list[tuple[str, str]]:
     """(config key, model) for every model that ``sections`` of ``run`` load in-process."""
     items: list[tuple[str, str]] = []
-    if "annotate" in sections:
+    if "annotate" in sections and run.annotate.llm_stages:  # stop_after=decode/check loads no model
         for role in ("audio", "video", "text"):
             llm = getattr(run.annotate, role)
             if llm.backend != "openai":

@@ -116,7 +116,7 @@ def _job_command(args) -> list[str]:
             )
     for config in args.config or []:
         command += ["--config", _config_path(config, args)]
-    if getattr(args, "log_level", "INFO") != "INFO":
+    if getattr(args, "log_level", None) not in (None, "INFO"):
         command += ["--log-level", args.log_level]
     return command + [f"--{o}" for o in getattr(args, "overrides", [])]
 
