@@ -1,4 +1,5 @@
-"""Shared fixtures: a session-scoped local Ray, a real S3 endpoint (moto's server), sample clips.
+"""Shared fixtures: a session-scoped local Ray, a real S3 endpoint (moto's server), sample clips, and
+a real OpenAI-compatible server (``transformers serve`` of SmolLM2, see ``served_helpers``).
 
 The environment for the test run is set here, before Ray or DeepSpeed are imported: token auth off
 (Ray 2.60 turns it on by default and writes ~/.ray/auth_token), usage stats off, DeepSpeed on CPU,
@@ -140,3 +141,22 @@ def models_cache() -> Path:
     if not (root / "smollm2-135m-instruct" / ".complete").is_file():
         pytest.skip(f"no SmolLM2 in the models cache {root}: run `emer models prepare` (make test does)")
     return root
+
+
+@pytest.fixture(scope="module")
+def served_smollm2(tmp_path_factory):
+    """``transformers serve`` of the models cache's SmolLM2-135M-Instruct folder on 127.0.0.1 (a free
+    port) for one test module; skipped when the folder or the command is absent. Yields a
+    ``served_helpers.Served`` (``base_url``, ``model`` as /v1/models reports it, ``log_path``)."""
+    from served_helpers import served_skip_reason, smollm2_folder, start_served, stop_served
+
+    folder = smollm2_folder()
+    reason = served_skip_reason(folder)
+    if reason:
+        pytest.skip(reason)
+    try:
+        served = start_served(folder, tmp_path_factory.mktemp("served") / "transformers-serve.log")
+    except RuntimeError as err:
+        pytest.fail(str(err), pytrace=False)
+    yield served
+    stop_served(served)

@@ -135,7 +135,7 @@ class OpenAIBackend(LLMBackend):
             except (MalformedResponse, openai.APIResponseValidationError, ValueError) as err:
                 reason = f"malformed response: {type(err).__name__}: {err}"  # ValueError: body not JSON
             except openai.APIStatusError as err:
-                reason = f"HTTP {err.status_code}: {err.message}"
+                reason = f"HTTP {err.status_code}: {_status_text(err)}"
                 if err.status_code not in RETRY_STATUS and err.status_code < 500:
                     return LLMResult(error=self._scrub(reason), attempts=attempt + 1)
                 retry_after = _retry_after(err)
@@ -201,6 +201,16 @@ def _parse(resp: object, attempts: int) -> LLMResult:
         prompt_tokens=getattr(usage, "prompt_tokens", None),
         completion_tokens=getattr(usage, "completion_tokens", None),
     )
+
+
+def _status_text(err) -> str:
+    """The error message, plus the body's ``detail`` where the server is not OpenAI-shaped (FastAPI
+    servers such as ``transformers serve`` answer ``{"detail": ...}``, which openai does not read)."""
+    body = err.body if isinstance(getattr(err, "body", None), dict) else {}
+    detail = body.get("detail")
+    if detail and str(detail) not in err.message:
+        return f"{err.message}: {str(detail)[:300]}"
+    return err.message
 
 
 def _retry_after(err) -> float | None:
