@@ -37,12 +37,8 @@ def run_demo(args: argparse.Namespace) -> int:
     out = str(Path(args.out).absolute())
     t0 = time.perf_counter()
     prepared = models.prepare()
-    cfg = load_run_config(args.config or str(CONFIG_DIR / "demo.yaml"), args.overrides)
-    if args.address:
-        cfg = cfg.replace(ray=cfg.ray.replace(address=args.address))
-    quiet = getattr(args, "log_level", None) is None  # one line per phase; --log-level INFO shows all
-    cfg = cfg.replace(ray=cfg.ray.replace(progress_bars=False, worker_logs=not quiet))
-    digest = hashlib.sha256(f"{dump_yaml(cfg)}{args.clips}:{args.seed}".encode()).hexdigest()[:16]
+    cfg = demo_config(args)
+    digest = demo_digest(cfg, args)
     done = _finished(out, digest)
     if done is not None:
         print(f"[demo] finished before (config {digest}); {SUMMARY} says:", flush=True)
@@ -91,6 +87,21 @@ def run_demo(args: argparse.Namespace) -> int:
     storage.write_text(storage.join(out, SUMMARY), json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
     return 0
+
+
+def demo_config(args: argparse.Namespace) -> Any:
+    """The run config of this demo: the preset (or --config), overrides, --address, quiet Ray."""
+    cfg = load_run_config(args.config or str(CONFIG_DIR / "demo.yaml"), args.overrides)
+    if args.address:
+        cfg = cfg.replace(ray=cfg.ray.replace(address=args.address))
+    quiet = getattr(args, "log_level", None) is None  # one line per phase; --log-level INFO shows all
+    return cfg.replace(ray=cfg.ray.replace(progress_bars=False, worker_logs=not quiet))
+
+
+def demo_digest(cfg: Any, args: argparse.Namespace) -> str:
+    """What decides the demo's outputs (config, clips, seed), hashed: a finished demo is reused only
+    for the same digest."""
+    return hashlib.sha256(f"{dump_yaml(cfg)}{args.clips}:{args.seed}".encode()).hexdigest()[:16]
 
 
 def _finished(out: str, digest: str) -> dict | None:
