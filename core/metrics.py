@@ -189,6 +189,7 @@ class ProgressLine:
         self.done = 0
         self.extra: dict[str, float] = {}
         self.start = self._last = time.monotonic()
+        self._printed = -1  # ``done`` when the last line was printed
 
     def update(self, n: int = 1, **counts: float) -> None:
         self.done += n
@@ -215,6 +216,9 @@ class ProgressLine:
 
     def print(self) -> None:
         print(self.line(), file=self.stream, flush=True)
+        self._printed = self.done
 
     def close(self) -> None:
-        self.print()
+        """The final line, unless the last printed line already showed the final count."""
+        if self._printed != self.done:
+            self.print()

@@ -159,6 +159,8 @@ def test_progress_line():
     p.close()
     line = buf.getvalue().strip()
     assert line.startswith("annotate: 5/10 clips (50%)") and "clips/s" in line and "rejected=3" in line
+    p.close()  # the final count is on screen already: no second copy of the line
+    assert buf.getvalue().strip() == line
 
 
 def test_placement_asks_for_custom_resources_only_when_configured():
