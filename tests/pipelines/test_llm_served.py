@@ -20,17 +20,9 @@ from core.schema import rows_to_table
 from core.stage import StageChain
 from evaluation.config import default_llm
 from evaluation.grouping import llm_groups
+from pipelines.annotate import stage_groups
 from pipelines.inputs import build_listing
 from pipelines.samples import generate_samples
-from pipelines.stages import (
-    AudioClueStage,
-    CheckStage,
-    DecodeStage,
-    DisambiguateStage,
-    OVLabelStage,
-    TranslateStage,
-    VideoClueStage,
-)
 
 pytestmark = pytest.mark.slow
 
@@ -56,17 +48,6 @@ def served_clips(tmp_path_factory):
     return generate_samples(tmp_path_factory.mktemp("served-samples"), n=2, seed=1, broken=False)
 
 
-CHAIN = [
-    DecodeStage,
-    CheckStage,
-    AudioClueStage,
-    VideoClueStage,
-    DisambiguateStage,
-    TranslateStage,
-    OVLabelStage,
-]
-
-
 @pytest.mark.timeout(300)
 def test_annotation_text_stages_through_served_endpoint(served_smollm2, served_clips):
     """The annotation's stage chain on one real batch, in process (a whole Ray run costs minutes of
@@ -79,7 +60,7 @@ def test_annotation_text_stages_through_served_endpoint(served_smollm2, served_c
     assert cfg.text.backend == "openai" and cfg.audio.backend == "transformers"
     listing = build_listing(str(served_clips.root / "clips"), str(served_clips.subtitles), cfg)
     assert [r["name"] for r in listing.rows] == served_clips.clips
-    chain = StageChain([(cls, {}) for cls in CHAIN], cfg)
+    chain = StageChain([(cls, {}) for group, _, _ in stage_groups(cfg) for cls in group], cfg)
     before = served.answered()
     rows = chain(rows_to_table(listing.rows)).to_pylist()
 
