@@ -21,7 +21,7 @@ from core import storage
 
 log = logging.getLogger(__name__)
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # whole name: always fullmatch
 SUBTITLE_COLUMNS = ("name", "chinese", "english")
 
 
@@ -39,7 +39,7 @@ class Listing:
 
 
 def unsafe_id_reason(name: str) -> str | None:
-    if SAFE_ID.match(name) and ".." not in name:
+    if SAFE_ID.fullmatch(name) and ".." not in name:
         return None
     return (
         f"unsafe sample id {name!r}: ids may hold only letters, digits, '_', '-' and '.' (no leading "

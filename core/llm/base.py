@@ -23,7 +23,7 @@ from core.schema import SAMPLE_RATE
 BACKENDS = ("transformers", "openai", "vllm")
 ROLES = ("text", "audio", "video")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole name: always fullmatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,7 @@ class LLMConfig(Config):
         check_choice(out, "dtype", self.dtype, DTYPES)
         if not self.model.strip():
             out.append("model = '': must name a model (local folder, hub id or endpoint model name)")
-        if self.api_key_env and not _ENV_NAME.match(self.api_key_env):
+        if self.api_key_env and not _ENV_NAME.fullmatch(self.api_key_env):
             # the value is not echoed: it may be a key pasted by mistake
             out.append(
                 "api_key_env: must be the name of an environment variable, e.g. OPENAI_API_KEY "

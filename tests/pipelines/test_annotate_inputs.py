@@ -39,10 +39,22 @@ def test_safe_ids(name):
         "ümlaut",
         "new\nline",
         "back\\slash",
+        "evil\n",  # a trailing newline: `$` alone would let it through
+        "sample_1\n",
     ],
 )
 def test_unsafe_ids_are_rejected_with_a_reason(name):
     assert "unsafe sample id" in unsafe_id_reason(name)
+
+
+def test_a_file_named_with_a_trailing_newline_is_rejected(tmp_path):
+    clips = tmp_path / "clips"
+    touch(clips / "ok.mp4")
+    touch(clips / "evil\n.mp4")
+    subs = write_csv(tmp_path / "s.csv", "name,chinese,english\nok,好,ok\n")
+    listing = build_listing(str(clips), subs, CFG)
+    assert [r["name"] for r in listing.rows] == ["ok"]
+    assert [r["name"] for r in listing.rejected] == ["evil\n"]
 
 
 def test_listing_keys_by_stem_and_joins_subtitles(tmp_path):

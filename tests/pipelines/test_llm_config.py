@@ -52,6 +52,11 @@ def test_a_pasted_key_is_not_echoed():
     assert "api_key_env: must be the name of an environment variable" in str(err.value)
 
 
+def test_an_env_name_with_a_trailing_newline_is_rejected():
+    with pytest.raises(ConfigError, match="api_key_env: must be the name"):
+        LLMConfig(api_key_env="OPENAI_API_KEY\n")
+
+
 def test_request_repr_hides_media():
     req = LLMRequest(
         prompt="describe", frames=[b"\xff\xd8\xff" * 1000] * 8, audio=np.zeros(32000, np.float32), id="clip_7"
