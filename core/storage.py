@@ -4,6 +4,11 @@ Everything in emer that touches files goes through here: pyarrow filesystems for
 tables (Parquet/CSV), boto3 for the S3 client. The S3 endpoint comes from ``StorageConfig``
 (``configure``) or ``AWS_ENDPOINT_URL`` (MinIO, moto, any S3-compatible store); credentials only
 ever come from the standard ``AWS_*`` environment / credential chain, never from config files.
+
+A local write goes through a temp file ``<name>.tmp-<8 hex>`` beside its target (``is_temp``). Only
+listings of emer's own output folders leave such names out (``list_files(..., skip_temp=True)``);
+an input file that merely contains ``.tmp-`` is listed like any other. ``remove_stale_temp_files``
+deletes the temp files a crashed writer left behind.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import io
 import logging
 import os
 import posixpath
+import re
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,6 +34,8 @@ from core import metrics
 from core.config import Config, dump_yaml
 
 log = logging.getLogger(__name__)
+
+_TEMP = re.compile(r".+\.tmp-[0-9a-f]{8}")  # the names write_bytes gives its temp files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +161,7 @@ def write_bytes(uri: str, data: bytes) -> None:
             f.write(data)
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"  # is_temp() knows this name
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
@@ -175,21 +184,52 @@ def delete(uri: str) -> None:
         fs.delete_file(path)
 
 
-def list_files(uri: str, suffixes: Iterable[str] | None = None, recursive: bool = True) -> list[str]:
-    """Full URIs of the files under ``uri``, sorted; skips S3 "directory" markers and temp files."""
-    fs, path = filesystem(uri)
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        return []
-    sel = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+def is_temp(base_name: str) -> bool:
+    """Whether ``base_name`` is one of ``write_bytes``'s temp files (``<name>.tmp-<8 hex>``)."""
+    return bool(_TEMP.fullmatch(base_name))
+
+
+def list_files(
+    uri: str, suffixes: Iterable[str] | None = None, recursive: bool = True, skip_temp: bool = False
+) -> list[str]:
+    """Full URIs of the files under ``uri``, sorted; skips S3 "directory" markers.
+
+    ``skip_temp`` also leaves out ``write_bytes``'s temp files: for folders emer writes itself (an
+    input folder is listed whole, so a clip named ``x.tmp-1.mp4`` is not lost).
+    """
     wanted = tuple(s.lower() for s in suffixes) if suffixes else None
     out = []
-    for info in fs.get_file_info(sel):
-        if info.type != pafs.FileType.File or info.path.endswith("/") or ".tmp-" in info.base_name:
+    for info in _file_infos(uri, recursive):
+        if skip_temp and is_temp(info.base_name):
             continue
         if wanted and not info.base_name.lower().endswith(wanted):
             continue
         out.append("s3://" + info.path if is_s3(uri) else info.path)
     return sorted(out)
+
+
+def _file_infos(uri: str, recursive: bool = True) -> list[pafs.FileInfo]:
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    sel = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+    return [i for i in fs.get_file_info(sel) if i.type == pafs.FileType.File and not i.path.endswith("/")]
+
+
+def remove_stale_temp_files(uri: str, older_than_s: float = 0.0) -> int:
+    """Delete the temp files under ``uri`` last modified over ``older_than_s`` ago; returns how many.
+
+    Call it only where no writer can be running (``older_than_s=0``) or with an age no live write
+    reaches: a crashed writer's temp file is never renamed, and a folder read whole would read it.
+    """
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for info in _file_infos(uri):
+        if is_temp(info.base_name) and (info.mtime is None or info.mtime.timestamp() <= cutoff):
+            log.info("removing %s: a temp file left by an interrupted write", info.path)
+            delete("s3://" + info.path if is_s3(uri) else info.path)
+            removed += 1
+    return removed
 
 
 def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:

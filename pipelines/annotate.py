@@ -54,7 +54,7 @@ class Plan:
 def plan_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str) -> Plan:
     """List and key the input, reconcile the output, choose the rows to (re)process."""
     listing = build_listing(input_uri, subtitles_uri, cfg)
-    state = sink.reconcile(output)
+    state = sink.reconcile(output, temp_age_s=0)  # no writer runs yet: every temp file is stale
     if cfg.retry_failed:
         redo = state.names(sink.REJECTED, FAILED)
         todo = [r for r in listing.rows if r["name"] in redo]
@@ -197,6 +197,7 @@ def run_annotation(
         "skipped_finished": plan.skipped,
         "lost_to_crashes": len(lost),
         "orphans_removed": plan.state.orphans_removed,
+        "temp_files_removed": plan.state.temps_removed + state.temps_removed,
         "superseded": state.superseded,
         "seconds": round(time.perf_counter() - start, 2),
         **{o: sum(1 for r in done if r["outcome"] == o) for o in sink.OUTCOMES},

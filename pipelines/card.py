@@ -71,7 +71,7 @@ def versions() -> dict[str, str]:
 
 def _read(output: str, kind: str, columns: list[str]) -> list[dict[str, Any]]:
     uri = storage.join(output, kind)
-    if not storage.list_files(uri, suffixes=[".parquet"]):
+    if not storage.list_files(uri, suffixes=[".parquet"], skip_temp=True):
         return []
     return storage.read_table(uri, columns=columns).to_pylist()
 

@@ -6,7 +6,9 @@ reason, outcome, clip``) and ``_markers/part-<id>.json`` (the names of the shard
 last). ``<id>`` is a hash of the sorted sample ids of the batch, so names are deterministic and a
 shard without its marker is an interrupted write. ``reconcile`` (run before and after every run)
 deletes such orphans and, where a name was re-attempted (``--retry-failed``), keeps only its newest
-outcome, so every input name is in exactly one of ``samples/`` or ``failures/``.
+outcome, so every input name is in exactly one of ``samples/`` or ``failures/``. It also removes the
+temp files of writes that never finished (all of them before a run, ``STALE_TEMP_S`` old after one):
+a folder read whole would read them as shards.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from core.stage import Stage
 log = logging.getLogger(__name__)
 
 SAMPLES, FAILURES, MARKERS = "samples", "failures", "_markers"
+STALE_TEMP_S = 3600.0  # a temp file this old belongs to no live write
 SUMMARY_COLUMNS = ("name", "outcome", "stage", "reason", "shard", "subtitle_missing", OV_LABELS)
 
 
@@ -113,6 +116,7 @@ class OutputState:
     shard: dict[str, str] = dataclasses.field(default_factory=dict)
     orphans_removed: int = 0
     superseded: int = 0
+    temps_removed: int = 0
 
     def names(self, *outcomes: str) -> set[str]:
         return {n for n, o in self.outcome.items() if o in outcomes}
@@ -123,18 +127,19 @@ class OutputState:
 
 
 def load_markers(output: str) -> dict[str, dict]:
-    uris = storage.list_files(storage.join(output, MARKERS), suffixes=[".json"])
+    uris = storage.list_files(storage.join(output, MARKERS), suffixes=[".json"], skip_temp=True)
     with ThreadPoolExecutor(max_workers=16) as pool:
         loaded = list(pool.map(lambda u: json.loads(storage.read_text(u)), uris))
     return {m["shard"]: m for m in loaded}
 
 
-def reconcile(output: str) -> OutputState:
-    """Delete shards without a marker, keep only each name's newest outcome; return the state."""
+def reconcile(output: str, temp_age_s: float = STALE_TEMP_S) -> OutputState:
+    """Delete shards without a marker and temp files over ``temp_age_s`` old (0: all, when no
+    writer runs), keep only each name's newest outcome; return the state."""
+    state = OutputState(temps_removed=storage.remove_stale_temp_files(output, temp_age_s))
     markers = load_markers(output)
-    state = OutputState()
     for kind, outcomes in ((SAMPLES, (OK,)), (FAILURES, (REJECTED, FAILED))):
-        for uri in storage.list_files(storage.join(output, kind), suffixes=[".parquet"]):
+        for uri in storage.list_files(storage.join(output, kind), suffixes=[".parquet"], skip_temp=True):
             m = markers.get(_sid(uri))
             if m is None or not any(m.get(o) for o in outcomes):
                 log.info("removing %s: no completion marker (an interrupted write)", uri)

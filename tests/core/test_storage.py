@@ -51,3 +51,32 @@ def test_unknown_table_type(tmp_path):
 
 def test_listing_missing_prefix_is_empty(tmp_path):
     assert storage.list_files(str(tmp_path / "nothing")) == []
+
+
+def test_only_output_listings_skip_temp_files(tmp_path):
+    base = tmp_path / "store"
+    base.mkdir()
+    for name in ("x.tmp-1.mp4", "a.parquet", "a.parquet.tmp-0123abcd"):
+        (base / name).write_bytes(b"x")
+    names = lambda files: [f.rsplit("/", 1)[-1] for f in files]  # noqa: E731
+    assert names(storage.list_files(str(base), suffixes=[".mp4"])) == ["x.tmp-1.mp4"]  # an input clip
+    assert names(storage.list_files(str(base))) == ["a.parquet", "a.parquet.tmp-0123abcd", "x.tmp-1.mp4"]
+    assert names(storage.list_files(str(base), skip_temp=True)) == ["a.parquet", "x.tmp-1.mp4"]
+
+
+def test_stale_temp_files_are_removed_by_age(tmp_path):
+    import os
+    import time
+
+    old, fresh, clip = (
+        tmp_path / "p.parquet.tmp-0123abcd",
+        tmp_path / "q.json.tmp-89abcdef",
+        tmp_path / "x.tmp-1.mp4",
+    )
+    for path in (old, fresh, clip):
+        path.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert storage.remove_stale_temp_files(str(tmp_path), older_than_s=3600) == 1
+    assert not old.exists() and fresh.exists() and clip.exists()
+    assert storage.remove_stale_temp_files(str(tmp_path)) == 1  # 0 s: every temp file
+    assert not fresh.exists() and clip.exists()

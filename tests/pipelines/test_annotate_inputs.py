@@ -57,6 +57,15 @@ def test_a_file_named_with_a_trailing_newline_is_rejected(tmp_path):
     assert [r["name"] for r in listing.rejected] == ["evil\n"]
 
 
+def test_a_clip_with_tmp_in_its_name_is_listed(tmp_path):
+    clips = tmp_path / "clips"
+    touch(clips / "x.tmp-1.mp4")
+    touch(clips / "y.tmp-0123abcd.mp4")
+    subs = write_csv(tmp_path / "s.csv", "name,chinese,english\n")
+    listing = build_listing(str(clips), subs, CFG)
+    assert [r["name"] for r in listing.rows] == ["x.tmp-1", "y.tmp-0123abcd"]
+
+
 def test_listing_keys_by_stem_and_joins_subtitles(tmp_path):
     clips = tmp_path / "clips"
     for rel in ("a.mp4", "sub/b.MKV", "c.webm", "d.avi", "notes.txt", "bad name.mp4"):

@@ -78,6 +78,25 @@ def test_reconcile_removes_orphans_and_superseded_failures(tmp_path):
     assert sink.reconcile(out).outcome == state.outcome  # idempotent
 
 
+def test_reconcile_removes_temp_files_of_interrupted_writes(tmp_path):
+    import os
+    import time
+
+    out = str(tmp_path)
+    sink.write_shard(out, [row("a")], COLS)
+    shard = tmp_path / "samples" / f"part-{sink.shard_id(['a'])}.parquet"
+    old = tmp_path / "samples" / (shard.name + ".tmp-0123abcd")  # a writer killed before its rename
+    old.write_bytes(shard.read_bytes())
+    fresh = tmp_path / "_markers" / "part-x.json.tmp-89abcdef"
+    fresh.write_bytes(b"{")
+    os.utime(old, (time.time() - 2 * sink.STALE_TEMP_S, time.time() - 2 * sink.STALE_TEMP_S))
+    state = sink.reconcile(out)  # after a run: only old ones (a live write may still hold the rest)
+    assert state.temps_removed == 1 and not old.exists() and fresh.exists()
+    assert state.outcome == {"a": "ok"}
+    assert sink.reconcile(out, temp_age_s=0).temps_removed == 1 and not fresh.exists()
+    assert names_in(tmp_path, "samples") == ["a"]
+
+
 def test_ok_is_final_even_if_a_later_marker_says_failed(tmp_path):
     out = str(tmp_path)
     sink.write_shard(out, [row("a")], COLS)
