@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from core.secrets import env_name_problem, redact_url
+
 T = TypeVar("T", bound="Config")
 
 
@@ -39,7 +41,7 @@ class Config:
         return []
 
     def __post_init__(self) -> None:
-        found = self.problems()
+        found = secret_field_problems(self) + self.problems()
         if found:
             raise ConfigError(found)
 
@@ -59,6 +61,19 @@ class Config:
 
 
 # ---------------------------------------------------------------- checks used by problems()
+
+
+def secret_field_problems(cfg: Config) -> list[str]:
+    """The one check of secret-bearing fields, run for every config: a ``*_env`` field must hold the
+    *name* of a variable, never a key (the message does not echo the value)."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name.endswith("_env") and isinstance(value, str):
+            problem = env_name_problem(f.name, value)
+            if problem:
+                out.append(problem)
+    return out
 
 
 def check_range(out: list[str], key: str, value: float, lo: float | None, hi: float | None) -> None:
@@ -364,14 +379,23 @@ def _tag(problem: str, sources: Sources) -> str:
 
 
 def dump_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False)
+    """The config as YAML, as it is saved beside outputs (URL credentials redacted)."""
+    return yaml.safe_dump(to_plain(cfg), sort_keys=False)
 
 
-def _plain(value: Any) -> Any:
+def to_plain(cfg: Config) -> dict[str, Any]:
+    """The config as plain data for printing or saving: every ``*url`` field has its
+    ``user:password@`` part redacted."""
+    return _plain(cfg.to_dict())
+
+
+def _plain(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, str) and key.lower().endswith("url"):
+        return redact_url(value)
     return value
 
 
@@ -379,7 +403,7 @@ def dump_yaml_with_sources(cfg: Config, sources: Sources) -> str:
     """The config as YAML, each value followed by ``# <file or flag>`` where it did not come from the
     dataclass default."""
     lines: list[str] = []
-    _emit(_plain(cfg.to_dict()), "", 0, sources, lines)
+    _emit(to_plain(cfg), "", 0, sources, lines)
     return "\n".join(lines) + "\n"
 
 

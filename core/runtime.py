@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 
 from core.config import Config, check_range
+from core.secrets import has_credentials, is_secret_name
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,10 @@ class RayConfig(Config):
         return out
 
 
-SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-
-
-def is_secret(name: str) -> bool:
-    """Whether an environment variable's value must never be written anywhere (passed by name only)."""
-    return bool(SECRET_RE.search(name))
+def is_secret(name: str, value: str = "") -> bool:
+    """Whether an environment variable must never be written anywhere (passed by name only): a secret
+    name, or a URL value carrying ``user:password@`` (e.g. an ``AWS_ENDPOINT_URL`` with credentials)."""
+    return is_secret_name(name) or has_credentials(value)
 
 
 def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
@@ -71,7 +69,7 @@ def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     them from their start commands or IAM).
     """
     names = list(PASS_THROUGH_ENV) + list(extra_names)
-    return {n: os.environ[n] for n in names if os.environ.get(n) and not is_secret(n)}
+    return {n: os.environ[n] for n in names if os.environ.get(n) and not is_secret(n, os.environ[n])}
 
 
 def init_ray(cfg: RayConfig | None = None, quiet: bool = False):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core import storage
-from core.config import dump_yaml
+from core.config import dump_yaml, to_plain
 from core.llm.tiny import MARKER as TINY_MARKER
 from core.plots import pyplot
 from core.schema import OV_LABELS
@@ -126,7 +126,7 @@ def write_manifest_and_card(
         "models": cfg.model_ids() if cfg.llm_stages else {},
         "random_weight_roles": _random_roles(cfg) if cfg.llm_stages else [],
         "prompt_variants": cfg.prompt_variants() if cfg.llm_stages else {},
-        "config": cfg.to_dict(),
+        "config": to_plain(cfg),
         "versions": versions(),
     }
     text = json.dumps(manifest, indent=2, ensure_ascii=False)

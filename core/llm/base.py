@@ -10,7 +10,6 @@ annotation section, or the evaluation's grouping / extraction LLM (``evaluate.ll
 from __future__ import annotations
 
 import dataclasses
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -23,7 +22,6 @@ from core.schema import SAMPLE_RATE
 BACKENDS = ("transformers", "openai", "vllm")
 ROLES = ("text", "audio", "video")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole name: always fullmatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +64,6 @@ class LLMConfig(Config):
         check_choice(out, "dtype", self.dtype, DTYPES)
         if not self.model.strip():
             out.append("model = '': must name a model (local folder, hub id or endpoint model name)")
-        if self.api_key_env and not _ENV_NAME.fullmatch(self.api_key_env):
-            # the value is not echoed: it may be a key pasted by mistake
-            out.append(
-                "api_key_env: must be the name of an environment variable, e.g. OPENAI_API_KEY "
-                "(the key itself never goes in the config)"
-            )
         ranges = (
             ("max_new_tokens", 1, None),
             ("min_new_tokens", 0, None),

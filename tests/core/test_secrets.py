@@ -1,0 +1,102 @@
+"""Secrets stay out of configs and what is saved: one check for every ``*_env`` field (a key pasted
+where a variable name belongs is refused without being echoed), URL credentials redacted wherever a
+config is printed or saved, and an endpoint URL with credentials never sent by value."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from core.config import ConfigError, dump_yaml
+from core.runtime import worker_env
+from core.secrets import env_name_problem, looks_like_key, redact_url
+from core.storage import StorageConfig
+from emer.cli import main
+from emer.runconfig import load_run_config
+
+HF_LIKE = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWx12"  # a valid identifier, shaped like a HF token
+CREDS_URL = "http://alice:s3cr3tpw@127.0.0.1:9000/v1"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sk-" + "proj-AbCdEf0123456789xyz",
+        HF_LIKE,
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2",
+        "Xk9" + "fQ2mZ7pL4vR8tN1wS6yB3cH5jD0gK2aE",
+    ],
+)
+def test_key_shaped_values_are_keys(value):
+    assert looks_like_key(value)
+    problem = env_name_problem("evaluate.llm.api_key_env", value)
+    assert problem and "looks like a key" in problem and value not in problem
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "HF_TOKEN", "MY_GATEWAY_KEY_2", ""])
+def test_variable_names_are_fine(name):
+    assert not looks_like_key(name)
+    assert env_name_problem("x_env", name) is None
+
+
+def test_a_key_pasted_into_api_key_env_is_refused_and_not_printed(capsys):
+    """Before: a key that is a valid identifier (hf_...) was accepted, printed and saved."""
+    assert main(["config", f"--evaluate.llm.api_key_env={HF_LIKE}"]) == 2
+    out, err = capsys.readouterr()
+    assert "evaluate.llm.api_key_env: looks like a key itself" in err
+    assert HF_LIKE not in out + err
+
+
+@pytest.mark.parametrize("key", ["annotate.text.api_key_env", "annotate.audio.api_key_env"])
+def test_every_llm_role_is_checked(key):
+    with pytest.raises(ConfigError, match="looks like a key"):
+        load_run_config(None, [f"{key}={HF_LIKE}"])
+
+
+def test_redact_url():
+    assert redact_url(CREDS_URL) == "http://***@127.0.0.1:9000/v1"
+    assert redact_url("https://token@host/x?a=1") == "https://***@host/x?a=1"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    assert redact_url("") == ""
+
+
+def test_url_credentials_are_redacted_when_saved_and_printed(capsys):
+    """Before: base_url / endpoint_url credentials were saved as given in config.yaml and printed."""
+    run = load_run_config(None, [f"evaluate.llm.base_url={CREDS_URL}", f"storage.endpoint_url={CREDS_URL}"])
+    assert run.evaluate.llm.base_url == CREDS_URL  # the run itself still uses them
+    saved = dump_yaml(run)
+    assert "s3cr3tpw" not in saved and "alice" not in saved
+    data = yaml.safe_load(saved)
+    assert data["evaluate"]["llm"]["base_url"] == "http://***@127.0.0.1:9000/v1"
+    assert data["storage"]["endpoint_url"] == "http://***@127.0.0.1:9000/v1"
+    assert main(["config", f"--evaluate.llm.base_url={CREDS_URL}"]) == 0
+    assert "s3cr3tpw" not in capsys.readouterr().out
+
+
+def test_manifest_config_is_redacted(tmp_path):
+    from pipelines.card import write_manifest_and_card
+    from pipelines.config import AnnotateConfig
+    from pipelines.inputs import Listing
+    from pipelines.sink import OutputState
+
+    cfg = AnnotateConfig.from_dict({"text": {"base_url": CREDS_URL, "backend": "openai"}})
+    write_manifest_and_card(
+        cfg, Listing([], [], [], [], 0), OutputState(), {}, "in", "subs.csv", str(tmp_path), None
+    )
+    manifest = (tmp_path / "manifest.json").read_text()
+    assert "s3cr3tpw" not in manifest and "s3cr3tpw" not in (tmp_path / "config.yaml").read_text()
+    assert json.loads(manifest)["config"]["text"]["base_url"] == "http://***@127.0.0.1:9000/v1"
+
+
+def test_an_endpoint_url_with_credentials_is_not_sent_by_value(monkeypatch):
+    """Before: AWS_ENDPOINT_URL went into the runtime env (Ray's job table) by value."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", CREDS_URL)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    env = worker_env()
+    assert "AWS_ENDPOINT_URL" not in env and env["AWS_REGION"] == "us-east-1"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    assert worker_env()["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert StorageConfig(endpoint_url=CREDS_URL).endpoint_url == CREDS_URL
