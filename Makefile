@@ -55,7 +55,7 @@ demo: models
 	$(VENV)/bin/emer demo --out runs/demo
 
 test: models
-	@RAY_AUTH_MODE=disabled $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # The layer contract (pyproject.toml [tool.importlinter]), lint and format; tests/core/test_architecture.py

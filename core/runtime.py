@@ -1,20 +1,27 @@
 """Connect to a Ray cluster (``--address`` / ``RAY_ADDRESS``) or start the embedded local Ray.
 
-The embedded default binds the dashboard to 127.0.0.1 only and prints its URL. Environment
+The embedded default runs every Ray service on 127.0.0.1 only (dashboard, GCS, raylet, workers) and
+prints the dashboard URL; beside another local Ray it takes a free dashboard port. Environment
 variables that jobs need (S3 endpoint, credentials, LLM keys) are passed to workers *by name*:
 their values go into the runtime environment, never into logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
+import socket
+import tempfile
 
 from core.config import Config, check_range
 from core.secrets import has_credentials, is_secret_name
 
 log = logging.getLogger(__name__)
+
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine mode (loopback only)
 
 # Forwarded to workers when set on the driver (values never logged).
 PASS_THROUGH_ENV = (
@@ -30,6 +37,7 @@ PASS_THROUGH_ENV = (
     "HF_HUB_OFFLINE",
     "DS_ACCELERATOR",
     "TORCH_EXTENSIONS_DIR",
+    "EMER_DEBUG_CRASH_ON",  # crash tests' fault injection (pipelines.stages)
 )
 
 
@@ -93,18 +101,7 @@ def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
         log.info("connecting to Ray at %s", address)
         ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=cfg.worker_logs)
     else:
-        kwargs = {
-            "include_dashboard": cfg.dashboard,
-            "dashboard_host": "127.0.0.1",
-            "dashboard_port": cfg.dashboard_port,
-            "runtime_env": runtime_env,
-            "log_to_driver": cfg.worker_logs,
-        }
-        if cfg.num_cpus:
-            kwargs["num_cpus"] = cfg.num_cpus
-        if cfg.num_gpus:
-            kwargs["num_gpus"] = cfg.num_gpus
-        ctx = ray.init(**kwargs)
+        ctx = _start_local(cfg, runtime_env)
     url = getattr(ctx, "dashboard_url", "") or ""
     if url and not quiet:
         print(
@@ -112,3 +109,77 @@ def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
             flush=True,
         )
     return ctx
+
+
+def _start_local(cfg: RayConfig, runtime_env: dict):
+    """Start the embedded Ray with every service on 127.0.0.1, beside any other local Ray.
+
+    Starts on this machine are serialised by a file lock, so two runs started at once do not both
+    pick the same free dashboard port.
+    """
+    import ray
+
+    kwargs = {
+        "runtime_env": runtime_env,
+        "log_to_driver": cfg.worker_logs,
+        "include_dashboard": cfg.dashboard,
+    }
+    if cfg.num_cpus:
+        kwargs["num_cpus"] = cfg.num_cpus
+    if cfg.num_gpus:
+        kwargs["num_gpus"] = cfg.num_gpus
+    with _start_lock(), _loopback_only():
+        if cfg.dashboard:
+            kwargs.update(dashboard_host="127.0.0.1", dashboard_port=dashboard_port(cfg.dashboard_port))
+        return ray.init(**kwargs)
+
+
+def dashboard_port(wanted: int) -> int:
+    """``wanted`` if it is free on 127.0.0.1, else a free port (another Ray or program holds it)."""
+    if _port_free(wanted):
+        return wanted
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log.warning("port %d is in use (another Ray on this machine?): the dashboard gets port %d", wanted, port)
+    return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _start_lock():
+    path = os.path.join(tempfile.gettempdir(), f"emer-ray-start-{os.getuid()}.lock")
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """While a local Ray starts, take 127.0.0.1 as this node's address, so that the GCS, raylet,
+    object manager, workers and agents listen on loopback only (by default they listen on every
+    interface). This is Ray's own single-machine mode (what it does on macOS and Windows); the
+    started processes keep it, and this process gets its previous setting back."""
+    from ray._private import ray_constants
+
+    saved_env, saved = os.environ.get(LOCAL_ONLY_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOCAL_ONLY_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(LOCAL_ONLY_ENV, None)
+        else:
+            os.environ[LOCAL_ONLY_ENV] = saved_env

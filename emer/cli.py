@@ -12,6 +12,7 @@ import logging
 import sys
 
 from core.config import ConfigError
+from core.failures import RunFailed
 from emer.commands import annotate, base, evaluate, jobs, train
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except RunFailed as err:
+        print(f"emer {args.command}: failed: {err}", file=sys.stderr)
+        return 1
     except ConfigError as err:
         print(f"emer {args.command}: {err}", file=sys.stderr)
         return 2

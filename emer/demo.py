@@ -26,7 +26,7 @@ from core.runtime import init_ray
 from emer import models
 from emer.demo_eval import evaluate_demo, loss_curve
 from emer.runconfig import CONFIG_DIR, load_run_config, require_models, save_resolved
-from pipelines.annotate import run_annotation
+from pipelines.annotate import check_outcome, run_annotation
 from pipelines.samples import generate_samples
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def run_demo(args: argparse.Namespace) -> int:
     manifest = run_annotation(
         cfg.annotate, outputs["sample clips"], outputs["subtitles"], coarse, resolved=cfg
     )
+    check_outcome(cfg.annotate, manifest)
     c = manifest["counts"]
     outputs["EMER-Coarse samples"] = storage.join(coarse, "samples")
     outputs["EMER-Coarse card"] = storage.join(coarse, "README.md")

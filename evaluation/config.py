@@ -46,10 +46,12 @@ class EvaluateConfig(Config):
     report: bool = True  # write report.md / report.json / PNGs
     out: str = ""  # report folder; empty: next to the predictions
     reask: int = 2  # extra asks when an LLM answer holds no list
+    max_failure_fraction: float = 0.5  # more LLM requests failed: exit non-zero (the report is kept)
     llm: LLMConfig = dataclasses.field(default_factory=default_llm)
 
     def problems(self) -> list[str]:
         out: list[str] = []
+        check_range(out, "evaluate.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
         check_choice(out, "evaluate.grouping", self.grouping, GROUPINGS)
         check_choice(out, "evaluate.list_parser", self.list_parser, LIST_PARSERS)
         check_choice(out, "evaluate.language", self.language, LANGUAGES)

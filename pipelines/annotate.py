@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from core import placement
+from core.failures import FATAL_HINT, FatalStreak, RunFailed, check_failure_budget
 from core.llm import tiny
 from core.metrics import ProgressLine
 from core.runtime import worker_env
@@ -162,17 +163,36 @@ def _batch_size(configured: int, rows: int, actors: int) -> int:
     return max(1, min(configured, math.ceil(rows / max(1, actors))))
 
 
-def consume(ds, total: int, every: float = 10.0, label: str = "annotate") -> list[dict[str, Any]]:
-    """Stream the summary rows to the driver (small rows only); one progress line every ``every`` s."""
+def consume(
+    ds, total: int, every: float = 10.0, label: str = "annotate", stop_after_fatal: int = 0
+) -> tuple[list[dict[str, Any]], str]:
+    """Stream the summary rows to the driver (small rows only); one progress line every ``every`` s.
 
+    Returns (rows, why it stopped early or ''): ``stop_after_fatal`` rows in a row that failed on an
+    error every later row would repeat (HTTP 401/403/404) end the run; rows not reached stay pending.
+    """
     out: list[dict[str, Any]] = []
     progress = ProgressLine(label, total=total, unit="clips", every=every)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        rows = batch.to_pylist()
-        out += rows
-        progress.update(len(rows), **{o: sum(1 for r in rows if r["outcome"] == o) for o in sink.OUTCOMES})
+    streak, stopped = FatalStreak(stop_after_fatal), ""
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    try:
+        for batch in batches:
+            rows = batch.to_pylist()
+            out += rows
+            progress.update(
+                len(rows), **{o: sum(1 for r in rows if r["outcome"] == o) for o in sink.OUTCOMES}
+            )
+            for r in rows:
+                stopped = stopped or streak.observe(r["outcome"] == FAILED, r.get("reason")) or ""
+            if stopped:
+                log.error("%s: stopping early: %s; %s", label, stopped, FATAL_HINT)
+                break
+    finally:
+        close = getattr(batches, "close", None)
+        if close:
+            close()  # stops the streaming executor (and its actors) when we stopped early
     progress.close()
-    return out
+    return out, stopped
 
 
 def run_annotation(
@@ -190,7 +210,7 @@ def run_annotation(
         plan.skipped,
         " (retrying failures)" if cfg.retry_failed else "",
     )
-    done, lost = _execute(cfg, plan.todo, output)
+    done, lost, stopped = _execute(cfg, plan.todo, output)
     state = sink.reconcile(output)
     stats = {
         "attempted": len(plan.todo),
@@ -200,6 +220,7 @@ def run_annotation(
         "temp_files_removed": plan.state.temps_removed + state.temps_removed,
         "superseded": state.superseded,
         "seconds": round(time.perf_counter() - start, 2),
+        "stopped_early": stopped,
         **{o: sum(1 for r in done if r["outcome"] == o) for o in sink.OUTCOMES},
     }
     manifest = card.write_manifest_and_card(
@@ -209,34 +230,60 @@ def run_annotation(
     return manifest
 
 
-def _execute(cfg: AnnotateConfig, todo: list[dict[str, Any]], output: str) -> tuple[list, list]:
-    """Run the rows; re-run those of lost blocks one by one; record the rest as failures."""
+def _execute(cfg: AnnotateConfig, todo: list[dict[str, Any]], output: str) -> tuple[list, list, str]:
+    """Run the rows; re-run those of lost blocks one by one; record the rest as failures.
+
+    Returns (summary rows, rows lost to crashes, why the run stopped early or ''); after an early
+    stop the rows not reached are neither retried nor recorded: they stay pending for the resume.
+    """
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     saved, ctx.max_errored_blocks = ctx.max_errored_blocks, cfg.max_errored_blocks
     try:
-        done = _run_rows(cfg, todo, output, isolate=False) if todo else []
+        done, stopped = _run_rows(cfg, todo, output, isolate=False) if todo else ([], "")
+        if stopped:
+            return done, [], stopped
         lost = _lost(todo, done)
         if lost and cfg.isolate_crashes:
             log.warning(
                 "annotate: %d rows were in blocks lost to crashed workers; retrying them one by one",
                 len(lost),
             )
-            done += _run_rows(cfg, lost, output, isolate=True)
+            again, stopped = _run_rows(cfg, lost, output, isolate=True)
+            done += again
             lost = _lost(todo, done)
     finally:
         ctx.max_errored_blocks = saved
     if lost:
         rows = [sink.failure_row(r["name"], "crash", CRASH_REASON, r["clip"]) for r in lost]
         done += sink.write_shard(output, rows, sink.FAILURE_COLUMNS).to_pylist()
-    return done, lost
+    return done, lost, stopped
 
 
 def _run_rows(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool):
     ds = build_pipeline(cfg, rows, output, isolate=isolate)
     label = "annotate (crash isolation)" if isolate else "annotate"
-    return consume(ds, len(rows), cfg.progress_every_s, label)
+    return consume(ds, len(rows), cfg.progress_every_s, label, cfg.stop_after_fatal)
+
+
+def check_outcome(cfg: AnnotateConfig, manifest: dict[str, Any]) -> None:
+    """Raise ``RunFailed`` (exit 1, outputs kept) after an early stop, or when this run's failed rows
+    exceed ``cfg.max_failure_fraction``, or when none of its rows gave a sample."""
+    r, c = manifest["this_run"], manifest["counts"]
+    if r.get("stopped_early"):
+        raise RunFailed(
+            f"annotate stopped early: {r['stopped_early']}; {c['pending']} inputs not attempted, the "
+            f"{c['ok']} finished samples are kept: {FATAL_HINT}"
+        )
+    attempted = r["attempted"]
+    kept = f"the {c['ok']} finished samples are kept"
+    check_failure_budget("annotate", r["failed"], attempted, cfg.max_failure_fraction, kept)
+    if attempted and not r["ok"]:
+        raise RunFailed(
+            f"annotate: none of the {attempted} rows processed gave a sample ({r['rejected']} rejected, "
+            f"{r['failed']} failed): see failures/ for the reasons"
+        )
 
 
 def with_tiny_models(cfg: AnnotateConfig, models_dir: str, max_new_tokens: int = 24) -> AnnotateConfig:

@@ -105,11 +105,14 @@ class AnnotateConfig(Config):
     max_errored_blocks: int = 20  # blocks lost to crashed workers before the job aborts; -1 = no limit
     isolate_crashes: bool = True  # re-run rows of crashed blocks one by one, so only the culprit fails
     progress_every_s: float = 10.0  # seconds between the driver's progress lines
-    debug_crash_on: list[str] = dataclasses.field(default_factory=list)  # tests: decode SIGKILLs itself
+    max_failure_fraction: float = 0.5  # more of this run's rows failed: exit non-zero (rows are kept)
+    stop_after_fatal: int = 8  # this many rows in a row failed on 401/403/404: stop early; 0 = never
 
     def problems(self) -> list[str]:
         out: list[str] = []
         check_range(out, "annotate.frames", self.frames, 1, 256)
+        check_range(out, "annotate.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
+        check_range(out, "annotate.stop_after_fatal", self.stop_after_fatal, 0, None)
         check_range(out, "annotate.frame_size", self.frame_size, 16, 4096)
         check_range(out, "annotate.jpeg_quality", self.jpeg_quality, 1, 100)
         check_choice(out, "annotate.audio_backend", self.audio_backend, AUDIO_BACKENDS)

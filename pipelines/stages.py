@@ -23,6 +23,8 @@ from pipelines import media
 
 log = logging.getLogger(__name__)
 
+CRASH_ON_ENV = "EMER_DEBUG_CRASH_ON"  # comma-separated sample names whose decode SIGKILLs its worker
+
 
 class DecodeStage(Stage):
     """Clip bytes -> JPEG frames, FLAC audio and metadata (decord + libav)."""
@@ -44,7 +46,8 @@ class DecodeStage(Stage):
 
     def setup(self) -> None:
         self.faces = media.FaceCounter() if self.cfg.face_check else None
-        self.crash_on = set(self.cfg.debug_crash_on)
+        # Fault injection for the crash tests only; an environment variable, never a config key.
+        self.crash_on = {n for n in os.environ.get(CRASH_ON_ENV, "").split(",") if n}
 
     def process(self, rows: list[dict[str, Any]]) -> None:
         super().process(rows)

@@ -1,14 +1,15 @@
 """Shared fixtures: a session-scoped local Ray, a real S3 endpoint (moto's server), sample clips, and
 a real OpenAI-compatible server (``transformers serve`` of SmolLM2, see ``served_helpers``).
 
-The environment for the test run is set here, before Ray or DeepSpeed are imported: token auth off
-(Ray 2.60 turns it on by default and writes ~/.ray/auth_token), usage stats off, DeepSpeed on CPU,
-a stable TORCH_EXTENSIONS_DIR (its C++ ops compile once), and offline Hugging Face.
+The environment for the test run is set here, before Ray or DeepSpeed are imported: token auth on
+with a per-session token in RAY_AUTH_TOKEN (so ~/.ray/auth_token is never written), usage stats
+off, DeepSpeed on CPU, a stable TORCH_EXTENSIONS_DIR (its C++ ops compile once), and offline Hugging Face.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ["RAY_AUTH_MODE"] = "disabled"
+# Token auth stays on, as in production; the session's token comes from the environment, so Ray
+# never writes ~/.ray/auth_token.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["DS_ACCELERATOR"] = "cpu"
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
@@ -68,7 +72,6 @@ def ray_local(s3):
             log_to_driver=True,
             runtime_env={
                 "env_vars": {
-                    "RAY_AUTH_MODE": "disabled",
                     "DS_ACCELERATOR": "cpu",
                     "HF_HUB_OFFLINE": "1",
                     "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"],

@@ -52,6 +52,8 @@ class LLMConfig(Config):
     timeout_s: float = 120.0
     max_retries: int = 4
     retry_backoff_s: float = 1.0  # first wait; doubles each retry, capped at 60 s
+    max_retry_after_s: float = 300.0  # longest Retry-After waited for; a longer one fails the request
+    stop_after_fatal: int = 8  # openai: after this many 401/403/404 in a row, send no more; 0 = never
     num_gpus: float = 0.0
     dtype: str = "auto"
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -73,6 +75,8 @@ class LLMConfig(Config):
             ("temperature", 0.0, 2.0),
             ("timeout_s", 0.001, None),
             ("retry_backoff_s", 0.0, 600.0),
+            ("max_retry_after_s", 0.0, 3600.0),
+            ("stop_after_fatal", 0, None),
             ("num_gpus", 0.0, None),
         )
         for key, lo, hi in ranges:

@@ -3,9 +3,11 @@
 Requests run in a thread pool of ``cfg.concurrency``; each has its own timeout and its own retry loop
 (the client's built-in retries are off so the behaviour is explicit): 408/429/5xx, timeouts,
 connection errors and malformed answers are retried with exponential backoff (``retry_backoff_s``
-doubling, capped at 60 s; a numeric ``Retry-After`` header wins when it is within the cap); other
-errors (400, 401, 403, 404, 409, 422 ...) fail at once. Exhausted retries give an ``LLMResult`` with the
-last reason, not an exception.
+doubling, capped at 60 s; a numeric ``Retry-After`` header wins up to ``max_retry_after_s``, and a
+longer one ends the request at once rather than retrying before the server allows); other
+errors (400, 401, 403, 404, 409, 422 ...) fail at once; after ``stop_after_fatal`` answers of
+401/403/404 in a row (a wrong key, model or endpoint) no more requests are sent: they fail with that
+reason. Exhausted retries give an ``LLMResult`` with the last reason, not an exception.
 Frames go as base64 JPEG ``image_url`` parts, audio as an ``input_audio`` WAV part.
 The key is read from the variable named by ``cfg.api_key_env``; it is scrubbed from every error
 string and never logged or shown in a repr.
@@ -18,10 +20,12 @@ import io
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from core.failures import FATAL_HINT, FatalStreak
 from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult, conversation
 from core.schema import SAMPLE_RATE
 
@@ -55,12 +59,13 @@ def read_api_key(env_name: str, base_url: str = "") -> str:
     return key
 
 
-def backoff_s(attempt: int, base: float, retry_after: float | None = None) -> float:
-    """Seconds before retry ``attempt`` (0-based): base * 2**attempt + up to 10 % jitter, capped.
-
-    A numeric Retry-After within the cap wins.
-    """
-    if retry_after is not None and 0 <= retry_after <= MAX_BACKOFF_S:
+def backoff_s(
+    attempt: int, base: float, retry_after: float | None = None, max_retry_after: float = MAX_BACKOFF_S
+) -> float:
+    """Seconds before retry ``attempt`` (0-based): base * 2**attempt + up to 10 % jitter, capped at
+    60 s. A numeric Retry-After up to ``max_retry_after`` wins (the server knows best); one above it
+    is not waited for here (``_with_retries`` gives up instead of retrying early)."""
+    if retry_after is not None and 0 <= retry_after <= max_retry_after:
         return retry_after
     return min(MAX_BACKOFF_S, base * (2**attempt) * (1 + 0.1 * random.random()))
 
@@ -90,6 +95,8 @@ class OpenAIBackend(LLMBackend):
             max_retries=0,
         )
         self.sleep: Callable[[float], None] = time.sleep  # replaceable in tests
+        self._fatal = FatalStreak(cfg.stop_after_fatal)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(role={self.role!r}, model={self.cfg.model!r}, base_url={self.cfg.base_url!r})"
@@ -114,7 +121,14 @@ class OpenAIBackend(LLMBackend):
                 problem = f"bad input: {err}"
         if problem is not None:
             return LLMResult(error=problem)
-        return self._with_retries(req, messages)
+        with self._lock:
+            refused = self._fatal.tripped()
+        if refused:  # the endpoint refused the last requests for good: do not send more
+            return LLMResult(error=f"not sent: {refused}; {FATAL_HINT}")
+        res = self._with_retries(req, messages)
+        with self._lock:
+            self._fatal.observe(not res.ok, res.error)
+        return res
 
     def _with_retries(self, req: LLMRequest, messages: list[dict]) -> LLMResult:
         import openai
@@ -139,10 +153,17 @@ class OpenAIBackend(LLMBackend):
                 if err.status_code not in RETRY_STATUS and err.status_code < 500:
                     return LLMResult(error=self._scrub(reason), attempts=attempt + 1)
                 retry_after = _retry_after(err)
+                if retry_after is not None and retry_after > self.cfg.max_retry_after_s:
+                    reason += (
+                        f"; the endpoint asks to retry after {retry_after:g} s, more than "
+                        f"max_retry_after_s = {self.cfg.max_retry_after_s:g}: not retried early (raise "
+                        "max_retry_after_s to wait, or lower the request rate)"
+                    )
+                    return LLMResult(error=self._scrub(reason), attempts=attempt + 1)
             except Exception as err:  # noqa: BLE001 - anything else is this request's failure, not the batch's
                 return LLMResult(error=self._scrub(f"{type(err).__name__}: {err}"), attempts=attempt + 1)
             if attempt < self.cfg.max_retries:
-                wait = backoff_s(attempt, self.cfg.retry_backoff_s, retry_after)
+                wait = backoff_s(attempt, self.cfg.retry_backoff_s, retry_after, self.cfg.max_retry_after_s)
                 logger.info(
                     "request %s: %s; retry %d/%d in %.2f s",
                     req.id or "?",

@@ -7,7 +7,7 @@ import logging
 
 from core.runtime import init_ray
 from emer.runconfig import load_run_config, require_models
-from pipelines.annotate import run_annotation
+from pipelines.annotate import check_outcome, run_annotation
 from pipelines.samples import generate_samples
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="Decode and filter clips, get audio and video emotion clues from MLLMs, merge them with "
         "the subtitle into a bilingual description, extract open-vocabulary labels and write "
         "Parquet shards, failures, manifest.json and a dataset card under --output. Rerunning "
-        "the same command resumes: finished samples are skipped. Settings live in the "
+        "the same command resumes: finished samples are skipped. Exits 1 (finished rows kept) when "
+        "more than --max-failure-fraction of the rows failed, when none gave a sample, or after an "
+        "early stop on annotate.stop_after_fatal rows in a row failing with HTTP 401/403/404 (a "
+        "wrong key or model). Settings live in the "
         "'annotate' section of the run config (e.g. --annotate.frames=8).",
     )
     p.add_argument(
@@ -39,6 +42,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--output", required=True, metavar="URI", help="output folder or s3:// prefix")
     p.add_argument(
         "--retry-failed", action="store_true", help="re-attempt only the samples recorded in OUTPUT/failures/"
+    )
+    p.add_argument(
+        "--max-failure-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="exit non-zero when more than this share of the rows processed failed (default "
+        "annotate.max_failure_fraction, 0.5); finished rows are kept either way",
     )
     p.set_defaults(func=_annotate)
 
@@ -61,6 +72,8 @@ def _annotate(args: argparse.Namespace) -> int:
     run = load_run_config(args.config, args.overrides)
     require_models(run, "annotate")
     cfg = run.annotate.replace(retry_failed=True) if args.retry_failed else run.annotate
+    if args.max_failure_fraction is not None:
+        cfg = cfg.replace(max_failure_fraction=args.max_failure_fraction)
     init_ray(run.ray.replace(address=args.address) if args.address else run.ray)
     manifest = run_annotation(cfg, args.input, args.subtitles, args.output, resolved=run)
     c, r = manifest["counts"], manifest["this_run"]
@@ -71,6 +84,7 @@ def _annotate(args: argparse.Namespace) -> int:
         f"dataset card: {args.output.rstrip('/')}/README.md",
         flush=True,
     )
+    check_outcome(cfg, manifest)
     return 0
 
 

@@ -36,6 +36,14 @@ def _shared(p: argparse.ArgumentParser, gt: bool = True, pred: bool = True) -> N
         "--out", default=None, metavar="DIR", help="report folder (default: next to the predictions)"
     )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    p.add_argument(
+        "--max-failure-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="exit non-zero when more than this share of the LLM requests failed (default "
+        "evaluate.max_failure_fraction, 0.5); the results are written either way",
+    )
 
 
 def _grouping_flags(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from core import storage
 from core.config import dump_yaml
+from core.failures import check_failure_budget
 from core.llm import Completer
 from emer.runconfig import load_run_config
 from evaluation.config import EvaluateConfig
@@ -37,6 +38,7 @@ _FLAGS = {
     "text_column": "text_column",
     "language": "language",
     "out": "out",
+    "max_failure_fraction": "max_failure_fraction",
 }
 
 
@@ -53,6 +55,16 @@ def load_config(args: argparse.Namespace) -> EvaluateConfig:
 
 def _complete(cfg: EvaluateConfig) -> Completer:
     return Completer(cfg.llm)
+
+
+def check_llm(complete: Completer, cfg: EvaluateConfig, what: str) -> None:
+    """After the results are written: exit non-zero (``RunFailed``) when more than
+    ``max_failure_fraction`` of the LLM requests failed (e.g. a wrong key: every request 401)."""
+    failed = len(complete.errors)
+    kept = "the results were written, with failed answers scored as empty"
+    check_failure_budget(
+        f"evaluate {what}", failed, complete.requests, cfg.max_failure_fraction, kept, "LLM requests"
+    )
 
 
 def _out_dir(cfg: EvaluateConfig, pred: str) -> str:
@@ -97,6 +109,7 @@ def cmd_ov(args: argparse.Namespace) -> int:
         f"avg {summary['avg']:.6f}  ({summary['samples']} samples, grouping "
         f"{summary['grouping']})",
     )
+    check_llm(complete, cfg, "ov")
     return 0
 
 
@@ -128,7 +141,8 @@ def cmd_text(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     table = read_table(args.pred, cfg.name_column)
-    labels, failed = extract_labels(text_values(table, cfg.text_column), _complete(cfg), cfg.llm, cfg.reask)
+    complete = _complete(cfg)
+    labels, failed = extract_labels(text_values(table, cfg.text_column), complete, cfg.llm, cfg.reask)
     as_text = args.output.lower().endswith(".csv")
     storage.write_table(
         pa.table(
@@ -146,6 +160,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     _emit(
         args, result, f"{len(labels)} label lists written to {args.output} ({len(failed)} unreadable answers)"
     )
+    check_llm(complete, cfg, "extract")
     return 0
 
 
@@ -164,7 +179,8 @@ def _parse_models(specs: list[str]) -> dict[str, list[str]]:
 def cmd_runs(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     models = _parse_models(args.model)
-    result = compare(args.gt, models, cfg, _complete(cfg))
+    complete = _complete(cfg)
+    result = compare(args.gt, models, cfg, complete)
     if cfg.report:
         out = cfg.out or _out_dir(cfg, next(iter(models.values()))[0])
         metrics = {m for v in result["models"].values() for m in v["metrics"]}
@@ -180,17 +196,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
         cells = "  ".join(f"{m} {a['mean']:.4f}±{a['std']:.4f}" for m, a in v["metrics"].items())
         lines.append(f"{name} ({len(v['runs'])} runs): {cells}")
     _emit(args, result, "\n".join(lines))
+    check_llm(complete, cfg, "runs")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     cfg = load_config(args)
+    complete = _complete(cfg)
     if not cfg.report:
-        result = evaluate_file(args.gt, args.pred, cfg, _complete(cfg), text=not args.no_text)
+        result = evaluate_file(args.gt, args.pred, cfg, complete, text=not args.no_text)
         _emit(args, result, json.dumps(result, default=str))
-        return 0
-    out = _out_dir(cfg, args.pred)
-    result = report_file(args.gt, args.pred, cfg, out, _complete(cfg), text=not args.no_text)
-    _save_config(out, cfg)
-    _emit(args, result, f"report written to {result['report']}")
+    else:
+        out = _out_dir(cfg, args.pred)
+        result = report_file(args.gt, args.pred, cfg, out, complete, text=not args.no_text)
+        _save_config(out, cfg)
+        _emit(args, result, f"report written to {result['report']}")
+    check_llm(complete, cfg, "report")
     return 0

@@ -241,11 +241,13 @@ def tiny_llm_overrides(tiny: dict[str, str], resources: str | None = None) -> li
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """The test environment for child processes, without any Ray address or auth settings."""
+    """The test environment for child processes, without any Ray address; token auth on with the
+    session's token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(
         RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="disabled",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=os.environ["RAY_AUTH_TOKEN"],
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
         DS_ACCELERATOR="cpu",

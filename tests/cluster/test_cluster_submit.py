@@ -120,7 +120,9 @@ def test_dashboard_refuses_requests_without_the_token(submitted):
     assert head.http_status("/api/jobs/") == 401
     assert head.http_status("/api/jobs/", token="not-the-token") == 403
     assert head.http_status("/api/jobs/", auth=True) == 200
-    listing = emer(["jobs", "list"], subprocess_env(RAY_ADDRESS=head.url), timeout=60)
+    no_token = subprocess_env(RAY_ADDRESS=head.url, RAY_AUTH_MODE="disabled")  # a client without one
+    no_token.pop("RAY_AUTH_TOKEN")
+    listing = emer(["jobs", "list"], no_token, timeout=60)
     assert listing.returncode == 1
     assert "RAY_AUTH_TOKEN" in listing.stderr
 

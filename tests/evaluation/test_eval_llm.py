@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from core.llm import Completer
+from core.llm import Completer, LLMRequest
 from core.llm.labels import parse_label_groups, parse_label_list
 from evaluation.config import default_llm
 
@@ -183,3 +184,46 @@ def test_answer_parsers():
     assert parse_label_groups("[[a, b], [c]", ["a"]) == [["a", "b"], ["c"]]
     assert parse_label_groups("no list here", ["a"]) is None
     assert parse_label_groups("[['x']]", ["a"]) is None  # unrelated to the labels asked about
+
+
+def test_cached_answers_are_per_endpoint(fake_llm, tmp_path):
+    """The answer cache is keyed by the endpoint too: another server with the same model name is asked
+    itself, never answered from the first one's cache (finding 15 of the hardening review)."""
+    other = fake_llm.base_url.replace("127.0.0.1", "localhost")  # same server, another endpoint URL
+    first = default_llm().replace(base_url=fake_llm.base_url, cache_dir=str(tmp_path), model="m")
+    second = first.replace(base_url=other)
+    prompt = "Group these: ['a', 'b']"
+    assert Completer(first)([prompt]) == Completer(first)([prompt])
+    assert fake_llm.requests == 1  # the second call came from the cache
+    assert Completer(first).key(LLMRequest(prompt)) != Completer(second).key(LLMRequest(prompt))
+    again = Completer(second)
+    again([prompt])
+    assert fake_llm.requests == 2 and again.cache_hits == 0
+
+
+def test_a_wrong_key_fails_the_command_and_stops_early(emer, fake_llm, tmp_path):
+    """Before: every request answered 401, the scores were computed from empty answers, exit 0.
+    Now: the report is still written, the command exits 1 with a summary, and after
+    ``stop_after_fatal`` refusals in a row no more requests are sent."""
+    gt, pred = write(tmp_path / "gt.csv", GT), write(tmp_path / "pred.csv", PRED)
+    fake_llm.script = [401] * 50
+    argv = ["evaluate", "ov", "--gt", gt, "--pred", pred, "--grouping", "llm", "--out", tmp_path / "r"]
+    flags = [*llm_flags(fake_llm, tmp_path / "cache"), "--evaluate.llm.concurrency=1"]
+    rc, _, err = emer(*argv, *flags, "--evaluate.llm.stop_after_fatal=2")
+    assert rc == 1, err
+    assert re.search(r"evaluate ov: (\d+) of \1 LLM requests failed \(100%", err)  # asks and re-asks
+    assert fake_llm.requests == 2  # none sent after the second refusal
+    assert (tmp_path / "r" / "report.json").exists()  # results written all the same
+
+
+def test_max_failure_fraction_flag(emer, fake_llm, tmp_path):
+    gt, pred = write(tmp_path / "gt.csv", GT), write(tmp_path / "pred.csv", PRED)
+    argv = ["evaluate", "ov", "--gt", gt, "--pred", pred, "--grouping", "llm", "--no-report"]
+    flags = [*llm_flags(fake_llm, tmp_path / "cache"), "--evaluate.llm.max_retries=0"]
+    fake_llm.script = [500]  # one of the three grouping requests fails (then its re-ask succeeds)
+    rc, _, err = emer(*argv, *flags, "--evaluate.llm.concurrency=1", "--max-failure-fraction=0.2")
+    assert rc == 1 and "1 of 4 LLM requests failed (25%, allowed 20%" in err
+    fake_llm.requests, fake_llm.script = 0, [500]
+    fresh = f"--evaluate.llm.cache_dir={tmp_path / 'cache2'}"  # not from the first run's cache
+    rc, _, err = emer(*argv, *flags, fresh, "--evaluate.llm.concurrency=1", "--max-failure-fraction=0.5")
+    assert rc == 0, err

@@ -8,6 +8,7 @@ according to markers in the prompt text, counted per distinct prompt:
 - ``[[slow:1.5x1]]``: sleep 1.5 s before answering the first attempt;
 - ``[[garbage x1]]``: HTTP 200 with a body that is not JSON;
 - ``[[nochoices x1]]``: HTTP 200 with JSON lacking ``choices``;
+- ``[[wait:120x1]]``: HTTP 429 with ``Retry-After: 120`` to the first attempt;
 - ``[[echokey]]``: HTTP 401 whose error message repeats the Authorization header (a leaky server);
 - otherwise a good completion whose text is ``echo images=<n> audio=<n>: <prompt head>``.
 """
@@ -24,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-MARKER = re.compile(r"\[\[(status|slow|garbage|nochoices|echokey)(?::([\d.]+))?(?:\s*x(\d+))?\]\]")
+MARKER = re.compile(r"\[\[(status|slow|garbage|nochoices|echokey|wait)(?::([\d.]+))?(?:\s*x(\d+))?\]\]")
 
 
 def jpeg_frames(n: int, size: int = 224, seed: int = 0) -> list[bytes]:
@@ -59,6 +60,7 @@ class FakeOpenAI:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.inflight = 0
+        self.require_key = ""  # set: any other Authorization answers HTTP 401
         self.max_inflight = 0
 
     @property
@@ -72,6 +74,11 @@ class FakeOpenAI:
         prompt, images, audio = _prompt_parts(body)
         with self.lock:
             n = self.attempts[prompt] = self.attempts.get(prompt, 0) + 1
+        if self.require_key and auth != f"Bearer {self.require_key}":
+            payload = json.dumps(
+                {"error": {"message": "Incorrect API key provided", "type": "auth"}}
+            ).encode()
+            return 401, {"Content-Type": "application/json"}, payload, 0.0
         m = MARKER.search(prompt)
         kind, arg, times = (m.group(1), m.group(2), m.group(3)) if m else (None, None, None)
         active = kind is not None and (times is None or n <= int(times))
@@ -79,6 +86,9 @@ class FakeOpenAI:
             payload = json.dumps({"error": {"message": f"scripted {arg}", "type": "test"}}).encode()
             headers = {"Content-Type": "application/json"} | ({"Retry-After": "0"} if arg == "429" else {})
             return int(arg), headers, payload, 0.0
+        if active and kind == "wait":
+            payload = json.dumps({"error": {"message": "slow down", "type": "rate_limit"}}).encode()
+            return 429, {"Content-Type": "application/json", "Retry-After": arg}, payload, 0.0
         if active and kind == "echokey":
             payload = json.dumps({"error": {"message": f"bad credentials: {auth}", "type": "auth"}}).encode()
             return 401, {"Content-Type": "application/json"}, payload, 0.0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from annotate_helpers import all_inputs, check_every_name_once
+from llm_fixtures import fake_openai_server
 
 from emer.cli import main
 
@@ -31,7 +33,8 @@ def test_annotate_command_then_retry_failed(s3, ray_local, sample_clips, tmp_pat
     resolved = (out / "config.yaml").read_text()
     assert "annotate:" in resolved and "stop_after: check" in resolved and "storage:" in resolved
 
-    assert main([*args, "--retry-failed"]) == 0
+    assert main([*args, "--retry-failed"]) == 1  # the broken inputs fail again: no row recovered
+    assert "none of the 6 rows processed gave a sample" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["this_run"]["attempted"] == 6 and manifest["this_run"]["skipped_finished"] == 8
     assert manifest["counts"]["ok"] == 8
@@ -67,3 +70,78 @@ def test_annotate_command_reports_bad_input(tmp_path, capsys):
         ]
     )
     assert code == 2 and "annotate.frames = 0" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_more_failures_than_allowed_exit_non_zero_and_keep_the_rows(
+    s3, ray_local, sample_clips, tmp_path, capsys
+):
+    """Before: exit 0 however many rows failed. 3 of the 14 sample inputs fail (21 %)."""
+    out = tmp_path / "out"
+    args = [
+        "annotate",
+        "--input",
+        str(sample_clips.root / "clips"),
+        "--subtitles",
+        str(sample_clips.subtitles),
+    ]
+    rc = main([*args, "--output", str(out), *FAST, "--max-failure-fraction=0.1"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert (
+        "annotate: 3 of 14 rows failed (21%, allowed 10%" in err and "the 8 finished samples are kept" in err
+    )
+    assert json.loads((out / "manifest.json").read_text())["counts"]["ok"] == 8
+    check_every_name_once(str(out), all_inputs(sample_clips))
+
+
+def role_flags(url: str, env: str) -> list[str]:
+    out = []
+    for role in ("audio", "video", "text"):
+        out += [
+            f"--annotate.{role}.backend=openai",
+            f"--annotate.{role}.model=fake-mllm",
+            f"--annotate.{role}.base_url={url}",
+            f"--annotate.{role}.api_key_env={env}",
+            f"--annotate.{role}.max_retries=0",
+            f"--annotate.{role}.concurrency=2",
+            f"--annotate.stages.{role}.num_cpus=0.5",
+        ]
+    return out
+
+
+@pytest.mark.timeout(400)
+def test_a_wrong_key_stops_the_run_early_then_it_resumes(
+    s3, ray_local, sample_clips, tmp_path, capsys, monkeypatch
+):
+    """Before: a wrong key failed every row one by one (two requests per clip) and the run exited 0."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in sample_clips.clips:  # good clips only: every row reaches the LLM stages
+        (clips / f"{name}.mp4").symlink_to(sample_clips.root / "clips" / f"{name}.mp4")
+    out = tmp_path / "out"
+    # The workers of the session's Ray hold AWS_SECRET_ACCESS_KEY (from the s3 fixture): the key sent.
+    args = [
+        "annotate",
+        "--input",
+        str(clips),
+        "--subtitles",
+        str(sample_clips.subtitles),
+        "--output",
+        str(out),
+    ]
+    with fake_openai_server() as server:
+        server.require_key = "right-key"  # not the key sent: every request is refused
+        flags = [*role_flags(server.url, "AWS_SECRET_ACCESS_KEY"), "--annotate.stages.decode.actors=1"]
+        rc = main([*args, *flags, "--annotate.stop_after_fatal=3"])
+        assert rc == 1
+        err = capsys.readouterr().err
+        assert "annotate stopped early: 3 in a row failed with:" in err and "HTTP 401" in err
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["this_run"]["stopped_early"]
+        # each role's backend stops sending after 3 refusals (+1 in flight): 16 calls without the stop
+        assert len(server.calls) <= 8, len(server.calls)
+        server.require_key = os.environ["AWS_SECRET_ACCESS_KEY"]  # the key is right now
+        assert main([*args, *flags, "--retry-failed"]) == 0  # fixed: the resume finishes every clip
+    samples, failures = check_every_name_once(str(out), list(sample_clips.clips))
+    assert set(samples) == set(sample_clips.clips) and not failures

@@ -30,13 +30,13 @@ def linked_input(sample_clips, dest: Path, extra: dict[str, str]) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_killed_decode_actor_does_not_hang_the_job(s3, ray_local, sample_clips, tmp_path):
+def test_killed_decode_actor_does_not_hang_the_job(s3, ray_local, sample_clips, tmp_path, monkeypatch):
     victim = sample_clips.clips[2]
+    monkeypatch.setenv("EMER_DEBUG_CRASH_ON", victim)  # reaches the workers as a pass-through variable
     clips = linked_input(sample_clips, tmp_path / "clips", {"bad id!": sample_clips.clips[0]})
     cfg = AnnotateConfig.from_dict(
         {
             "stop_after": "check",
-            "debug_crash_on": [victim],
             "stages": {"decode": {"actors": 2, "batch_size": 4}},
         }
     )

@@ -101,7 +101,22 @@ def test_server_errors_back_off_exponentially_then_give_up(server):
 def test_backoff_is_capped_and_honours_retry_after():
     assert backoff_s(30, 1.0) == MAX_BACKOFF_S
     assert backoff_s(0, 1.0, retry_after=3.0) == 3.0
-    assert 1.0 <= backoff_s(0, 1.0, retry_after=10_000.0) <= 1.1  # absurd Retry-After ignored
+    assert backoff_s(0, 1.0, retry_after=120.0, max_retry_after=300.0) == 120.0  # beyond 60 s: still honoured
+
+
+def test_a_long_retry_after_is_waited_for_up_to_the_cap(server):
+    """Before: a Retry-After over 60 s was ignored and the request retried about a second later."""
+    be = make(server, max_retries=2)
+    [res] = be.generate([LLMRequest(prompt="[[wait:120x1]] hi")])
+    assert res.ok and res.attempts == 2 and be.sleeps == [120.0]
+
+
+def test_a_retry_after_beyond_the_cap_fails_at_once_without_retrying_early(server):
+    be = make(server, max_retries=3, max_retry_after_s=60.0)
+    [res] = be.generate([LLMRequest(prompt="[[wait:900]] hi")])
+    assert not res.ok and res.attempts == 1 and be.sleeps == []
+    assert "HTTP 429" in res.error and "retry after 900 s, more than max_retry_after_s = 60" in res.error
+    assert len(server.calls_for("[[wait:900]]")) == 1
 
 
 def test_timeout_is_retried_and_exhausted(server):

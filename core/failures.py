@@ -1,0 +1,77 @@
+"""When a run counts as failed, in one place: the failure budget and the early stop.
+
+- ``check_failure_budget``: a command whose rows failed beyond ``max_failure_fraction`` (or all of
+  them) raises ``RunFailed`` after its outputs are written, so it exits non-zero (a Ray job ends
+  FAILED) while the rows it finished are kept for the resume.
+- ``FatalStreak``: errors that every later row would repeat (HTTP 401 / 403 / 404: a wrong key, a
+  wrong model name or endpoint) stop the run after ``limit`` of them in a row, instead of failing
+  every row one by one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+FATAL_RE = re.compile(r"\bHTTP (401|403|404)\b")
+FATAL_HINT = "check the API key variable, the model name and base_url, then rerun the same command"
+
+
+class RunFailed(RuntimeError):
+    """The run finished (outputs written) but failed as a whole; the CLI exits 1 with this message."""
+
+
+def is_fatal(reason: str | None) -> bool:
+    """Whether a row's failure reason is one every later request would repeat (auth, not found)."""
+    return bool(reason) and bool(FATAL_RE.search(reason))
+
+
+class FatalStreak:
+    """Counts fatal failures in a row; ``observe`` returns the reason once ``limit`` is reached."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.reason = ""
+
+    def observe(self, failed: bool, reason: str | None) -> str | None:
+        if failed and is_fatal(reason):
+            self.count += 1
+            self.reason = str(reason)
+        elif not failed:
+            self.count = 0
+        return self.tripped()
+
+    def tripped(self) -> str | None:
+        """Why the streak stops the run, once ``limit`` fatal failures came in a row; else None."""
+        if self.limit and self.count >= self.limit:
+            return f"{self.count} in a row failed with: {self.reason[:300]}"
+        return None
+
+
+def check_failure_budget(
+    what: str, failed: int, total: int, max_fraction: float, kept: str, unit: str = "rows"
+) -> None:
+    """Raise ``RunFailed`` when all ``total`` rows failed, or more than ``max_fraction`` of them.
+
+    ``kept`` says what stays written, e.g. 'the 7 finished samples are kept'."""
+    if total <= 0 or failed <= 0:
+        return
+    share = failed / total
+    if failed < total and share <= max_fraction:
+        return
+    raise RunFailed(
+        f"{what}: {failed} of {total} {unit} failed ({share:.0%}, allowed {max_fraction:.0%}; "
+        f"--max-failure-fraction sets it); {kept}: fix the cause (see the recorded reasons) and "
+        "rerun the same command"
+    )
+
+
+def summarize_reasons(reasons: Iterable[str], top: int = 3) -> str:
+    """The most frequent reasons, e.g. ``'HTTP 401: bad key' x12; 'timeout' x2``."""
+    counts: dict[str, int] = {}
+    for r in reasons:
+        key = str(r)[:160]
+        counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    return "; ".join(f"{r!r} x{n}" for r, n in ranked)
