@@ -5,8 +5,10 @@ cached encoder features) and a ``TorchTrainer`` whose workers each read their sh
 ``ray.train.get_dataset_shard``. Every worker runs DeepSpeed (ZeRO 2 by default) or plain DDP via
 ``affect_model.train.engine``. Checkpoints go to ``train.storage_path/<run name>`` (local or s3://):
 every rank writes its own DeepSpeed shard, rank 0 adds the trainable weights (``weights/``) and the
-history; Ray merges them into one checkpoint folder. A run resumes from its latest checkpoint after a
-worker failure (``FailureConfig``) and when the same command runs again (same name + storage path).
+history, and every rank seals its files with digests last; Ray merges them into one checkpoint folder,
+which loads only if every file matches (``affect_model.train.integrity``). A run resumes from its
+latest checkpoint after a worker failure (``FailureConfig``) and when the same command runs again
+(same name + storage path).
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ class _Loop:
         self.run_uri = cfg.run_uri
 
     def restore(self, folder: str) -> None:
-        self.state.update(self.engine.load(folder))
+        self.state.update(self.engine.load(folder))  # verifies every file's digest first
         path = os.path.join(folder, "history.json")
         if os.path.exists(path):
             with open(path) as f:
@@ -300,11 +302,11 @@ class _Loop:
         if extra:
             self.history.epochs.append({"epoch": epoch, "step": self.state["step"], **extra})
         with tempfile.TemporaryDirectory(prefix="emer-ckpt-") as folder:
-            self.engine.save(folder, dict(self.state))
             if self.rank == 0:
                 self.task.save_weights(weights, os.path.join(folder, WEIGHTS_DIR))
                 with open(os.path.join(folder, "history.json"), "w") as f:
                     f.write(self.history.to_json())
+            self.engine.save(folder, dict(self.state))  # last: it seals the folder's files with digests
             has_files = bool(os.listdir(folder))
             ckpt = ray.train.Checkpoint.from_directory(folder) if has_files else None
             name = f"checkpoint_{self.state['step']:07d}"
