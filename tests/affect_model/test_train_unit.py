@@ -265,3 +265,25 @@ def test_checkpoint_digest_covers_the_ranks_folders_merged_into_one(tmp_path):
     (merged / "checkpoint_digest.rank1.json").unlink()
     with pytest.raises(CheckpointTampered, match=r"zero_pp_rank_1_optim_states\.pt is not listed"):
         verify(str(merged))
+
+
+def test_resume_record_refuses_changed_settings_and_allows_operational_ones(tmp_path):
+    from affect_model.model.config import ModelConfig
+    from affect_model.train.resume import check_checkpoint, check_run_folder, run_record, write_record
+    from core.fingerprint import ResumeMismatch
+    from emer.runconfig import RunConfig
+
+    run = RunConfig(model=ModelConfig(lora=True), train=TrainConfig(storage_path=str(tmp_path)))
+    assert check_run_folder(str(tmp_path), run_record(run)) is None  # nothing to resume yet
+    folder = tmp_path / "checkpoint_0000002"
+    folder.mkdir()
+    write_record(run_record(run), str(folder))
+    same = run.replace(train=run.train.replace(log_every=50, max_failures=0, keep_checkpoints=5))
+    assert check_run_folder(str(tmp_path), run_record(same)) == str(folder)
+    check_checkpoint(str(folder), run_record(same), str(tmp_path))
+    other = run.replace(model=run.model.replace(lora_r=16), train=run.train.replace(epochs=200))
+    for check in (check_run_folder, lambda uri, rec: check_checkpoint(str(folder), rec, uri)):
+        with pytest.raises(ResumeMismatch) as err:
+            check(str(tmp_path), run_record(other))
+        assert [key for key, _, _ in err.value.changes] == ["model.lora_r", "train.epochs"]
+        assert "model.lora_r: 8 -> 16" in str(err.value) and "train.run_name" in str(err.value)
