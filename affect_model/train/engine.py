@@ -6,6 +6,12 @@ accumulation boundary (AdamW, warm-up + cosine lr, gradient clipping). ``save``/
 this rank's share of the training state in a local folder (DeepSpeed: every rank its own ZeRO shard,
 frozen parameters left out); ``trainable_state()`` gathers the full fp32 trainable weights on every rank.
 Only this file and ``train.py`` import DeepSpeed.
+
+``save`` seals the folder last (``integrity.seal``: the sha256 of every file in it, so write any other
+files there first) and ``load`` checks those digests before it reads anything (``integrity.verify``).
+The DDP state holds no pickled objects: the trainable weights are safetensors and the optimizer /
+scheduler / loop state a torch file of tensors and plain containers, read with ``weights_only=True``.
+DeepSpeed's own files are pickles that only the digests guard.
 """
 
 from __future__ import annotations
@@ -13,18 +19,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from affect_model.train.config import TrainConfig
+from affect_model.train.integrity import seal, verify
 from affect_model.train.schedule import make_scheduler, param_groups
 
 log = logging.getLogger(__name__)
 TAG = "state"  # DeepSpeed checkpoint tag inside a checkpoint folder
 STATE_KEY = "emer_loop"  # our loop state inside DeepSpeed's client_state (which also holds its own keys)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DDP_WEIGHTS = "ddp_weights.safetensors"  # the DDP engine's trainable weights
+DDP_STATE = "ddp_state.pt"  # its optimizer, scheduler and loop state: tensors and plain containers only
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device)
 
 
 def deepspeed_config(cfg: TrainConfig, world_size: int, use_gpu: bool) -> dict:
@@ -147,8 +159,10 @@ class DeepSpeedEngine(Engine):
             save_latest=True,
             exclude_frozen_parameters=True,
         )
+        seal(local_dir, self.rank)
 
     def load(self, local_dir: str) -> dict:
+        verify(local_dir)  # DeepSpeed unpickles its files: only those this run wrote, unchanged
         path, client_state = self.model.load_checkpoint(local_dir, tag=TAG, load_module_strict=False)
         if path is None:
             raise FileNotFoundError(f"{local_dir}: no DeepSpeed checkpoint '{TAG}' in it")
@@ -227,27 +241,30 @@ class DDPEngine(Engine):
         if self.rank != 0:
             return
         os.makedirs(local_dir, exist_ok=True)
-        torch.save(
-            {
-                "trainable": {
-                    k: v for k, v in self.module.state_dict().items() if k in self._trainable_names()
-                },
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "client_state": client_state,
-            },
-            os.path.join(local_dir, "ddp_state.pt"),
-        )
+        names = self._trainable_names()
+        own = self.module.state_dict()
+        weights = {k: v.detach().cpu().contiguous() for k, v in own.items() if k in names}
+        save_file(weights, os.path.join(local_dir, DDP_WEIGHTS))
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "client_state": dict(client_state),
+        }
+        _require_plain(state, DDP_STATE)
+        torch.save(state, os.path.join(local_dir, DDP_STATE))
+        seal(local_dir, self.rank)
 
     def load(self, local_dir: str) -> dict:
-        state = torch.load(os.path.join(local_dir, "ddp_state.pt"), map_location="cpu", weights_only=False)
-        missing = self._trainable_names() - set(state["trainable"])
+        verify(local_dir)
+        weights = load_file(os.path.join(local_dir, DDP_WEIGHTS))
+        missing = self._trainable_names() - set(weights)
         if missing:
             raise ValueError(f"{local_dir}: checkpoint lacks trainable weights {sorted(missing)[:5]}")
-        self.module.load_state_dict(state["trainable"], strict=False)
+        state = _load_plain(os.path.join(local_dir, DDP_STATE))
+        self.module.load_state_dict(weights, strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        return state["client_state"]
+        return dict(state["client_state"])
 
     def _trainable_names(self) -> set[str]:
         return {n for n, p in self.module.named_parameters() if p.requires_grad}
@@ -256,6 +273,36 @@ class DDPEngine(Engine):
         return {
             n: p.detach().float().cpu().clone() for n, p in self.module.named_parameters() if p.requires_grad
         }
+
+
+def _require_plain(value: Any, where: str) -> None:
+    """Fail at save time (not at resume) if ``value`` holds what ``weights_only=True`` cannot read."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _require_plain(key, where)
+            _require_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _require_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(
+            f"{where}: {type(value).__name__} in the training state; only tensors, numbers, strings and "
+            "lists / dicts of them are saved (a checkpoint must load with torch.load(weights_only=True))"
+        )
+
+
+def _load_plain(path: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: refused, it holds not only tensors and plain containers (torch.load with "
+            f"weights_only=True failed: {str(err).splitlines()[0]}); emer never writes such a file: "
+            "do not resume from it (start a new run with another train.run_name)"
+        ) from err
+    if not isinstance(state, dict) or not {"optimizer", "scheduler", "client_state"} <= set(state):
+        raise ValueError(f"{path}: not an emer DDP training state (optimizer, scheduler, client_state)")
+    return state
 
 
 def make_engine(

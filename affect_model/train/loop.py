@@ -5,8 +5,11 @@ cached encoder features) and a ``TorchTrainer`` whose workers each read their sh
 ``ray.train.get_dataset_shard``. Every worker runs DeepSpeed (ZeRO 2 by default) or plain DDP via
 ``affect_model.train.engine``. Checkpoints go to ``train.storage_path/<run name>`` (local or s3://):
 every rank writes its own DeepSpeed shard, rank 0 adds the trainable weights (``weights/``) and the
-history; Ray merges them into one checkpoint folder. A run resumes from its latest checkpoint after a
-worker failure (``FailureConfig``) and when the same command runs again (same name + storage path).
+history, and every rank seals its files with digests last; Ray merges them into one checkpoint folder,
+which loads only if every file matches (``affect_model.train.integrity``). A run resumes from its
+latest checkpoint after a worker failure (``FailureConfig``) and when the same command runs again
+(same name + storage path), but only with the output-affecting settings it was started with
+(``affect_model.train.resume``; a rerun that changed one is refused before config.yaml is rewritten).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from affect_model.train.datasets import eval_dataset, train_dataset
 from affect_model.train.engine import make_engine
 from affect_model.train.evaluate import evaluate_epoch
 from affect_model.train.report import History, memory_gb, step_line
+from affect_model.train.resume import check_checkpoint, check_run_folder, run_record, write_record
 from affect_model.train.schedule import total_optimizer_steps
 from affect_model.train.task import AffectGPTTask, absolute_paths
 from core import metrics, storage
@@ -69,7 +73,10 @@ def run_training(
         "scorer": scorer,
         "eval_llm": getattr(evaluate, "llm", None),
         "init_uri": resolve_weights(cfg.init_from) if cfg.init_from else "",
+        "record": run_record(run_cfg),
     }
+    # a rerun resumes from the last checkpoint: refuse changed settings before anything is overwritten
+    check_run_folder(cfg.run_uri, payload["record"])
     storage.save_resolved(run_cfg, cfg.run_uri, "config.yaml")
     # The trainer runs in a 0-CPU task carrying the (non-secret) storage / HF / DeepSpeed variables, so
     # its controller and workers see them even when Ray was started without them.
@@ -183,9 +190,11 @@ class _Loop:
         self.state = {"step": 0, "epoch": 0, "micro": 0}
         self.history = History()
         self.run_uri = cfg.run_uri
+        self.record = config["record"]
 
     def restore(self, folder: str) -> None:
-        self.state.update(self.engine.load(folder))
+        check_checkpoint(folder, self.record, self.run_uri)  # the same output-affecting settings
+        self.state.update(self.engine.load(folder))  # verifies every file's digest first
         path = os.path.join(folder, "history.json")
         if os.path.exists(path):
             with open(path) as f:
@@ -300,11 +309,12 @@ class _Loop:
         if extra:
             self.history.epochs.append({"epoch": epoch, "step": self.state["step"], **extra})
         with tempfile.TemporaryDirectory(prefix="emer-ckpt-") as folder:
-            self.engine.save(folder, dict(self.state))
             if self.rank == 0:
                 self.task.save_weights(weights, os.path.join(folder, WEIGHTS_DIR))
                 with open(os.path.join(folder, "history.json"), "w") as f:
                     f.write(self.history.to_json())
+                write_record(self.record, folder)
+            self.engine.save(folder, dict(self.state))  # last: it seals the folder's files with digests
             has_files = bool(os.listdir(folder))
             ckpt = ray.train.Checkpoint.from_directory(folder) if has_files else None
             name = f"checkpoint_{self.state['step']:07d}"

@@ -1,5 +1,6 @@
 """Ray Train + DeepSpeed training of the tiny AffectGPT on CPU: ZeRO-2 = DDP, S3 checkpoints, resume after
-a killed worker and on rerun, stage 2 from stage 1, per-epoch evaluation, cached features = live encoders."""
+a killed worker and on rerun (refused when a setting changed), stage 2 from stage 1, per-epoch
+evaluation, cached features = live encoders."""
 
 from __future__ import annotations
 
@@ -119,6 +120,14 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, s3, tiny_cfg, dat
             extra_env={**S3_SECRETS, **FAST_FAILOVER},
         )
     assert history(run_uri)["steps"][-1]["step"] == 2
+    saved_config = storage.read_text(storage.join(run_uri, "config.yaml"))
+    # 1b) a rerun with another learning rate would mix two runs' settings: refused before it starts,
+    # naming the key, and the first run's config.yaml stays as it was
+    changed = cfg.replace(train=cfg.train.replace(lr=cfg.train.lr / 2, max_failures=1))
+    with pytest.raises(ValueError, match=r"train\.lr: 0\.002 -> 0\.001") as err:
+        run_training(changed, extra_env={**S3_SECRETS, **FAST_FAILOVER})
+    assert "1 output-affecting setting(s) changed" in str(err.value)  # max_failures may change
+    assert storage.read_text(storage.join(run_uri, "config.yaml")) == saved_config
     # 2) the same command again, now surviving one failure: it resumes at 2, dies at 5, resumes at 4
     cfg = cfg.replace(train=cfg.train.replace(max_failures=1))
     res = run_training(
@@ -130,6 +139,8 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, s3, tiny_cfg, dat
     assert storage.exists(storage.join(run_uri, "checkpoint_0000008", "state", "latest")) or storage.exists(
         storage.join(run_uri, "checkpoint_0000008", "latest")
     )
+    for name in ("run_config.json", "checkpoint_digest.rank0.json"):  # the settings, sealed with digests
+        assert storage.exists(storage.join(run_uri, "checkpoint_0000008", name))
 
 
 @pytest.mark.timeout(420)

@@ -104,3 +104,24 @@ def test_deepspeed_checkpoint_round_trip(process_group, tiny_cfg, tmp_path, chan
     from affect_model.model.checkpoint import load_trainable
 
     load_trainable(module2, str(tmp_path / "weights"), strict=True)
+
+
+@pytest.mark.timeout(300)
+def test_deepspeed_load_refuses_a_tampered_checkpoint_before_deepspeed_unpickles(
+    process_group, tiny_cfg, tmp_path
+):
+    from train_helpers import RunsCode
+
+    cfg = TrainConfig(strategy="deepspeed", torch_adam=True, batch_size=2, precision="fp32")
+    _, _, engine = _engine(cfg, tiny_cfg)
+    folder, marker = tmp_path / "ckpt", tmp_path / "code-ran"
+    engine.save(str(folder), {"step": 0, "epoch": 0, "micro": 0})
+    target = folder / "state" / "mp_rank_00_model_states.pt"
+    assert target.exists()
+    torch.save({"module": RunsCode(marker)}, target)  # DeepSpeed would unpickle this (weights_only=False)
+    calls = []
+    real = engine.model.load_checkpoint
+    engine.model.load_checkpoint = lambda *a, **k: calls.append(a) or real(*a, **k)
+    with pytest.raises(ValueError, match=r"state/mp_rank_00_model_states\.pt"):
+        engine.load(str(folder))
+    assert calls == [] and not marker.exists()

@@ -163,3 +163,127 @@ def test_history_round_trip_and_curves():
     assert set(curves) == {"loss", "lr", "accuracy"}
     assert all(png.startswith(b"\x89PNG") for png in curves.values())
     assert not math.isnan(again.steps[-1]["loss"])
+
+
+def _ddp(seed: int = 0, lr: float = 0.1) -> DDPEngine:
+    torch.manual_seed(seed)
+    cfg = TrainConfig(strategy="ddp", precision="fp32", lr=lr, warmup_steps=2, weight_decay=0.0)
+    return DDPEngine(StandIn(), cfg, total_steps=6, world_size=1, rank=0, device=torch.device("cpu"))
+
+
+def _train(engine: DDPEngine, steps: int) -> None:
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        engine.micro_step(_loss, {"x": torch.randn(6, 4, generator=gen), "y": torch.randn(6, generator=gen)})
+        engine.step()
+
+
+def test_ddp_checkpoint_round_trip_is_pickle_free(tmp_path):
+    from safetensors.torch import load_file
+
+    engine = _ddp()
+    _train(engine, 2)
+    engine.save(str(tmp_path), {"step": 2, "epoch": 0, "micro": 2})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint_digest.rank0.json", "ddp_state.pt", "ddp_weights.safetensors"]
+    assert set(load_file(tmp_path / "ddp_weights.safetensors")) == {"head.weight", "head.bias"}
+    state = torch.load(tmp_path / "ddp_state.pt", weights_only=True)  # tensors and plain containers only
+    assert state["client_state"] == {"step": 2, "epoch": 0, "micro": 2}
+    # a fresh engine (same frozen part, other head) resumes the same step, weights and schedule
+    other = _ddp()
+    with torch.no_grad():
+        other.module.head.weight.add_(1.0)
+    assert other.load(str(tmp_path)) == {"step": 2, "epoch": 0, "micro": 2}
+    assert other.lr() == pytest.approx(engine.lr())
+    a, b = engine.trainable_state(), other.trainable_state()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _train(engine, 1)
+    _train(other, 1)  # Adam's moments came back too: the next step is the same
+    a, b = engine.trainable_state(), other.trainable_state()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("case", ["no manifest", "file swapped", "manifest rewritten too"])
+def test_ddp_load_refuses_a_crafted_pickle_without_running_it(tmp_path, case):
+    from train_helpers import RunsCode
+
+    folder, marker = tmp_path / "ckpt", tmp_path / "code-ran"
+    folder.mkdir()
+    if case != "no manifest":
+        engine = _ddp()
+        engine.save(str(folder), {"step": 1, "epoch": 0, "micro": 1})
+    torch.save({"client_state": RunsCode(marker)}, folder / "ddp_state.pt")
+    if case == "manifest rewritten too":  # an attacker who also recomputes the digests
+        from affect_model.train.integrity import seal
+
+        seal(str(folder), rank=0)
+    with pytest.raises(ValueError) as err:
+        _ddp(seed=1).load(str(folder))
+    assert not marker.exists()  # the payload never ran
+    expected = {
+        "no manifest": "no checkpoint_digest",
+        "file swapped": "ddp_state.pt",
+        "manifest rewritten too": "not only tensors",
+    }[case]
+    assert expected in str(err.value)
+
+
+def test_checkpoint_digest_names_a_changed_an_added_and_a_missing_file(tmp_path):
+    from affect_model.train.integrity import CheckpointTampered, seal, verify
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "a.pt").write_bytes(b"a")
+    (tmp_path / "history.json").write_text("{}")
+    seal(str(tmp_path), rank=0)
+    verify(str(tmp_path))  # untouched: passes
+    (tmp_path / "state" / "a.pt").write_bytes(b"b")
+    with pytest.raises(CheckpointTampered, match=r"state/a\.pt.*changed"):
+        verify(str(tmp_path))
+    (tmp_path / "state" / "a.pt").write_bytes(b"a")
+    (tmp_path / "state" / "extra.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointTampered, match=r"state/extra\.pt.*not listed"):
+        verify(str(tmp_path))
+    (tmp_path / "state" / "extra.pt").unlink()
+    (tmp_path / "history.json").unlink()
+    with pytest.raises(CheckpointTampered, match=r"history\.json.*missing"):
+        verify(str(tmp_path))
+
+
+def test_checkpoint_digest_covers_the_ranks_folders_merged_into_one(tmp_path):
+    import shutil
+
+    from affect_model.train.integrity import CheckpointTampered, seal, verify
+
+    merged = tmp_path / "merged"
+    for rank in (0, 1):  # every rank seals its own folder; Ray copies them into one
+        own = tmp_path / f"rank{rank}"
+        (own / "state").mkdir(parents=True)
+        (own / "state" / f"zero_pp_rank_{rank}_optim_states.pt").write_bytes(bytes([rank]) * 9)
+        seal(str(own), rank=rank)
+        shutil.copytree(own, merged, dirs_exist_ok=True)
+    verify(str(merged))
+    (merged / "checkpoint_digest.rank1.json").unlink()
+    with pytest.raises(CheckpointTampered, match=r"zero_pp_rank_1_optim_states\.pt is not listed"):
+        verify(str(merged))
+
+
+def test_resume_record_refuses_changed_settings_and_allows_operational_ones(tmp_path):
+    from affect_model.model.config import ModelConfig
+    from affect_model.train.resume import check_checkpoint, check_run_folder, run_record, write_record
+    from core.fingerprint import ResumeMismatch
+    from emer.runconfig import RunConfig
+
+    run = RunConfig(model=ModelConfig(lora=True), train=TrainConfig(storage_path=str(tmp_path)))
+    assert check_run_folder(str(tmp_path), run_record(run)) is None  # nothing to resume yet
+    folder = tmp_path / "checkpoint_0000002"
+    folder.mkdir()
+    write_record(run_record(run), str(folder))
+    same = run.replace(train=run.train.replace(log_every=50, max_failures=0, keep_checkpoints=5))
+    assert check_run_folder(str(tmp_path), run_record(same)) == str(folder)
+    check_checkpoint(str(folder), run_record(same), str(tmp_path))
+    other = run.replace(model=run.model.replace(lora_r=16), train=run.train.replace(epochs=200))
+    for check in (check_run_folder, lambda uri, rec: check_checkpoint(str(folder), rec, uri)):
+        with pytest.raises(ResumeMismatch) as err:
+            check(str(tmp_path), run_record(other))
+        assert [key for key, _, _ in err.value.changes] == ["model.lora_r", "train.epochs"]
+        assert "model.lora_r: 8 -> 16" in str(err.value) and "train.run_name" in str(err.value)

@@ -1,7 +1,8 @@
 """Data and configs for the training / feature-cache / inference tests (tiny AffectGPT, CPU).
 
 Rows are EMER-Coarse-style (random JPEG frames, random 16 kHz audio, a subtitle, a description);
-``fine_csv`` makes an EMER-Fine description table over the same names.
+``fine_csv`` makes an EMER-Fine description table over the same names. ``RunsCode`` is a pickle
+payload with a visible side effect, for the checkpoint-tampering tests.
 """
 
 from __future__ import annotations
@@ -92,3 +93,13 @@ def history(run_uri: str) -> dict:
     from core import storage
 
     return json.loads(storage.read_text(storage.join(run_uri, "history.json")))
+
+
+class RunsCode:
+    """Unpickling this creates the file ``path``: stands in for the code a crafted checkpoint runs."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
