@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 
 from core.config import Config, check_range
+from core.secrets import SECRET_NAME_RE, is_secret_name
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,9 @@ class RayConfig(Config):
         return out
 
 
-SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-
-
-def is_secret(name: str) -> bool:
-    """Whether an environment variable's value must never be written anywhere (passed by name only)."""
-    return bool(SECRET_RE.search(name))
+# Whether a variable's value must never be written anywhere (passed by name only): core.secrets.
+SECRET_RE = SECRET_NAME_RE
+is_secret = is_secret_name
 
 
 def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from cluster import submit as sb
+from core.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def _fail(action: str, err: Exception, address: str | None) -> int:
         hint = "is the dashboard reachable? open the tunnel with `ray dashboard ray_cluster.yaml`"
     else:
         hint = ""
-    url = address or os.environ.get("RAY_ADDRESS", "")
+    url = redact_url(address or os.environ.get("RAY_ADDRESS", ""))
     print(
         f"emer {action}: {url}: {text.splitlines()[0] if text else type(err).__name__}"
         + (f"\n  {hint}" if hint else ""),

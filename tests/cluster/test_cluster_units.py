@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shlex
 
 import pytest
@@ -63,6 +64,35 @@ def test_a_secret_value_on_the_command_line_is_refused(env):
         sb.build_submission(["annotate"], extra_env=["BAD-NAME"])
 
 
+def test_any_secret_variables_value_on_the_command_line_is_refused(env, monkeypatch):
+    """#13/10: not only pass-through names: HF_TOKEN (or any secret-named variable) counts too."""
+    hf = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz"
+    monkeypatch.setenv("HF_TOKEN", hf)
+    monkeypatch.setenv("MY_SERVICE_PASSWORD", "correct-horse-battery")
+    for name, arg in (("HF_TOKEN", f"--token={hf}"), ("MY_SERVICE_PASSWORD", "correct-horse-battery")):
+        with pytest.raises(ValueError, match=rf"\${name}") as err:
+            sb.build_submission(["annotate", "--input", "s3://b/clips", arg])
+        assert os.environ[name] not in str(err.value)  # the error never prints the value
+    with pytest.raises(ValueError, match=r"\$HF_TOKEN"):  # also via --python, part of the entrypoint
+        sb.build_submission(["annotate"], python=f"env HF={hf} python")
+
+
+def test_a_key_shaped_literal_on_the_command_line_is_refused(env, monkeypatch):
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # secret by name, but a short flag value
+    literals = (
+        "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0",
+        "hf_" + "ZyXwVuTsRqPoNmLkJiHgFe",
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "ghp_" + "a1" * 18,
+    )
+    for literal in literals:  # set nowhere in the environment: the shape alone is refused
+        with pytest.raises(ValueError, match="looks like an API key") as err:
+            sb.build_submission(["annotate", f"--annotate.text.api_key={literal}"])
+        assert literal not in str(err.value)
+    ok = ["annotate", "--output", "s3://b/mask-generation-results-2024", "--annotate.x=false"]
+    assert shlex.split(sb.build_submission(ok).entrypoint)[-3:] == ok[1:]
+
+
 def test_dashboard_address(env, monkeypatch):
     with pytest.raises(ValueError, match="RAY_ADDRESS"):
         sb.dashboard_address(None)
@@ -72,6 +102,9 @@ def test_dashboard_address(env, monkeypatch):
     for bad in ("ray://head:10001", "http://head:6379", "auto"):
         with pytest.raises(ValueError, match="--address"):
             sb.dashboard_address(bad)
+    with pytest.raises(ValueError, match=r"http://\*\*\*@head:6379") as err:  # credentials redacted
+        sb.dashboard_address("http://admin:hunter2-pw@head:6379")
+    assert "hunter2-pw" not in str(err.value)
 
 
 def test_auth_token_sources(env, monkeypatch, tmp_path):
