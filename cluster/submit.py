@@ -2,16 +2,16 @@
 
 Client side (``emer submit``): ``build_submission`` turns ``emer <subcommand> [args…]`` into a Ray
 job: the entrypoint runs this module on the cluster (``python -m emer.job_entry --env-names … --
-<subcommand> [args…]``); the runtime environment carries the project folder (``working_dir``, without
-git-ignored files, the virtual environment and caches) and the non-secret pass-through variables (S3
-endpoint, region, offline flags) by value. Secret variables (names with KEY, SECRET, TOKEN, PASSWORD,
-CREDENTIAL: S3 keys, LLM API keys) travel **by name only**: Ray 2.60 keeps a runtime env's
-``env_vars`` in the job table (served by the dashboard API) and writes them to
-``runtime_env_agent.log``, so their values must never go there. The job's driver inherits them from
-the head node's environment instead (the Ray processes were started with them, or an IAM instance
-profile provides S3 access), and the entrypoint checks by name that they are present. A command line
-that holds the value of any secret-named variable set locally, or a key-shaped string
-(``core.secrets``), is refused before anything is sent.
+<subcommand> [args…]``); the runtime environment carries the project folder (``working_dir``: only
+the files git tracks plus ``--ship`` paths, see ``cluster.shipping``; a secret-looking file among them
+is refused) and the non-secret pass-through variables (S3 endpoint, region, offline flags) by value.
+Secret variables (names with KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL: S3 keys, LLM API keys) travel
+**by name only**: Ray 2.60 keeps a runtime env's ``env_vars`` in the job table (served by the
+dashboard API) and writes them to ``runtime_env_agent.log``, so their values must never go there.
+The job's driver inherits them from the head node's environment instead (the Ray processes were
+started with them, or an IAM instance profile provides S3 access), and the entrypoint checks by name
+that they are present. A command line that holds the value of any secret-named variable set locally,
+or a key-shaped string (``core.secrets``), is refused before anything is sent.
 
 Cluster side (``python -m emer.job_entry``, in the application layer): ``entry_main`` reports which required
 names are set
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
+from cluster import shipping
 from core.runtime import PASS_THROUGH_ENV, is_secret
 from core.secrets import is_secret_name, looks_like_key, redact_url
 
@@ -46,22 +47,6 @@ __all__ = ["build_submission", "client", "follow", "is_secret", "submit", "wait"
 
 # Found by the AWS credential chain without the variable (instance profile, ~/.aws): missing is OK.
 CHAIN_FALLBACK = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-WORKING_DIR_EXCLUDES = [
-    ".git",
-    ".venv",
-    "venv",
-    ".cache",
-    "runs",
-    "build",
-    "dist",
-    "**/__pycache__",
-    "*.egg-info",
-    ".pytest_cache",
-    ".ruff_cache",
-    "*.pt",
-    "*.safetensors",
-    "*.mp4",
-]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 MIN_SECRET_LEN = 8  # shorter values (flags such as "false") are not recognisable as secrets in text
 LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR")
@@ -207,8 +192,13 @@ def build_submission(
     working_dir: str | Path | None = None,
     python: str = "python",
     metadata: dict[str, str] | None = None,
+    ship: list[str] | tuple[str, ...] = (),
 ) -> Submission:
-    """The entrypoint, runtime env and metadata that run ``emer <command…>`` on the cluster."""
+    """The entrypoint, runtime env and metadata that run ``emer <command…>`` on the cluster.
+
+    ``working_dir`` travels as git tracks it, plus the untracked paths in ``ship``
+    (``cluster.shipping``); a secret-looking file among them is refused (ValueError).
+    """
     if not command or command[0].startswith("-"):
         raise ValueError("emer submit needs an emer subcommand, e.g. `emer submit annotate --input …`")
     if command[0] in ("submit", "jobs"):
@@ -221,7 +211,9 @@ def build_submission(
     runtime_env: dict[str, Any] = {"env_vars": env_values}
     if working_dir:
         runtime_env["working_dir"] = str(working_dir)
-        runtime_env["excludes"] = list(WORKING_DIR_EXCLUDES)
+        runtime_env["excludes"] = shipping.working_dir_excludes(working_dir, ship)
+    elif ship:
+        raise ValueError("--ship adds files to the working dir: drop --no-working-dir")
     wrapper = [python, "-m", "emer.job_entry"]
     if secret_names:
         wrapper += ["--env-names", ",".join(secret_names)]

@@ -45,6 +45,14 @@ def register(sub, common) -> None:
         help="project folder to ship (default: the emer source folder, if run from one)",
     )
     p.add_argument(
+        "--ship",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an untracked file or folder of the working dir to ship as well (repeatable); only "
+        "git-tracked files travel otherwise",
+    )
+    p.add_argument(
         "--no-working-dir",
         action="store_true",
         help="ship nothing: use the emer installed on the cluster's nodes",
@@ -158,7 +166,11 @@ def _resources(text: str | None) -> dict[str, float] | None:
 def cmd_submit(args) -> int:
     resources = _resources(args.resources)
     sub = sb.build_submission(
-        _job_command(args), extra_env=args.env, working_dir=_working_dir(args), python=args.python
+        _job_command(args),
+        extra_env=args.env,
+        working_dir=_working_dir(args),
+        python=args.python,
+        ship=args.ship,
     )
     try:
         job_id = sb.submit(sub, args.address, args.submission_id, args.num_cpus, args.num_gpus, resources)
