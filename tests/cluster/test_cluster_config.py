@@ -3,6 +3,7 @@ the security settings; the KubeRay manifest and the Grafana dashboard agree with
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
@@ -76,8 +77,35 @@ def test_setup_installs_emer_with_the_pinned_ray(launcher):
 
     setup = " ".join(launcher["setup_commands"])
     assert "-e ~/emer" in setup and f"ray[default,data,train]=={ray.__version__}" in setup
-    assert launcher["file_mounts"]["~/emer"] == "."
     assert {".venv", ".git"} <= set(launcher["rsync_exclude"])
+
+
+# Mounts `ray up` adds itself (ray/autoscaler/_private/commands.py): the SSH key Ray made for the
+# cluster (~/.ssh/ray-autoscaler_<region>.pem) and the bootstrap config; rsync_exclude applies to them.
+RAY_OWN_MOUNTS = {
+    "~/ray_bootstrap_key.pem": "~/.ssh/ray-autoscaler_us-west-2.pem",
+    "~/ray_bootstrap_config.yaml": "/tmp/ray-bootstrap-x",
+}
+
+
+def test_the_cluster_launcher_syncs_no_secret_files(launcher):
+    """#13/1: `ray up` rsyncs a bundle of git-tracked files (make cluster-bundle), never the folder."""
+    from cluster import shipping
+
+    bundle = launcher["file_mounts"]["~/emer"]
+    assert Path(bundle) == Path("build/cluster-bundle")  # not "." (untracked .env, keys, tokens…)
+    assert re.search(
+        rf"^cluster-bundle:.*\n\t.*-m cluster\.shipping bundle {re.escape(str(Path(bundle)))}$",
+        (ROOT / "Makefile").read_text(),
+        re.M,
+    )
+    excluded = launcher["rsync_exclude"]  # defence in depth, if the mount is ever pointed at "."
+    assert set(shipping.SECRET_FILE_PATTERNS) - {"*.pem", "auth_token"} <= set(excluded)
+    assert ".gitignore" in launcher["rsync_filter"]
+    mounts = {**launcher["file_mounts"], **RAY_OWN_MOUNTS}  # rsync_exclude must not drop these
+    for remote, local in mounts.items():
+        for name in (Path(remote).name, Path(local).name):
+            assert not [p for p in excluded if fnmatch.fnmatch(name, p)], (remote, local)
 
 
 def test_kuberay_rayjob_manifest():
