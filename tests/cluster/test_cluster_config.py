@@ -3,11 +3,13 @@ the security settings; the KubeRay manifest and the Grafana dashboard agree with
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import re
 import shlex
 from pathlib import Path
+from unittest.mock import ANY, MagicMock, patch
 
 import jsonschema
 import pytest
@@ -66,8 +68,7 @@ def test_security_settings(launcher):
     head = next(c for c in starts if "--head" in c)
     assert "--dashboard-host=127.0.0.1" in head  # reached through `ray dashboard` (SSH tunnel) only
     assert "~/.ray/auth_token" in launcher["file_mounts"]
-    rules = launcher["provider"]["security_group"]["IpPermissions"]
-    assert [(r["FromPort"], r["ToPort"]) for r in rules] == [(22, 22)]  # SSH only, no dashboard/GCS port
+    assert "security_group" not in launcher["provider"]  # Ray would add SSH from 0.0.0.0/0 (see below)
     text = CLUSTER_YAML.read_text()
     assert not re.search(r"(AKIA[0-9A-Z]{12,}|sk-[A-Za-z0-9]{16,}|aws_secret_access_key)", text, re.I)
 
@@ -106,6 +107,64 @@ def test_the_cluster_launcher_syncs_no_secret_files(launcher):
     for remote, local in mounts.items():
         for name in (Path(remote).name, Path(local).name):
             assert not [p for p in excluded if fnmatch.fnmatch(name, p)], (remote, local)
+
+
+def _ray_security_group_step(config: dict) -> tuple[dict, list[dict]]:
+    """Ray's own security-group step of `ray up` (aws/config.py ``_configure_security_group``) on fake
+    EC2 clients: the configured node types and every inbound rule Ray would authorize."""
+    from ray.autoscaler._private.aws import config as aws_config
+
+    config = copy.deepcopy(config)
+    for node_type in config["available_node_types"].values():  # as _configure_subnet leaves them
+        node_type["node_config"].setdefault("SubnetIds", ["subnet-test"])
+    groups: list[MagicMock] = []
+    ec2, client = MagicMock(), MagicMock()
+    ec2.subnets.filter.return_value = [MagicMock(vpc_id="vpc-test")]
+    ec2.security_groups.filter.side_effect = lambda **kw: list(groups)
+    client.create_security_group.side_effect = lambda **kw: groups.append(
+        MagicMock(id="sg-made-by-ray", group_name=kw["GroupName"], vpc_id=kw["VpcId"], ip_permissions=[])
+    )
+    with (
+        patch.object(aws_config, "_resource", return_value=ec2),
+        patch.object(aws_config, "_client", return_value=client),
+    ):
+        configured = aws_config._configure_security_group(config)
+    rules = [r for g in groups for c in g.authorize_ingress.call_args_list for r in c.kwargs["IpPermissions"]]
+    return configured, rules
+
+
+def _world_open_ssh(rules: list[dict]) -> list[dict]:
+    return [
+        r
+        for r in rules
+        if r.get("IpProtocol") in ("-1", "tcp")
+        and (r.get("IpProtocol") == "-1" or r["FromPort"] <= 22 <= r["ToPort"])
+        and {"0.0.0.0/0", "::/0"}
+        & {x.get("CidrIp", x.get("CidrIpv6")) for x in r.get("IpRanges", []) + r.get("Ipv6Ranges", [])}
+    ]
+
+
+def test_ssh_is_not_open_to_the_world(launcher):
+    """#13/3: Ray adds a 0.0.0.0/0 SSH rule to any group it builds (_create_default_inbound_rules), so
+    every node type names the pre-made group of cluster/security-group-ingress.json instead."""
+    configured, rules = _ray_security_group_step(launcher)
+    assert not _world_open_ssh(rules), rules
+    ingress = json.loads((ROOT / "cluster" / "security-group-ingress.json").read_text())
+    for name, node_type in configured["available_node_types"].items():
+        assert node_type["node_config"]["SecurityGroupIds"] == [ingress["GroupId"]], name
+    assert not _world_open_ssh(ingress["IpPermissions"])
+    ssh = [r for r in ingress["IpPermissions"] if r.get("IpRanges")]
+    assert [(r["FromPort"], r["ToPort"]) for r in ssh] == [(22, 22)]  # SSH only from outside the group
+    assert [x["CidrIp"] for x in ssh[0]["IpRanges"]] == ["203.0.113.0/24"]  # documented placeholder
+    inside = [r for r in ingress["IpPermissions"] if r.get("UserIdGroupPairs")]
+    assert inside == [
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": ingress["GroupId"], "Description": ANY}]}
+    ]
+    # the check is real: without our group Ray builds its own, with SSH from anywhere
+    no_group = copy.deepcopy(launcher)
+    for node_type in no_group["available_node_types"].values():
+        node_type["node_config"].pop("SecurityGroupIds", None)
+    assert _world_open_ssh(_ray_security_group_step(no_group)[1])
 
 
 def test_kuberay_rayjob_manifest():
