@@ -167,6 +167,70 @@ def test_ssh_is_not_open_to_the_world(launcher):
     assert _world_open_ssh(_ray_security_group_step(no_group)[1])
 
 
+IAM = ROOT / "cluster" / "iam"
+
+
+def _policy(name: str) -> list[dict]:
+    doc = json.loads((IAM / f"{name}-policy.json").read_text())
+    assert doc["Version"] == "2012-10-17"
+    return doc["Statement"]
+
+
+def _listed(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def test_nodes_get_least_privilege_instance_profiles(launcher):
+    """#13/4: the head names its own profile, so Ray creates no default role (EC2 + S3 full access)."""
+    from ray.autoscaler._private.aws import config as aws_config
+
+    types = launcher["available_node_types"]
+    profiles = {
+        name: t["node_config"].get("IamInstanceProfile", {}).get("Arn", "") for name, t in types.items()
+    }
+    arn = r"arn:aws:iam::\d{12}:instance-profile/(emer-ray-[a-z]+)"
+    assert all(re.fullmatch(arn, a) for a in profiles.values()), profiles
+    head = re.fullmatch(arn, profiles.pop(launcher["head_node_type"]))[1]
+    workers = {re.fullmatch(arn, a)[1] for a in profiles.values()}
+    assert head == "emer-ray-head" and workers == {"emer-ray-worker"}
+    iam = MagicMock()
+    with (
+        patch.object(aws_config, "_client", return_value=iam),
+        patch.object(aws_config, "_resource", return_value=iam),
+    ):
+        configured = aws_config._configure_iam_role(copy.deepcopy(launcher) | {"head_node": {}})
+    assert not iam.mock_calls and configured["head_node"] == {}  # Ray made and attached nothing
+    for name in ("head", "worker"):
+        for st in _policy(name):
+            actions, resources = _listed(st["Action"]), _listed(st["Resource"])
+            assert (
+                st["Effect"] == "Allow" and "*" not in actions and not any(a.endswith(":*") for a in actions)
+            )
+            if any(a.startswith("s3:") for a in actions):
+                assert "*" not in resources and all(
+                    r.startswith("arn:aws:s3:::YOUR-BUCKET") for r in resources
+                )
+            if "secretsmanager:GetSecretValue" in actions:
+                assert resources == [
+                    "arn:aws:secretsmanager:us-west-2:123456789012:secret:emer/openai-api-key-??????"
+                ]
+    head_actions = {a for st in _policy("head") for a in _listed(st["Action"])}
+    assert {
+        "ec2:RunInstances",
+        "ec2:TerminateInstances",
+        "ec2:DescribeInstances",
+        "ec2:CreateTags",
+    } <= head_actions
+    passes = [st for st in _policy("head") if "iam:PassRole" in _listed(st["Action"])]
+    assert [_listed(st["Resource"]) for st in passes] == [["arn:aws:iam::123456789012:role/emer-ray-worker"]]
+    terminate = next(st for st in _policy("head") if "ec2:TerminateInstances" in _listed(st["Action"]))
+    assert terminate["Condition"] == {
+        "StringEquals": {"ec2:ResourceTag/ray-cluster-name": launcher["cluster_name"]}
+    }
+    worker_actions = {a.split(":")[0] for st in _policy("worker") for a in _listed(st["Action"])}
+    assert worker_actions == {"s3", "secretsmanager"}
+
+
 def test_kuberay_rayjob_manifest():
     from emer.cli import build_parser, split_overrides
     from emer.runconfig import load_run_config
