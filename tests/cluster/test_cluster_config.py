@@ -8,6 +8,7 @@ import fnmatch
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from unittest.mock import ANY, MagicMock, patch
 
@@ -229,6 +230,80 @@ def test_nodes_get_least_privilege_instance_profiles(launcher):
     }
     worker_actions = {a.split(":")[0] for st in _policy("worker") for a in _listed(st["Action"])}
     assert worker_actions == {"s3", "secretsmanager"}
+
+
+SECRET_ID = "emer/openai-api-key"
+
+
+def _fake_bin(tmp_path: Path, aws_body: str) -> Path:
+    """A PATH folder with a fake `aws` (``aws_body``) and a fake `ray` that records what it got."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scripts = {
+        "aws": f'#!/bin/sh\necho "$@" >> "{tmp_path}/aws.args"\n{aws_body}\n',
+        "ray": f'#!/bin/sh\necho "key=${{OPENAI_API_KEY-unset}} $*" >> "{tmp_path}/ray.started"\n',
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def _run_start(cmd: str, tmp_path: Path, aws_body: str) -> subprocess.CompletedProcess:
+    """One of ray_cluster.yaml's start commands in bash, with ~/emer = this repository."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    if not (home / "emer").exists():
+        (home / "emer").symlink_to(ROOT)
+    env = {
+        "PATH": f"{_fake_bin(tmp_path, aws_body)}:/usr/bin:/bin",
+        "HOME": str(home),
+        "RAY_HEAD_IP": "10.0.0.1",
+    }
+    return subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "aws_body",
+    [
+        'echo "An error occurred (AccessDeniedException) when calling GetSecretValue" >&2; exit 254',
+        "echo ''",  # the secret exists but is empty
+        "echo None",  # no SecretString (a binary secret)
+    ],
+)
+def test_a_failed_secret_read_stops_the_node_start(launcher, tmp_path, aws_body):
+    """#13/7: no node starts Ray with an empty OPENAI_API_KEY; the error names the secret."""
+    starts = [
+        c
+        for c in launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"]
+        if "ray start" in c
+    ]
+    assert len(starts) == 2
+    for cmd in starts:
+        res = _run_start(cmd, tmp_path, aws_body)
+        assert not (tmp_path / "ray.started").exists()  # Ray never started without the key
+        assert res.returncode != 0, res.stdout + res.stderr
+        assert SECRET_ID in res.stderr and "secretsmanager:GetSecretValue" in res.stderr  # what and the fix
+    assert not any("2>/dev/null" in c for c in starts)  # no error hidden
+    script = subprocess.run(
+        ["bash", str(ROOT / "cluster" / "fetch_secret.sh"), SECRET_ID, "us-west-2"],
+        env={"PATH": f"{_fake_bin(tmp_path, aws_body)}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert script.returncode != 0 and script.stdout == "" and SECRET_ID in script.stderr
+
+
+def test_a_read_secret_reaches_the_ray_processes_only(launcher, tmp_path):
+    value = "sk-emertest-" + "9f8e7d6c5b4a" * 2
+    for cmd in launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"]:
+        if "ray start" in cmd:
+            res = _run_start(cmd, tmp_path, f"echo {value}")
+            assert res.returncode == 0, res.stderr
+            assert value not in res.stdout + res.stderr
+    started = (tmp_path / "ray.started").read_text().splitlines()
+    assert len(started) == 2 and all(line.startswith(f"key={value} start ") for line in started)
+    assert f"--secret-id {SECRET_ID}" in (tmp_path / "aws.args").read_text()
 
 
 def test_kuberay_rayjob_manifest():
