@@ -335,6 +335,49 @@ def test_kuberay_rayjob_manifest():
     assert cfg.annotate.stages.text.resources == {"llm": 1}
 
 
+def _selects(selector: dict, labels: dict) -> bool:
+    """Whether a Kubernetes label selector (matchLabels / matchExpressions In, Exists) selects ``labels``."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        if e["operator"] == "In" and labels.get(e["key"]) not in e["values"]:
+            return False
+        if e["operator"] == "Exists" and e["key"] not in labels:
+            return False
+    return True
+
+
+def test_kuberay_manifest_has_no_open_ports_or_silent_empty_secret():
+    """#13 in the KubeRay manifest: every Ray pod (not only the head) is closed to other namespaces, a
+    missing LLM Secret stops the pods instead of starting them without the key, no folder is shipped."""
+    text = (ROOT / "cluster" / "kuberay-rayjob.yaml").read_text()
+    docs = list(yaml.safe_load_all(text))
+    job = next(d for d in docs if d["kind"] == "RayJob")
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for node_type in ("head", "worker"):  # the labels KubeRay puts on its pods
+        pod = {"ray.io/node-type": node_type, "ray.io/is-ray-node": "yes"}
+        assert [p for p in policies if _selects(p["spec"]["podSelector"], pod)], node_type
+    for p in policies:
+        assert "Ingress" in p["spec"]["policyTypes"]
+        assert not [f for rule in p["spec"]["ingress"] for f in rule.get("from", []) if "ipBlock" in f]
+    assert not [
+        d for d in docs if d["kind"] == "Service" and d["spec"].get("type") in ("LoadBalancer", "NodePort")
+    ]
+    spec = job["spec"]["rayClusterSpec"]
+    pods = [spec["headGroupSpec"]] + spec["workerGroupSpecs"]
+    refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for g in pods
+        for c in g["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if "valueFrom" in e
+    ]
+    assert refs and not [r for r in refs if r.get("optional")]
+    assert '--from-literal=api-key="${OPENAI_API_KEY:?' in text  # an empty key is never stored
+    runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    assert "working_dir" not in runtime_env and "py_modules" not in runtime_env  # code comes with the image
+
+
 def test_cluster_preset_asks_for_the_resources_the_node_types_carry(launcher):
     from emer.runconfig import load_run_config
 
