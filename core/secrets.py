@@ -20,10 +20,12 @@ __all__ = ["KEY_PATTERNS", "SECRET_NAME_RE", "is_secret_name", "looks_like_key",
 SECRET_NAME_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 _START = r"(?<![A-Za-z0-9])"  # a key starts a word: "mask-generation…" holds no "sk-" key
+_UPPER, _DIGIT = r"(?=[A-Za-z0-9_-]*[A-Z])", r"(?=[A-Za-z0-9_-]*[0-9])"  # somewhere in the token
 KEY_PATTERNS: dict[str, re.Pattern[str]] = {
-    # OpenAI / Anthropic style; at least one digit, so "sk-learn-compatible-…" is a word, not a key
-    "sk-": re.compile(_START + r"sk-(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{16,}"),
-    "hf_": re.compile(_START + r"hf_[A-Za-z0-9]{20,}"),
+    # OpenAI / Anthropic style: random, so with an upper-case letter and a digit
+    # ("s3://b/sk-learn-results-2024" is a path, not a key)
+    "sk-": re.compile(_START + r"sk-" + _UPPER + _DIGIT + r"[A-Za-z0-9_-]{16,}"),
+    "hf_": re.compile(_START + r"hf_" + _UPPER + r"[A-Za-z0-9]{20,}"),
     "AWS access key id": re.compile(_START + r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])"),
     "GitHub token": re.compile(_START + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),

@@ -12,7 +12,7 @@ from core.secrets import is_secret_name, looks_like_key, redact_url
     "value",
     [
         "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0",
-        "sk-ant-api03-" + "x9" * 12,
+        "sk-ant-api03-" + "xY9" * 8,
         "--annotate.text.api_key=sk-" + "Q1w2E3r4T5y6U7i8O9p0",
         "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz",
         "AKIA" + "ABCDEFGHIJKLMNOP",
@@ -31,6 +31,8 @@ def test_key_shaped_values(value):
     [
         "s3://bucket/mask-generation-results-2024",  # "sk-" inside a word
         "sk-learn-compatible-estimators",  # no digit: a word, not a key
+        "s3://b/sk-learn-results-2024-01",  # no upper-case letter: a path, not a key
+        "hf_model_repository_files",
         "hf_hub_download",
         "AKIA-short",
         "false",
