@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 PYTEST_ARGS ?=
 
-.PHONY: setup models demo test lint bench system-deps apt
+.PHONY: setup models demo test lint bench system-deps apt cluster-bundle
 
 setup: $(STAMP)
 
@@ -67,3 +67,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# What `ray up ray_cluster.yaml` mounts as ~/emer: the git-tracked files only (no .env, keys, tokens);
+# refuses a tracked secret-looking file. Rerun after changing the code, before `ray up`.
+cluster-bundle: $(STAMP)
+	$(PY) -m cluster.shipping bundle build/cluster-bundle

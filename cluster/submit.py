@@ -2,14 +2,16 @@
 
 Client side (``emer submit``): ``build_submission`` turns ``emer <subcommand> [args…]`` into a Ray
 job: the entrypoint runs this module on the cluster (``python -m emer.job_entry --env-names … --
-<subcommand> [args…]``); the runtime environment carries the project folder (``working_dir``, without
-git-ignored files, the virtual environment and caches) and the non-secret pass-through variables (S3
-endpoint, region, offline flags) by value. Secret variables (names with KEY, SECRET, TOKEN, PASSWORD,
-CREDENTIAL: S3 keys, LLM API keys) travel **by name only**: Ray 2.60 keeps a runtime env's
-``env_vars`` in the job table (served by the dashboard API) and writes them to
-``runtime_env_agent.log``, so their values must never go there. The job's driver inherits them from
-the head node's environment instead (the Ray processes were started with them, or an IAM instance
-profile provides S3 access), and the entrypoint checks by name that they are present.
+<subcommand> [args…]``); the runtime environment carries the project folder (``working_dir``: only
+the files git tracks plus ``--ship`` paths, see ``cluster.shipping``; a secret-looking file among them
+is refused) and the non-secret pass-through variables (S3 endpoint, region, offline flags) by value.
+Secret variables (names with KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL: S3 keys, LLM API keys) travel
+**by name only**: Ray 2.60 keeps a runtime env's ``env_vars`` in the job table (served by the
+dashboard API) and writes them to ``runtime_env_agent.log``, so their values must never go there.
+The job's driver inherits them from the head node's environment instead (the Ray processes were
+started with them, or an IAM instance profile provides S3 access), and the entrypoint checks by name
+that they are present. A command line that holds the value of any secret-named variable set locally,
+or a key-shaped string (``core.secrets``), is refused before anything is sent.
 
 Cluster side (``python -m emer.job_entry``, in the application layer): ``entry_main`` reports which required
 names are set
@@ -35,7 +37,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
+from cluster import shipping
 from core.runtime import PASS_THROUGH_ENV, is_secret
+from core.secrets import is_secret_name, looks_like_key, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +47,9 @@ __all__ = ["build_submission", "client", "follow", "is_secret", "submit", "wait"
 
 # Found by the AWS credential chain without the variable (instance profile, ~/.aws): missing is OK.
 CHAIN_FALLBACK = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-WORKING_DIR_EXCLUDES = [
-    ".git",
-    ".venv",
-    "venv",
-    ".cache",
-    "runs",
-    "build",
-    "dist",
-    "**/__pycache__",
-    "*.egg-info",
-    ".pytest_cache",
-    ".ruff_cache",
-    "*.pt",
-    "*.safetensors",
-    "*.mp4",
-]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+MIN_SECRET_LEN = 8  # shorter values (flags such as "false") are not recognisable as secrets in text
+LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR")
 AGENT_WAIT_S = 60.0  # a fresh head's job agent registers a few seconds after the dashboard answers
 
 
@@ -82,16 +72,18 @@ def dashboard_address(address: str | None = None) -> str:
         )
     if addr.startswith("ray://") or addr == "auto":
         raise ValueError(
-            f"--address {addr}: `emer submit` talks to the dashboard's Jobs API; use its "
+            f"--address {redact_url(addr)}: `emer submit` talks to the dashboard's Jobs API; use its "
             "http:// URL (default port 8265), not a ray:// or GCS address"
         )
     if "://" not in addr:
         addr = "http://" + addr
     parsed = urlparse(addr)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"--address {addr}: must look like http://HOST:8265")
+        raise ValueError(f"--address {redact_url(addr)}: must look like http://HOST:8265")
     if parsed.port == 6379:
-        raise ValueError(f"--address {addr}: 6379 is the GCS port; the Jobs API is the dashboard (8265)")
+        raise ValueError(
+            f"--address {redact_url(addr)}: 6379 is the GCS port; the Jobs API is the dashboard (8265)"
+        )
     return addr
 
 
@@ -153,14 +145,44 @@ def pass_through_names(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     return names
 
 
-def check_no_secret_values(command: list[str], names: list[str]) -> None:
-    """Refuse a command line that contains a secret's value (it would land in the job's metadata)."""
-    for name in names:
-        value = os.environ.get(name, "")
-        if is_secret(name) and len(value) >= 4 and any(value in arg for arg in command):
+def secret_env_values() -> dict[str, str]:
+    """Values of every secret-named variable in the environment that could be recognised in text.
+
+    Values shorter than ``MIN_SECRET_LEN`` (``TOKENIZERS_PARALLELISM=false``) and those of names that
+    hold a location (``RAY_AUTH_TOKEN_PATH``: ``*_PATH``, ``*_FILE``, ``*_DIR``) are left out.
+    """
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if is_secret_name(name)
+        and len(value.strip()) >= MIN_SECRET_LEN
+        and not name.upper().endswith(LOCATION_SUFFIXES)
+    }
+
+
+def check_no_secret_values(command: list[str], names: list[str] = ()) -> None:
+    """Refuse a command line that holds a secret (it would land in the job's entrypoint and metadata).
+
+    Checked: the value of every secret-named variable set here (not only the pass-through ``names``)
+    and key-shaped strings (``core.secrets.looks_like_key``). The error names the variable, never
+    the value.
+    """
+    values = secret_env_values()
+    for name in names:  # pass-through names the user chose, even if not secret-named
+        if is_secret(name) and os.environ.get(name):
+            values.setdefault(name, os.environ[name])
+    for name, value in sorted(values.items()):
+        if any(value.strip() in arg for arg in command):
             raise ValueError(
                 f"the command line contains the value of ${name}; pass it through the "
                 f"environment instead (`--env {name}`), never as an argument"
+            )
+    for i, arg in enumerate(command):
+        if looks_like_key(arg):
+            raise ValueError(
+                f"argument {i} of the command line looks like an API key or private key (value not "
+                "shown); put it in an environment variable on the cluster's nodes (see docs/cluster.md, "
+                "'Secrets') and pass it with `--env NAME`, never as an argument"
             )
 
 
@@ -170,21 +192,28 @@ def build_submission(
     working_dir: str | Path | None = None,
     python: str = "python",
     metadata: dict[str, str] | None = None,
+    ship: list[str] | tuple[str, ...] = (),
 ) -> Submission:
-    """The entrypoint, runtime env and metadata that run ``emer <command…>`` on the cluster."""
+    """The entrypoint, runtime env and metadata that run ``emer <command…>`` on the cluster.
+
+    ``working_dir`` travels as git tracks it, plus the untracked paths in ``ship``
+    (``cluster.shipping``); a secret-looking file among them is refused (ValueError).
+    """
     if not command or command[0].startswith("-"):
         raise ValueError("emer submit needs an emer subcommand, e.g. `emer submit annotate --input …`")
     if command[0] in ("submit", "jobs"):
         raise ValueError(f"`emer submit {command[0]}` makes no sense; run `emer {command[0]}` locally")
     names = pass_through_names(extra_env)
-    check_no_secret_values(command, names)
+    check_no_secret_values([python, *command], names)
     secret_names = [n for n in names if is_secret(n) and os.environ.get(n)]
     env_values = {n: os.environ[n] for n in names if not is_secret(n) and os.environ.get(n)}
     env_values.setdefault("PYTHONUNBUFFERED", "1")
     runtime_env: dict[str, Any] = {"env_vars": env_values}
     if working_dir:
         runtime_env["working_dir"] = str(working_dir)
-        runtime_env["excludes"] = list(WORKING_DIR_EXCLUDES)
+        runtime_env["excludes"] = shipping.working_dir_excludes(working_dir, ship)
+    elif ship:
+        raise ValueError("--ship adds files to the working dir: drop --no-working-dir")
     wrapper = [python, "-m", "emer.job_entry"]
     if secret_names:
         wrapper += ["--env-names", ",".join(secret_names)]

@@ -1,13 +1,17 @@
-"""What counts as a secret, in one place: secret variable names, key-shaped values, URL credentials.
+"""What counts as a secret, in one place: variable names, key-shaped values, credentials in URLs.
 
-- ``is_secret_name(name)``: an environment variable whose value must never be written anywhere
-  (passed by name only): names with KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL.
-- ``looks_like_key(value)``: a value shaped like an API key or token (OpenAI ``sk-``, Hugging Face
-  ``hf_``, AWS ``AKIA``/``ASIA``, GitHub ``ghp_``/``github_pat_``, Slack ``xox?-``, or a long
-  unbroken run mixing digits, lower and upper case), so a key pasted where a *name* belongs is refused.
-- ``redact_url(url)``: the URL with its ``user:password@`` part replaced by ``***@``.
-- ``env_name_problem(key, value)``: the one check of every ``*_env`` config field; its message never
-  echoes the value.
+Small on purpose; used wherever a value could end up in a log, a job's metadata or a config dump:
+
+- ``is_secret_name(name)``: the variable's value must never be written anywhere (names with KEY,
+  SECRET, TOKEN, PASSWORD, PASSWD or CREDENTIAL); such variables travel by name only;
+- ``looks_like_key(value)``: the text contains something shaped like an API key or a private key
+  (OpenAI/Anthropic ``sk-…``, Hugging Face ``hf_…``, AWS ``AKIA…``/``ASIA…``, GitHub ``ghp_…`` /
+  ``github_pat_…``, a PEM private-key header), whether or not it is set in the environment;
+- ``redact_url(url)``: the URL with its ``user:password@`` part replaced by ``***@``;
+  ``has_credentials(url)``: whether it has one;
+- ``env_name_problem(key, value)``: the one check of every ``*_env`` config field (the *name* of a
+  variable, never a key: also a long random-looking run is refused there); its message never echoes
+  the value.
 """
 
 from __future__ import annotations
@@ -15,46 +19,53 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+__all__ = [
+    "KEY_PATTERNS",
+    "SECRET_NAME_RE",
+    "env_name_problem",
+    "has_credentials",
+    "is_secret_name",
+    "looks_like_key",
+    "redact_url",
+]
+
 SECRET_NAME_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # always fullmatch
-KEY_RE = re.compile(
-    r"(?:sk-[A-Za-z0-9_-]{16,}"
-    r"|hf_[A-Za-z0-9]{20,}"
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
-    r"|gh[pousr]_[A-Za-z0-9]{20,}"
-    r"|github_pat_[A-Za-z0-9_]{20,}"
-    r"|xox[abprs]-[A-Za-z0-9-]{10,})"
-)
 _LONG_TOKEN_RE = re.compile(r"[A-Za-z0-9+_=-]{32,}")
+
+_START = r"(?<![A-Za-z0-9])"  # a key starts a word: "mask-generation…" holds no "sk-" key
+_UPPER, _DIGIT = r"(?=[A-Za-z0-9_-]*[A-Z])", r"(?=[A-Za-z0-9_-]*[0-9])"  # somewhere in the token
+KEY_PATTERNS: dict[str, re.Pattern[str]] = {
+    # OpenAI / Anthropic style: random, so with an upper-case letter and a digit
+    # ("s3://b/sk-learn-results-2024" is a path, not a key)
+    "sk-": re.compile(_START + r"sk-" + _UPPER + _DIGIT + r"[A-Za-z0-9_-]{16,}"),
+    "hf_": re.compile(_START + r"hf_" + _UPPER + r"[A-Za-z0-9]{20,}"),
+    "AWS access key id": re.compile(_START + r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])"),
+    "GitHub token": re.compile(_START + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+}
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether environment variable ``name`` holds a secret (its value is never logged or sent)."""
+    """Whether an environment variable's value must never be written anywhere (passed by name only)."""
     return bool(SECRET_NAME_RE.search(name))
 
 
 def looks_like_key(value: str) -> bool:
-    """Whether ``value`` contains something shaped like an API key or access token."""
-    if KEY_RE.search(value):
-        return True
-    for run in _LONG_TOKEN_RE.findall(value):
-        if all(re.search(c, run) for c in ("[0-9]", "[a-z]", "[A-Z]")):
-            return True  # a long run mixing digits and both cases: a key, not a name or a word
-    return False
+    """Whether ``value`` contains a key-shaped string (see ``KEY_PATTERNS``); never prints it."""
+    return any(p.search(value) for p in KEY_PATTERNS.values())
 
 
 def redact_url(url: str) -> str:
-    """``url`` without credentials: ``http://user:pw@host/x`` -> ``http://***@host/x``."""
-    if not url or "@" not in url:
-        return url
+    """``url`` with any userinfo (``user:password@``, a token as user name) replaced by ``***@``."""
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return "***"
+    except ValueError:  # not a URL (e.g. an unbalanced "[")
+        return url
     if "@" not in parts.netloc:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    return urlunsplit(parts._replace(netloc="***@" + host))
 
 
 def has_credentials(url: str) -> bool:
@@ -66,7 +77,7 @@ def env_name_problem(key: str, value: str) -> str | None:
     """The problem with ``value`` as the *name* of an environment variable, or None (empty is fine)."""
     if not value:
         return None
-    if looks_like_key(value):
+    if looks_like_key(value) or _looks_random(value):
         return (
             f"{key}: looks like a key itself, not the name of a variable holding one; put the key in "
             "an environment variable (e.g. export OPENAI_API_KEY=...) and set this to its name "
@@ -78,3 +89,10 @@ def env_name_problem(key: str, value: str) -> str | None:
             "(the key itself never goes in the config; the value is not shown)"
         )
     return None
+
+
+def _looks_random(value: str) -> bool:
+    """A long run mixing digits, lower and upper case: a key of unknown shape, not a variable name."""
+    return any(
+        all(re.search(c, run) for c in ("[0-9]", "[a-z]", "[A-Z]")) for run in _LONG_TOKEN_RE.findall(value)
+    )

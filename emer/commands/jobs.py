@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from cluster import submit as sb
+from core.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,14 @@ def register(sub, common) -> None:
         default=None,
         metavar="DIR",
         help="project folder to ship (default: the emer source folder, if run from one)",
+    )
+    p.add_argument(
+        "--ship",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an untracked file or folder of the working dir to ship as well (repeatable); only "
+        "git-tracked files travel otherwise",
     )
     p.add_argument(
         "--no-working-dir",
@@ -157,7 +166,11 @@ def _resources(text: str | None) -> dict[str, float] | None:
 def cmd_submit(args) -> int:
     resources = _resources(args.resources)
     sub = sb.build_submission(
-        _job_command(args), extra_env=args.env, working_dir=_working_dir(args), python=args.python
+        _job_command(args),
+        extra_env=args.env,
+        working_dir=_working_dir(args),
+        python=args.python,
+        ship=args.ship,
     )
     try:
         job_id = sb.submit(sub, args.address, args.submission_id, args.num_cpus, args.num_gpus, resources)
@@ -200,7 +213,7 @@ def _fail(action: str, err: Exception, address: str | None) -> int:
         hint = "is the dashboard reachable? open the tunnel with `ray dashboard ray_cluster.yaml`"
     else:
         hint = ""
-    url = address or os.environ.get("RAY_ADDRESS", "")
+    url = redact_url(address or os.environ.get("RAY_ADDRESS", ""))
     print(
         f"emer {action}: {url}: {text.splitlines()[0] if text else type(err).__name__}"
         + (f"\n  {hint}" if hint else ""),

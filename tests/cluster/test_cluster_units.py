@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import io
+import os
 import shlex
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +68,134 @@ def test_a_secret_value_on_the_command_line_is_refused(env):
         sb.build_submission(["annotate"], extra_env=["BAD-NAME"])
 
 
+def test_any_secret_variables_value_on_the_command_line_is_refused(env, monkeypatch):
+    """#13/10: not only pass-through names: HF_TOKEN (or any secret-named variable) counts too."""
+    hf = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz"
+    monkeypatch.setenv("HF_TOKEN", hf)
+    monkeypatch.setenv("MY_SERVICE_PASSWORD", "correct-horse-battery")
+    for name, arg in (("HF_TOKEN", f"--token={hf}"), ("MY_SERVICE_PASSWORD", "correct-horse-battery")):
+        with pytest.raises(ValueError, match=rf"\${name}") as err:
+            sb.build_submission(["annotate", "--input", "s3://b/clips", arg])
+        assert os.environ[name] not in str(err.value)  # the error never prints the value
+    with pytest.raises(ValueError, match=r"\$HF_TOKEN"):  # also via --python, part of the entrypoint
+        sb.build_submission(["annotate"], python=f"env HF={hf} python")
+
+
+def test_a_key_shaped_literal_on_the_command_line_is_refused(env, monkeypatch):
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # secret by name, but a short flag value
+    literals = (
+        "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0",
+        "hf_" + "ZyXwVuTsRqPoNmLkJiHgFe",
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "ghp_" + "a1" * 18,
+    )
+    for literal in literals:  # set nowhere in the environment: the shape alone is refused
+        with pytest.raises(ValueError, match="looks like an API key") as err:
+            sb.build_submission(["annotate", f"--annotate.text.api_key={literal}"])
+        assert literal not in str(err.value)
+    ok = ["annotate", "--output", "s3://b/mask-generation-results-2024", "--annotate.x=false"]
+    assert shlex.split(sb.build_submission(ok).entrypoint)[-3:] == ok[1:]
+
+
+TRACKED = ("pyproject.toml", ".gitignore", "pkg/__init__.py", "pkg/mod.py", "docs/a b [1].md", ".env.example")
+SECRET_FILES = (
+    ".env",
+    ".env.local",
+    "key.pem",
+    "server.key",
+    ".aws/credentials",
+    "ray_token",
+    "cluster.token",
+    "id_rsa",
+    "pkg/.env",
+)
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A tiny git repository: tracked sources, untracked secret files and an untracked module."""
+    root = tmp_path / "proj"
+    for rel in TRACKED + SECRET_FILES + ("pkg/untracked_new.py", ".cache/blob.bin", "notes/todo.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"{rel}\n")
+    (root / ".gitignore").write_text(".cache/\n")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "--", *TRACKED], check=True)
+    return root
+
+
+def _ray_package(root: Path, excludes: list[str], tmp: Path) -> set[str]:
+    """The files Ray's own packaging (what JobSubmissionClient uploads) puts into the working_dir zip."""
+    from ray._private.runtime_env.packaging import create_package
+
+    target = tmp / f"pkg-{len(list(tmp.glob('pkg-*.zip')))}.zip"
+    create_package(str(root), target, include_gitignore=True, excludes=excludes)
+    with zipfile.ZipFile(target) as zf:
+        return {n for n in zf.namelist() if not n.endswith("/")}
+
+
+def test_only_git_tracked_files_travel_with_a_job(env, repo, tmp_path, caplog):
+    """#13/1: untracked secret files (.env, *.pem, .aws/credentials, a Ray token…) never travel."""
+    with caplog.at_level("WARNING", logger="cluster.shipping"):
+        sub = sb.build_submission(["annotate"], working_dir=repo)
+    assert "not shipped (untracked): " in caplog.text and "pkg/untracked_new.py" in caplog.text
+    assert sub.runtime_env["working_dir"] == str(repo)
+    packaged = _ray_package(repo, sub.runtime_env["excludes"], tmp_path)
+    assert packaged == set(TRACKED)
+    assert not packaged & set(SECRET_FILES)
+    assert "pkg/untracked_new.py" not in packaged  # not tracked: only when allow-listed
+    shipped = sb.build_submission(["annotate"], working_dir=repo, ship=["pkg/untracked_new.py", "notes"])
+    assert _ray_package(repo, shipped.runtime_env["excludes"], tmp_path) == {
+        *TRACKED,
+        "pkg/untracked_new.py",
+        "notes/todo.txt",
+    }
+
+
+def test_a_secret_file_that_would_travel_makes_submit_refuse(env, repo, tmp_path):
+    subprocess.run(["git", "-C", str(repo), "add", "-f", ".env", "pkg/.env"], check=True)
+    with pytest.raises(ValueError, match=r"would ship secret-looking files: \.env, pkg/\.env") as err:
+        sb.build_submission(["annotate"], working_dir=repo)
+    assert "git rm --cached" in str(err.value)
+    subprocess.run(["git", "-C", str(repo), "rm", "-q", "--cached", ".env", "pkg/.env"], check=True)
+    for allowed in (["key.pem"], [".aws"]):  # an allow-listed secret is refused too
+        with pytest.raises(ValueError, match="secret-looking files"):
+            sb.build_submission(["annotate"], working_dir=repo, ship=allowed)
+    (repo / "link").symlink_to(tmp_path / "outside.txt")  # a tracked link would ship its target
+    (tmp_path / "outside.txt").write_text("x")
+    subprocess.run(["git", "-C", str(repo), "add", "link"], check=True)
+    with pytest.raises(ValueError, match="link -> outside the working dir"):
+        sb.build_submission(["annotate"], working_dir=repo)
+    with pytest.raises(ValueError, match="--ship missing.txt: no such file"):
+        sb.build_submission(["annotate"], working_dir=repo, ship=["missing.txt"])
+
+
+def test_a_folder_outside_git_ships_without_secret_files(env, repo, tmp_path):
+    shutil.rmtree(repo / ".git")
+    sub = sb.build_submission(["annotate"], working_dir=repo)
+    packaged = _ray_package(repo, sub.runtime_env["excludes"], tmp_path)
+    assert not packaged & set(SECRET_FILES)
+    assert {"pkg/mod.py", "pkg/untracked_new.py", "notes/todo.txt"} <= packaged
+
+
+def test_shipping_list_prints_what_ray_packages_and_bundle_copies_it(env, repo, tmp_path, capsys):
+    from cluster import shipping
+
+    assert shipping.main(["list", "--dir", str(repo)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert set(listed) == set(TRACKED) == _ray_package(repo, shipping.working_dir_excludes(repo), tmp_path)
+    out = tmp_path / "bundle"
+    for _ in range(2):  # a second run replaces the previous bundle
+        assert shipping.main(["bundle", str(out), "--dir", str(repo)]) == 0
+        got = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+        assert got == set(TRACKED) | {shipping.BUNDLE_STAMP}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    assert shipping.main(["bundle", str(tmp_path / "other"), "--dir", str(repo)]) == 2  # not a bundle: kept
+    assert (tmp_path / "other" / "keep.txt").exists()
+    assert "not an emer bundle" in capsys.readouterr().err
+
+
 def test_dashboard_address(env, monkeypatch):
     with pytest.raises(ValueError, match="RAY_ADDRESS"):
         sb.dashboard_address(None)
@@ -72,6 +205,9 @@ def test_dashboard_address(env, monkeypatch):
     for bad in ("ray://head:10001", "http://head:6379", "auto"):
         with pytest.raises(ValueError, match="--address"):
             sb.dashboard_address(bad)
+    with pytest.raises(ValueError, match=r"http://\*\*\*@head:6379") as err:  # credentials redacted
+        sb.dashboard_address("http://admin:hunter2-pw@head:6379")
+    assert "hunter2-pw" not in str(err.value)
 
 
 def test_auth_token_sources(env, monkeypatch, tmp_path):

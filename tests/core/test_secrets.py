@@ -1,6 +1,6 @@
-"""Secrets stay out of configs and what is saved: one check for every ``*_env`` field (a key pasted
-where a variable name belongs is refused without being echoed), URL credentials redacted wherever a
-config is printed or saved, and an endpoint URL with credentials never sent by value."""
+"""Secrets: which names and values are secret (``core.secrets``); a key pasted where a variable
+name belongs is refused without being echoed (one check for every ``*_env`` field); URL credentials
+are redacted wherever a config is printed or saved, and never sent by value."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import json
 import pytest
 import yaml
 
+from core import runtime
 from core.config import ConfigError, dump_yaml
 from core.runtime import worker_env
-from core.secrets import env_name_problem, looks_like_key, redact_url
+from core.secrets import env_name_problem, is_secret_name, looks_like_key, redact_url
 from core.storage import StorageConfig
 from emer.cli import main
 from emer.runconfig import load_run_config
@@ -23,15 +24,65 @@ CREDS_URL = "http://alice:s3cr3tpw@127.0.0.1:9000/v1"
 @pytest.mark.parametrize(
     "value",
     [
+        "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0",
+        "sk-ant-api03-" + "xY9" * 8,
+        "--annotate.text.api_key=sk-" + "Q1w2E3r4T5y6U7i8O9p0",
+        "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz",
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "ASIA" + "0123456789ABCDEF",
+        "ghp_" + "a1" * 18,
+        "github_pat_" + "11AAAAAAA0" * 3,
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+    ],
+)
+def test_key_shaped_values(value):
+    assert looks_like_key(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "s3://bucket/mask-generation-results-2024",  # "sk-" inside a word
+        "sk-learn-compatible-estimators",  # no digit: a word, not a key
+        "s3://b/sk-learn-results-2024-01",  # no upper-case letter: a path, not a key
+        "hf_model_repository_files",
+        "hf_hub_download",
+        "AKIA-short",
+        "false",
+        "",
+    ],
+)
+def test_ordinary_values(value):
+    assert not looks_like_key(value)
+
+
+def test_secret_names_are_classified_in_one_place():
+    for name in ("HF_TOKEN", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "GCP_CREDENTIALS"):
+        assert is_secret_name(name)
+    for name in ("AWS_ENDPOINT_URL", "HF_HOME", "AWS_DEFAULT_REGION"):
+        assert not is_secret_name(name) and not runtime.is_secret(name, "http://127.0.0.1:9000")
+    assert runtime.is_secret("HF_TOKEN")  # core.runtime uses the same rule
+    assert runtime.is_secret("AWS_ENDPOINT_URL", "http://user:pw@127.0.0.1:9000")  # a URL with credentials
+
+
+def test_redact_url():
+    assert redact_url("https://user:s3cr3t@example.com:8443/p?q=1") == "https://***@example.com:8443/p?q=1"
+    assert redact_url("http://ghp_token@github.com/x") == "http://***@github.com/x"
+    assert redact_url("http://127.0.0.1:8265") == "http://127.0.0.1:8265"
+    assert redact_url("not a url") == "not a url"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
         "sk-" + "proj-AbCdEf0123456789xyz",
         HF_LIKE,
         "AKIA" + "ABCDEFGHIJKLMNOP",
-        "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2",
+        "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6",
         "Xk9" + "fQ2mZ7pL4vR8tN1wS6yB3cH5jD0gK2aE",
     ],
 )
-def test_key_shaped_values_are_keys(value):
-    assert looks_like_key(value)
+def test_key_shaped_values_are_refused_as_variable_names(value):
     problem = env_name_problem("evaluate.llm.api_key_env", value)
     assert problem and "looks like a key" in problem and value not in problem
 
@@ -56,7 +107,7 @@ def test_every_llm_role_is_checked(key):
         load_run_config(None, [f"{key}={HF_LIKE}"])
 
 
-def test_redact_url():
+def test_redact_url_credentials():
     assert redact_url(CREDS_URL) == "http://***@127.0.0.1:9000/v1"
     assert redact_url("https://token@host/x?a=1") == "https://***@host/x?a=1"
     assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"

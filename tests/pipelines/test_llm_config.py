@@ -49,7 +49,7 @@ def test_a_pasted_key_is_not_echoed():
     with pytest.raises(ConfigError) as err:
         LLMConfig(api_key_env="sk-live-abcdef123456")
     assert "sk-live-abcdef123456" not in str(err.value)
-    assert "api_key_env: looks like a key itself" in str(err.value)
+    assert "api_key_env: must be the name of an environment variable" in str(err.value)
 
 
 def test_an_env_name_with_a_trailing_newline_is_rejected():
