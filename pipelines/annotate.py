@@ -11,19 +11,22 @@ and dataset card.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
 from typing import Any
 
-from core import placement
+from core import placement, storage
+from core.config import to_plain
 from core.failures import FATAL_HINT, FatalStreak, RunFailed, check_failure_budget
+from core.fingerprint import check_resume
 from core.llm import tiny
 from core.metrics import ProgressLine
 from core.runtime import worker_env
 from core.stage import FAILED, map_stages
 from pipelines import card, sink
-from pipelines.config import AnnotateConfig, StageConfig
+from pipelines.config import RESUME_IGNORED, AnnotateConfig, StageConfig
 from pipelines.inputs import Listing, build_listing
 from pipelines.stages import (
     AudioClueStage,
@@ -53,7 +56,10 @@ class Plan:
 
 
 def plan_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str) -> Plan:
-    """List and key the input, reconcile the output, choose the rows to (re)process."""
+    """List and key the input, reconcile the output, choose the rows to (re)process.
+
+    An output started under other output-affecting settings is refused before anything is written."""
+    check_unchanged(cfg, output)
     listing = build_listing(input_uri, subtitles_uri, cfg)
     state = sink.reconcile(output, temp_age_s=0)  # no writer runs yet: every temp file is stale
     if cfg.retry_failed:
@@ -65,6 +71,20 @@ def plan_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, out
     if fresh:
         sink.write_shard(output, fresh, sink.FAILURE_COLUMNS)
     return Plan(listing, state, todo, len(listing.rows) - len(todo))
+
+
+def check_unchanged(cfg: AnnotateConfig, output: str) -> None:
+    """Raise ``ResumeMismatch`` listing each changed key when ``output`` holds a run made under other
+    output-affecting settings (its manifest's config); operational keys (``RESUME_IGNORED``) may change."""
+    uri = storage.join(output, "manifest.json")
+    if not storage.exists(uri):
+        return
+    saved = json.loads(storage.read_text(uri)).get("config")
+    fix = (
+        f"restore the old values (in {storage.join(output, 'config.yaml')}) to resume, or give another "
+        "--output to annotate afresh under the new settings"
+    )
+    check_resume(saved, to_plain(cfg), RESUME_IGNORED, f"the annotation in {output}", fix)
 
 
 def stage_groups(cfg: AnnotateConfig) -> list[tuple[list, StageConfig, Any]]:

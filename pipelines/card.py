@@ -21,10 +21,12 @@ from typing import Any
 
 from core import storage
 from core.config import dump_yaml, to_plain
+from core.fingerprint import fingerprint
 from core.llm.tiny import MARKER as TINY_MARKER
 from core.plots import pyplot
 from core.schema import OV_LABELS
 from pipelines import sink
+from pipelines.config import RESUME_IGNORED
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ def write_manifest_and_card(
         "random_weight_roles": _random_roles(cfg) if cfg.llm_stages else [],
         "prompt_variants": cfg.prompt_variants() if cfg.llm_stages else {},
         "config": to_plain(cfg),
+        "config_fingerprint": fingerprint(to_plain(cfg), RESUME_IGNORED),
         "versions": versions(),
     }
     text = json.dumps(manifest, indent=2, ensure_ascii=False)

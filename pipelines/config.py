@@ -164,3 +164,32 @@ class AnnotateConfig(Config):
             role: f"{c.backend}:{c.model}"
             for role, c in (("audio", self.audio), ("video", self.video), ("text", self.text))
         }
+
+
+_LLM_OPERATIONAL = (
+    "concurrency",
+    "batch_size",
+    "timeout_s",
+    "max_retries",
+    "retry_backoff_s",
+    "max_retry_after_s",
+    "stop_after_fatal",
+    "api_key_env",
+    "num_gpus",
+    "cache_dir",
+)
+# Keys of ``AnnotateConfig`` that cannot change a row's output: how the run is executed (resources,
+# batching, retries, progress, failure budget). A resume may change them; any other change is refused
+# (``core.fingerprint``), since the output would mix rows made under two configs.
+RESUME_IGNORED = frozenset(
+    {
+        "stages",
+        "retry_failed",
+        "max_errored_blocks",
+        "isolate_crashes",
+        "progress_every_s",
+        "max_failure_fraction",
+        "stop_after_fatal",
+        *(f"{role}.{key}" for role in ("audio", "video", "text") for key in _LLM_OPERATIONAL),
+    }
+)

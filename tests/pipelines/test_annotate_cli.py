@@ -33,6 +33,14 @@ def test_annotate_command_then_retry_failed(s3, ray_local, sample_clips, tmp_pat
     resolved = (out / "config.yaml").read_text()
     assert "annotate:" in resolved and "stop_after: check" in resolved and "storage:" in resolved
 
+    # A resume under another output-affecting setting is refused, naming the key; nothing is written.
+    manifest_before = (out / "manifest.json").read_text()
+    assert main([*args, "--annotate.min_duration_s=1.0"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume the annotation in" in err and "min_duration_s: 2.0 -> 1.0" in err
+    assert (out / "manifest.json").read_text() == manifest_before
+    assert (out / "config.yaml").read_text() == resolved
+
     assert main([*args, "--retry-failed"]) == 1  # the broken inputs fail again: no row recovered
     assert "none of the 6 rows processed gave a sample" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
