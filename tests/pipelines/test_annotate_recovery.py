@@ -114,3 +114,12 @@ def test_resume_after_a_killed_run_gives_the_same_rows(s3, ray_local, sample_cli
         want = sorted(read_rows(str(ref), kind), key=lambda r: r["name"])
         assert got == want  # frames, audio, metadata: the same rows, each once
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]  # no half-written file left behind
+
+
+def test_crash_injection_is_not_a_config_key():
+    """Before: ``annotate.debug_crash_on`` could be set from any config (a preset could kill workers).
+    Now fault injection is the EMER_DEBUG_CRASH_ON variable of the crash tests only."""
+    from core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="debug_crash_on: unknown key"):
+        AnnotateConfig.from_dict({"debug_crash_on": ["sample_1"]})
