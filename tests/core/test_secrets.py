@@ -116,13 +116,14 @@ def test_redact_url_credentials():
 
 def test_url_credentials_are_redacted_when_saved_and_printed(capsys):
     """Before: base_url / endpoint_url credentials were saved as given in config.yaml and printed."""
-    run = load_run_config(None, [f"evaluate.llm.base_url={CREDS_URL}", f"storage.endpoint_url={CREDS_URL}"])
+    run = load_run_config(None, [f"evaluate.llm.base_url={CREDS_URL}"])
     assert run.evaluate.llm.base_url == CREDS_URL  # the run itself still uses them
-    saved = dump_yaml(run)
+    saved = dump_yaml(run) + dump_yaml(StorageConfig(endpoint_url=CREDS_URL))
     assert "s3cr3tpw" not in saved and "alice" not in saved
-    data = yaml.safe_load(saved)
-    assert data["evaluate"]["llm"]["base_url"] == "http://***@127.0.0.1:9000/v1"
-    assert data["storage"]["endpoint_url"] == "http://***@127.0.0.1:9000/v1"
+    assert yaml.safe_load(dump_yaml(run))["evaluate"]["llm"]["base_url"] == "http://***@127.0.0.1:9000/v1"
+    assert yaml.safe_load(dump_yaml(StorageConfig(endpoint_url=CREDS_URL)))["endpoint_url"] == (
+        "http://***@127.0.0.1:9000/v1"
+    )
     assert main(["config", f"--evaluate.llm.base_url={CREDS_URL}"]) == 0
     assert "s3cr3tpw" not in capsys.readouterr().out
 
