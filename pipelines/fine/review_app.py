@@ -68,7 +68,7 @@ class ReviewPage:
         """The row page; ``extra`` may carry an ``error`` and the submitted ``form`` to keep."""
         if name not in self.ds.rows:
             return self.missing(request, name, snap)
-        row = self.ds.rows[name]
+        row, mine = self.ds.rows[name], snap.mine(self.reviewer)
         fields = reviewlog.current(row, snap.newest.get(name))
         prev, nxt = self.ds.neighbours(name)
         i = self.ds.queue.index(name)
@@ -82,12 +82,12 @@ class ReviewPage:
             "has_quality": bool(self.ds.quality),
             "base": reviewlog.content_hash(fields),
             "form": {**form, **extra.pop("form", {})},
-            "mine": snap.mine(self.reviewer).get(name),
+            "mine": mine.get(name),
             "latest": snap.newest.get(name),
             "prev": prev,
             "next": nxt,
             "position": i + 1,
-            "queue": [(n, self.ds.flagged(n), snap.mine(self.reviewer).get(n)) for n in window],
+            "queue": [(n, self.ds.flagged(n), mine.get(n)) for n in window],
         }
         return self.render(request, "row.html", snap, status, **ctx, **extra)
 
