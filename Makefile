@@ -29,6 +29,8 @@ system-deps:
 	@command -v java >/dev/null 2>&1 || $(MAKE) -s apt PKG=default-jre-headless
 	@command -v espeak-ng >/dev/null 2>&1 || $(MAKE) -s apt PKG=espeak-ng || echo "no espeak-ng: sample clips get synthetic syllables"
 	@fc-list 2>/dev/null | grep -qi "Noto.*CJK" || $(MAKE) -s apt PKG=fonts-noto-cjk || echo "no CJK font: Chinese labels in plots show boxes"
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || \
+	  $(MAKE) -s apt PKG="chromium chromium-driver" || echo "no chromium: the review page's browser tests are skipped"
 
 apt:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \

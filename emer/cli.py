@@ -13,11 +13,11 @@ import sys
 
 from core.config import ConfigError
 from core.failures import RunFailed
-from emer.commands import annotate, base, evaluate, jobs, train
+from emer.commands import annotate, base, evaluate, jobs, review, train
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (base, annotate, train, evaluate, jobs)
+COMMANDS = (base, annotate, train, evaluate, jobs, review)
 
 
 def common_parser() -> argparse.ArgumentParser:
