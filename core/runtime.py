@@ -37,7 +37,8 @@ PASS_THROUGH_ENV = (
     "HF_HUB_OFFLINE",
     "DS_ACCELERATOR",
     "TORCH_EXTENSIONS_DIR",
-    "EMER_DEBUG_CRASH_ON",  # crash tests' fault injection (pipelines.stages)
+    "EMER_DEBUG_CRASH_ON",  # crash and timeout tests' fault injection (pipelines.stages)
+    "EMER_DEBUG_HANG_ON",
 )
 
 

@@ -9,6 +9,10 @@ A local write goes through a temp file ``<name>.tmp-<8 hex>`` beside its target 
 listings of emer's own output folders leave such names out (``list_files(..., skip_temp=True)``);
 an input file that merely contains ``.tmp-`` is listed like any other. ``remove_stale_temp_files``
 deletes the temp files a crashed writer left behind.
+
+``copy_to`` streams a file or object into an open file in chunks (``COPY_CHUNK_BYTES``), never the
+whole of it in memory, and stops with ``SizeLimitExceeded`` once more than ``max_bytes`` came (the
+size an object reports is not trusted); ``file_size`` is the size from a stat / S3 HEAD.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -36,6 +41,18 @@ from core.config import Config, dump_yaml
 log = logging.getLogger(__name__)
 
 _TEMP = re.compile(r".+\.tmp-[0-9a-f]{8}")  # the names write_bytes gives its temp files
+COPY_CHUNK_BYTES = 8 * 2**20  # copy_to reads this much per request (one ranged GET on S3)
+
+
+class SizeLimitExceeded(ValueError):
+    """``copy_to`` read more than its ``max_bytes`` from ``uri`` (``seen``: bytes read when it stopped)."""
+
+    def __init__(self, uri: str, limit: int, seen: int) -> None:
+        super().__init__(f"{uri}: more than {limit} bytes (stopped after {seen} bytes)")
+        self.uri, self.limit, self.seen = uri, limit, seen
+
+    def __reduce__(self):
+        return type(self), (self.uri, self.limit, self.seen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +168,35 @@ def read_bytes(uri: str) -> bytes:
             return f.read()
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{uri}: no such file") from err
+
+
+def file_size(uri: str) -> int:
+    """Size in bytes of a local file or S3 object (a stat / HEAD; nothing is read)."""
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{uri}: no such file")
+    return int(info.size)
+
+
+def copy_to(uri: str, out: BinaryIO, max_bytes: int | None = None) -> int:
+    """Stream ``uri`` into the open file ``out`` chunk by chunk; returns the bytes copied.
+
+    Raises ``SizeLimitExceeded`` as soon as more than ``max_bytes`` arrived (whatever size the
+    object claims), ``FileNotFoundError`` when it does not exist.
+    """
+    fs, path = filesystem(uri)
+    seen = 0
+    try:
+        with fs.open_input_stream(path, compression=None) as f:
+            while chunk := f.read(COPY_CHUNK_BYTES):
+                seen += len(chunk)
+                if max_bytes is not None and seen > max_bytes:
+                    raise SizeLimitExceeded(uri, max_bytes, seen)
+                out.write(chunk)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{uri}: no such file") from err
+    return seen
 
 
 def write_bytes(uri: str, data: bytes) -> None:

@@ -5,7 +5,9 @@ MER2024: 2-16 s, audio present, audio length consistent with the video, optional
 subtitle language that feeds the prompts, the LLM of each role (``audio``, ``video``, ``text``: one
 ``LLMConfig`` each, prompts overridable there), per-stage Ray resources (``stages.<name>``:
 num_cpus, actors, batch_size, max_restarts; GPUs come from the role's ``num_gpus``) and reliability
-knobs (retry_failed, max_errored_blocks, crash isolation).
+knobs (retry_failed, max_errored_blocks, crash isolation). Limits on one clip's cost to a decode worker:
+``max_clip_bytes`` (checked from the file/object size before reading, and while an S3 copy streams)
+and ``decode_timeout_s`` (decoding runs in a child process that is killed when it takes longer).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class AnnotateConfig(Config):
     audio_backend: str = "pyav"  # pyav (in-process libav) or ffmpeg (subprocess); never decord's reader
     extensions: list[str] = dataclasses.field(default_factory=lambda: list(VIDEO_SUFFIXES))
     store_media: bool = True  # keep frames (JPEG) and audio (FLAC) in the samples shards
+    max_clip_bytes: int = 512 * 2**20  # larger clips fail unread (local size / S3 object size)
+    decode_timeout_s: float = 120.0  # per clip, in a child process killed after it; 0 = in-process, none
     # clip filter (MER2024 section 2.1)
     min_duration_s: float = 2.0
     max_duration_s: float = 16.0
@@ -121,6 +125,8 @@ class AnnotateConfig(Config):
             out.append(
                 f"annotate.extensions = {self.extensions!r}: must be a non-empty list of suffixes like '.mp4'"
             )
+        check_range(out, "annotate.max_clip_bytes", self.max_clip_bytes, 1, None)
+        check_range(out, "annotate.decode_timeout_s", self.decode_timeout_s, 0.0, None)
         check_range(out, "annotate.min_duration_s", self.min_duration_s, 0.0, None)
         if self.max_duration_s <= self.min_duration_s:
             out.append(

@@ -4,24 +4,25 @@ Video: decord samples N frames uniformly, resized to a square, and they are JPEG
 (raw frames would be ~1.2 MB a clip; JPEG ~40 KB). Audio: 16 kHz mono float32 through libav (PyAV,
 in-process) or an ffmpeg subprocess, never decord's AudioReader (it leaks memory); it travels and
 is stored as 16-bit FLAC bytes. A clip without an audio stream decodes with ``audio=None`` (the
-check turns it into a reason). Decoders read local paths; an S3 clip is copied to a temporary file
-first (``local_clip``). ``check_clip`` returns the reason a clip is rejected, or None.
+check turns it into a reason). Decoders read local paths (``pipelines.fetch`` makes one).
+
+A clip over ``max_duration_s`` is refused before anything is decoded: from the video stream's
+duration in the container (``probe_duration``), else from decord's frame count, as ``Rejected``.
+Audio is decoded only up to ``audio_cap_s`` (the max duration plus the A/V tolerance and 1 s), so a
+track longer than its video still fails the length check without being decoded whole.
+``check_clip`` returns the reason a decoded clip is rejected, or None.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import logging
 import os
 import subprocess
-import tempfile
-from collections.abc import Iterator
 
 import numpy as np
 
-from core import storage
 from core.schema import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,17 @@ log = logging.getLogger(__name__)
 
 class MediaError(Exception):
     """A clip that cannot be decoded; the message is the reason recorded in failures/."""
+
+
+class Rejected(MediaError):
+    """A clip refused by a check before it was decoded (``code``: the check's metric tag)."""
+
+    def __init__(self, reason: str, code: str = "check") -> None:
+        super().__init__(reason)
+        self.code = code
+
+    def __reduce__(self):  # it comes back from the decode child process
+        return type(self), (str(self), self.code)
 
 
 @dataclasses.dataclass
@@ -47,22 +59,6 @@ class Decoded:
         return 0.0 if self.audio is None else len(self.audio) / SAMPLE_RATE
 
 
-@contextlib.contextmanager
-def local_clip(uri: str) -> Iterator[str]:
-    """A local path for ``uri``: itself, or an S3 object copied to a temporary file for the block."""
-
-    if not storage.is_s3(uri):
-        if not os.path.isfile(uri):
-            raise MediaError(f"clip {uri} does not exist (moved or deleted since the listing)")
-        yield uri
-        return
-    suffix = os.path.splitext(uri)[1]
-    with tempfile.NamedTemporaryFile(suffix=suffix, prefix="emer-clip-") as tmp:
-        tmp.write(storage.read_bytes(uri))
-        tmp.flush()
-        yield tmp.name
-
-
 def sample_indices(total: int, n: int) -> list[int]:
     """``n`` frame indices spread uniformly over ``total`` frames (centres of n equal segments)."""
     if total <= 0:
@@ -70,8 +66,11 @@ def sample_indices(total: int, n: int) -> list[int]:
     return [min(total - 1, int((k + 0.5) * total / n)) for k in range(n)]
 
 
-def decode_video(path: str, n: int, size: int) -> tuple[np.ndarray, dict]:
-    """``n`` RGB frames (n, size, size, 3) sampled uniformly, and the stream's frame count and rate."""
+def decode_video(path: str, n: int, size: int, max_s: float | None = None) -> tuple[np.ndarray, dict]:
+    """``n`` RGB frames (n, size, size, 3) sampled uniformly, and the stream's frame count and rate.
+
+    A stream longer than ``max_s`` (frame count / fps) is ``Rejected`` before any frame is decoded.
+    """
     import decord
 
     if os.path.getsize(path) == 0:
@@ -79,6 +78,9 @@ def decode_video(path: str, n: int, size: int) -> tuple[np.ndarray, dict]:
     try:
         reader = decord.VideoReader(path, width=size, height=size, num_threads=1)
         total, fps = len(reader), float(reader.get_avg_fps())
+        if max_s is not None and total > 0 and fps > 0 and total / fps > max_s:
+            reason = f"{too_long(total / fps, max_s)}; from the frame count, before decoding"
+            raise Rejected(reason, "too_long")
         frames = reader.get_batch(sample_indices(total, n)).asnumpy()
     except (RuntimeError, decord.DECORDError, AssertionError, IndexError) as err:
         raise MediaError(f"cannot decode video: {_short(err)}") from err
@@ -87,8 +89,39 @@ def decode_video(path: str, n: int, size: int) -> tuple[np.ndarray, dict]:
     return frames, {"duration_s": total / fps, "fps": fps, "num_video_frames": total}
 
 
-def probe_and_audio(path: str, backend: str = "pyav") -> tuple[dict, np.ndarray | None]:
-    """Source frame size and the first audio stream as 16 kHz mono float32 (None: no audio stream)."""
+def probe_duration(path: str) -> float | None:
+    """Seconds of the first video stream from the container's metadata (nothing is decoded).
+
+    None when the container cannot be opened (the decoders then give the reason) or does not say:
+    the container-wide duration is not used, libav may only estimate it from the bitrate.
+    """
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, ValueError, OSError):
+        return None
+    with container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        if stream.duration and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        if stream.frames and stream.average_rate:
+            return stream.frames / float(stream.average_rate)
+    return None
+
+
+def audio_cap_s(cfg) -> float:
+    """Seconds of audio worth decoding: past it the clip fails a duration or A/V-length check anyway."""
+    return cfg.max_duration_s + max(cfg.av_tolerance_s, cfg.av_tolerance_ratio * cfg.max_duration_s) + 1.0
+
+
+def probe_and_audio(
+    path: str, backend: str = "pyav", max_s: float | None = None, timeout_s: float = 120.0
+) -> tuple[dict, np.ndarray | None]:
+    """Source frame size and the first audio stream as 16 kHz mono float32 (None: no audio stream),
+    at most its first ``max_s`` seconds."""
     import av
 
     try:
@@ -102,18 +135,19 @@ def probe_and_audio(path: str, backend: str = "pyav") -> tuple[dict, np.ndarray 
             "height": int(video[0].codec_context.height) if video else 0,
         }
         if backend == "ffmpeg":
-            return meta, _audio_ffmpeg(path)
+            return meta, _audio_ffmpeg(path, max_s, timeout_s)
         if not container.streams.audio:
             return meta, None
-        return meta, _audio_pyav(container)
+        return meta, _audio_pyav(container, max_s)
 
 
-def _audio_pyav(container) -> np.ndarray:
+def _audio_pyav(container, max_s: float | None = None) -> np.ndarray:
     import av
 
     stream = container.streams.audio[0]
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks, bad = [], 0
+    limit = int(max_s * SAMPLE_RATE) if max_s is not None else None
+    chunks, bad, total = [], 0, 0
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
@@ -121,14 +155,20 @@ def _audio_pyav(container) -> np.ndarray:
             bad += 1  # like the ffmpeg CLI: skip a corrupt packet, the length check judges the rest
             continue
         for frame in frames:
-            chunks += [o.to_ndarray().reshape(-1) for o in resampler.resample(frame)]
-    chunks += [o.to_ndarray().reshape(-1) for o in resampler.resample(None)]
+            out = [o.to_ndarray().reshape(-1) for o in resampler.resample(frame)]
+            chunks += out
+            total += sum(len(o) for o in out)
+        if limit is not None and total >= limit:
+            break  # the rest is never decoded
+    else:
+        chunks += [o.to_ndarray().reshape(-1) for o in resampler.resample(None)]
     if bad:
         log.debug("skipped %d corrupt audio packets", bad)
-    return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    return audio[:limit] if limit is not None else audio
 
 
-def _audio_ffmpeg(path: str) -> np.ndarray | None:
+def _audio_ffmpeg(path: str, max_s: float | None = None, timeout_s: float = 120.0) -> np.ndarray | None:
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -143,16 +183,19 @@ def _audio_ffmpeg(path: str) -> np.ndarray | None:
         "1",
         "-ar",
         str(SAMPLE_RATE),
+        *(["-t", f"{max_s:.3f}"] if max_s is not None else []),
         "-f",
         "f32le",
         "pipe:1",
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=120)
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s or None)
     except FileNotFoundError as err:
         raise MediaError(
             "ffmpeg is not installed (apt-get install -y ffmpeg), or use audio_backend=pyav"
         ) from err
+    except subprocess.TimeoutExpired as err:
+        raise MediaError(f"ffmpeg audio decode timed out after {timeout_s:g} s") from err
     err = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0 and "does not contain any stream" not in err:
         last = err.strip().splitlines()[-1] if err.strip() else f"ffmpeg exit {proc.returncode}"
@@ -207,10 +250,15 @@ class FaceCounter:
 def decode_clip(path: str, cfg, faces: FaceCounter | None = None) -> Decoded:
     """Frames (JPEG) + audio + metadata of one clip; raises ``MediaError`` with the reason.
 
-    ``cfg`` needs ``frames``, ``frame_size``, ``jpeg_quality`` and ``audio_backend``.
+    ``cfg``: the ``AnnotateConfig`` (media fields, duration bounds, A/V tolerance, decode timeout).
+    A clip over ``max_duration_s`` is ``Rejected`` before its frames or audio are decoded.
     """
-    frames, meta = decode_video(path, cfg.frames, cfg.frame_size)
-    size, audio = probe_and_audio(path, cfg.audio_backend)
+    probed = probe_duration(path)
+    if probed is not None and probed > cfg.max_duration_s:
+        reason = f"{too_long(probed, cfg.max_duration_s)}; from the container's metadata, before decoding"
+        raise Rejected(reason, "too_long")
+    frames, meta = decode_video(path, cfg.frames, cfg.frame_size, cfg.max_duration_s)
+    size, audio = probe_and_audio(path, cfg.audio_backend, audio_cap_s(cfg), cfg.decode_timeout_s)
     counts = [faces.count(f) for f in frames] if faces is not None else None
     if audio is not None and not np.isfinite(audio).all():
         raise MediaError("audio holds NaN/inf samples")
@@ -226,7 +274,7 @@ def check_clip(row: dict, cfg) -> str | None:
     if duration < cfg.min_duration_s:
         return f"too short: {duration:.2f} s < min_duration_s {cfg.min_duration_s} s"
     if duration > cfg.max_duration_s:
-        return f"too long: {duration:.2f} s > max_duration_s {cfg.max_duration_s} s"
+        return too_long(duration, cfg.max_duration_s)
     if not row["has_audio"]:
         return "no audio stream" if cfg.require_audio else None
     allowed = max(cfg.av_tolerance_s, cfg.av_tolerance_ratio * duration)
@@ -244,6 +292,10 @@ def check_clip(row: dict, cfg) -> str | None:
                 f"(need {cfg.face_min_fraction:.0%})"
             )
     return None
+
+
+def too_long(duration: float, max_s: float) -> str:
+    return f"too long: {duration:.2f} s > max_duration_s {max_s} s"
 
 
 def _short(err: BaseException, limit: int = 200) -> str:

@@ -1,9 +1,12 @@
 """The annotation stages: decode, check, audio clue, video clue, disambiguate, translate, OV labels.
 
-CPU stages decode and filter clips (``pipelines.media``). LLM stages render the papers' prompts
-(``core.llm.prompts``: subtitles and clues go in as quoted data), call the role's backend
-(``core.llm``; one instance per role per actor, so the three text stages share one model) and
-parse answers defensively (``core.llm.labels``). A failed LLM call fails its row, with the reason.
+CPU stages decode and filter clips (``pipelines.media``): the clip is fetched under the size cap
+(``pipelines.fetch``) and decoded in a child process with a per-row timeout
+(``pipelines.decode_worker``; ``decode_timeout_s = 0``: in-process, no timeout). LLM stages render
+the papers' prompts (``core.llm.prompts``: subtitles and clues go in as quoted data), call the
+role's backend (``core.llm``; one instance per role per actor, so the three text stages share one
+model) and parse answers defensively (``core.llm.labels``). A failed LLM call fails its row, with
+the reason.
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ from core.llm.base import request_for
 from core.llm.labels import parse_ov_labels
 from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, decode_audio, encode_audio
 from core.stage import OK, REJECTED, Stage, fail
-from pipelines import media
+from pipelines import decode_worker, fetch, media
 
 log = logging.getLogger(__name__)
 
 CRASH_ON_ENV = "EMER_DEBUG_CRASH_ON"  # comma-separated sample names whose decode SIGKILLs its worker
+HANG_ON_ENV = "EMER_DEBUG_HANG_ON"  # comma-separated sample names whose decode never ends
+
+
+def _names(env: str) -> set[str]:
+    return {n for n in os.environ.get(env, "").split(",") if n}
 
 
 class DecodeStage(Stage):
@@ -45,9 +53,17 @@ class DecodeStage(Stage):
     )
 
     def setup(self) -> None:
-        self.faces = media.FaceCounter() if self.cfg.face_check else None
-        # Fault injection for the crash tests only; an environment variable, never a config key.
-        self.crash_on = {n for n in os.environ.get(CRASH_ON_ENV, "").split(",") if n}
+        self.faces = media.FaceCounter() if self.cfg.face_check else None  # OpenCV missing: fail now
+        # Fault injection for the crash and timeout tests only: environment variables, never config keys.
+        self.crash_on = _names(CRASH_ON_ENV)
+        self.hang_on = _names(HANG_ON_ENV)
+        timeout = self.cfg.decode_timeout_s
+        self.runner = decode_worker.ChildRunner(timeout) if timeout > 0 else None
+        if self.hang_on and self.runner is None:
+            log.warning(
+                "%s ignored: it needs annotate.decode_timeout_s > 0 (it would hang the job)", HANG_ON_ENV
+            )
+            self.hang_on = set()
 
     def process(self, rows: list[dict[str, Any]]) -> None:
         super().process(rows)
@@ -58,10 +74,13 @@ class DecodeStage(Stage):
         if row["name"] in self.crash_on:  # fault injection for the crash tests: a native-style death
             os.kill(os.getpid(), signal.SIGKILL)
         try:
-            with media.local_clip(row["clip"]) as path:
-                d = media.decode_clip(path, self.cfg, self.faces)
-        except media.MediaError as err:
-            fail(row, self.name, str(err))
+            with fetch.local_clip(row["clip"], self.cfg.max_clip_bytes) as path:
+                d = self._decode(row["name"], path)
+        except media.Rejected as err:  # a check's rule, applied before decoding: reported as the check
+            fail(row, CheckStage.name, str(err), REJECTED, err.code)
+            return
+        except (media.MediaError, decode_worker.DecodeTimeout, decode_worker.ChildDied) as err:
+            fail(row, self.name, self._reason(err))
             return
         row.update(
             duration_s=d.duration_s,
@@ -75,6 +94,23 @@ class DecodeStage(Stage):
             frames=d.frames,
             audio=encode_audio(d.audio) if d.audio is not None and d.audio.size else None,
         )
+
+    def _decode(self, name: str, path: str) -> media.Decoded:
+        if self.runner is None:
+            return media.decode_clip(path, self.cfg, self.faces)
+        job = decode_worker.hang_job if name in self.hang_on else decode_worker.decode_job
+        return self.runner.run(job, path, self.cfg)
+
+    @staticmethod
+    def _reason(err: Exception) -> str:
+        if isinstance(err, decode_worker.DecodeTimeout):
+            return (
+                f"decode {err}: the decoder hung or the clip is pathological, so its process was "
+                "killed; raise annotate.decode_timeout_s if the clip is only slow to decode"
+            )
+        if isinstance(err, decode_worker.ChildDied):
+            return f"{err} while decoding this clip: a native crash or out of memory in the decoder"
+        return str(err)
 
 
 class CheckStage(Stage):

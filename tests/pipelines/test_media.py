@@ -30,6 +30,8 @@ def decode_and_check(path: str, cfg: AnnotateConfig = CFG) -> tuple[str, str | N
     """(stage, reason) of the first step that refuses the clip, or ("ok", None)."""
     try:
         d = media.decode_clip(path, cfg)
+    except media.Rejected as err:  # a check applied before decoding (DecodeStage reports it as "check")
+        return "check", str(err)
     except media.MediaError as err:
         return "decode", str(err)
     row = {
