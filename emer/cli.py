@@ -13,11 +13,11 @@ import sys
 
 from core.config import ConfigError
 from core.failures import RunFailed
-from emer.commands import annotate, base, evaluate, fine, jobs, train
+from emer.commands import annotate, base, evaluate, exchange, fine, jobs, train
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (base, annotate, fine, train, evaluate, jobs)
+COMMANDS = (base, annotate, fine, exchange, train, evaluate, jobs)
 
 
 def common_parser() -> argparse.ArgumentParser:

@@ -61,7 +61,7 @@ def read_samples(
     """EMER-Coarse rows of ``data`` (``columns``: a subset; ``names``: only those samples)."""
     fs, path = storage.filesystem(storage.join(data, SAMPLES))
     files = [storage.filesystem(f)[1] for f in sample_files(data)]
-    filters = pc.field(NAME).isin(sorted(names)) if names is not None else None
+    filters = pc.field(NAME).isin(pa.array(sorted(names), pa.string())) if names is not None else None
     return pq.ParquetDataset(files, filesystem=fs, filters=filters).read(
         columns=list(columns) if columns else None
     )
