@@ -128,3 +128,35 @@ def test_bad_data_is_a_clear_error(tmp_path, emer):
     rc, _, err = emer("filter", "--data", undescribed)
     assert rc == 2 and "EMER-Coarse without description_en, description_zh" in err
     assert not (undescribed / "quality").exists()
+
+
+def test_the_card_section_is_replaced_and_survives_a_rewritten_card(tmp_path):
+    from pipelines import card
+    from pipelines.config import AnnotateConfig
+    from pipelines.inputs import Listing
+    from pipelines.sink import OutputState
+
+    first = {"written": "t1", "rows": 4, "passed": 3, "by_flag": {"too_short": 1}, "skipped_rules": []}
+    second = {
+        **first,
+        "written": "t2",
+        "passed": 1,
+        "by_flag": {"too_short": 3},
+        "skipped_rules": ["language_zh"],
+    }
+    text = card.with_quality_section(card.with_quality_section(CARD, first), second)
+    assert (
+        text.count("## Quality filters") == 1
+        and "| too_short | 3 |" in text
+        and "| too_short | 1 |" not in text
+    )
+    assert "Rules not applied: language_zh." in text and text.endswith("| column | meaning |\n")
+    (tmp_path / "quality").mkdir()
+    (tmp_path / "quality" / "summary.json").write_text(json.dumps(second))
+    cfg = AnnotateConfig(stop_after="check")  # `emer annotate` rewriting the card of a filtered output
+    card.write_manifest_and_card(
+        cfg, Listing([], [], [], [], 0), OutputState(), {}, "in", "s.csv", str(tmp_path)
+    )
+    rewritten = (tmp_path / "README.md").read_text()
+    assert "1 of 4 samples pass every rule" in rewritten
+    assert rewritten.index("## Quality filters") < rewritten.index("## Columns of `samples/`")
