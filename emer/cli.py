@@ -13,11 +13,11 @@ import sys
 
 from core.config import ConfigError
 from core.failures import RunFailed
-from emer.commands import annotate, base, evaluate, jobs, review, train
+from emer.commands import annotate, base, evaluate, exchange, fine, jobs, review, train
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (base, annotate, train, evaluate, jobs, review)
+COMMANDS = (base, annotate, fine, review, exchange, train, evaluate, jobs)
 
 
 def common_parser() -> argparse.ArgumentParser:

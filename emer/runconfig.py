@@ -6,7 +6,7 @@ the environment, ``EMER_MODELS`` defaulting to the models cache) -> dotted flags
 (``--annotate.frames=8``). ``load_run_config`` returns the validated config;
 ``load_run_config_with_sources`` also says, per key, the file or flag its value came from
 (``emer config`` prints that). Sections: ``storage`` and ``ray`` (core),
-``annotate`` (pipelines), ``model`` and ``train`` (affect_model), ``evaluate`` (evaluation).
+``annotate`` and ``filter`` (pipelines), ``model`` and ``train`` (affect_model), ``evaluate`` (evaluation).
 ``require_models`` checks, before any worker starts, that every model a command loads is here.
 """
 
@@ -28,6 +28,7 @@ from emer.models import ENV as MODELS_ENV
 from emer.models import models_dir
 from evaluation.config import EvaluateConfig
 from pipelines.config import AnnotateConfig
+from pipelines.fine.config import FilterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -42,6 +43,7 @@ class RunConfig(Config):
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     annotate: AnnotateConfig = dataclasses.field(default_factory=AnnotateConfig)
+    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)

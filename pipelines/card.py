@@ -3,7 +3,8 @@
 Both describe the whole output (every run that wrote into it), read back from the shards' small
 columns: counts by outcome (they add up to the inputs), failures by stage, subtitle coverage, the
 label vocabulary, labels per sample, the most frequent labels, the resolved config, model ids and
-package versions.
+package versions. ``emer filter`` adds a "Quality filters" section (rows flagged per rule), kept
+when the card is rewritten.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ PACKAGES = (
     "opencv-python-headless",
 )
 TOP_LABELS = 20
+QUALITY_SUMMARY = "quality/summary.json"
+QUALITY_BEGIN, QUALITY_END = "<!-- emer filter: begin -->", "<!-- emer filter: end -->"
 SCHEMA_DOC = {
     "name": "sample id (clip file stem)",
     "clip": "source clip URI",
@@ -138,7 +141,11 @@ def write_manifest_and_card(
     plot = _plot(manifest["labels"]) if manifest["labels"] else None
     if plot:
         storage.write_bytes(storage.join(output, "label_distribution.png"), plot)
-    storage.write_text(storage.join(output, "README.md"), render_card(manifest, plot is not None))
+    text = render_card(manifest, plot is not None)
+    quality = storage.join(output, QUALITY_SUMMARY)
+    if storage.exists(quality):
+        text = with_quality_section(text, json.loads(storage.read_text(quality)))
+    storage.write_text(storage.join(output, "README.md"), text)
     return manifest
 
 
@@ -254,6 +261,41 @@ def _about(m: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def quality_lines(summary: dict[str, Any]) -> list[str]:
+    """The card's "Quality filters" section (between markers, so a rerun replaces it)."""
+    lines = [QUALITY_BEGIN, "## Quality filters", ""]
+    lines += [
+        f"`emer filter` ({summary['written']}): {summary['passed']} of {summary['rows']} samples pass every "
+        "rule; the flags and reasons of each are in `quality/*.parquet` (`samples/` is unchanged).",
+        "",
+        "| rule | samples flagged |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {rule} | {n} |" for rule, n in summary["by_flag"].items()]
+    if summary.get("skipped_rules"):
+        lines += ["", f"Rules not applied: {', '.join(summary['skipped_rules'])}."]
+    return lines + ["", QUALITY_END]
+
+
+def with_quality_section(text: str, summary: dict[str, Any]) -> str:
+    """``text`` (a card) with its quality section replaced, else put before the columns table."""
+    section = "\n".join(quality_lines(summary))
+    if QUALITY_BEGIN in text and QUALITY_END in text:
+        head, rest = text.split(QUALITY_BEGIN, 1)
+        return head + section + rest.split(QUALITY_END, 1)[1]
+    anchor = "## Columns of `samples/`"
+    if anchor in text:
+        return text.replace(anchor, section + "\n\n" + anchor, 1)
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def update_quality_section(output: str, summary: dict[str, Any]) -> None:
+    """Rewrite the quality section of ``OUTPUT/README.md`` (nothing else of the card changes)."""
+    uri = storage.join(output, "README.md")
+    text = storage.read_text(uri) if storage.exists(uri) else "# EMER-Coarse annotations\n"
+    storage.write_text(uri, with_quality_section(text, summary))
 
 
 def _random_roles(cfg: Any) -> list[str]:

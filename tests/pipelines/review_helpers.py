@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,12 @@ from core.schema import BASE_COLUMNS, LLM_COLUMNS, MEDIA_COLUMNS
 from pipelines.sink import write_shard
 
 COLUMNS = BASE_COLUMNS + MEDIA_COLUMNS + LLM_COLUMNS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def coarse_row(name: str, clip: str) -> dict:

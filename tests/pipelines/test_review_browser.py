@@ -10,8 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import free_port
-from review_helpers import digest, serving, write_coarse, write_quality
+from review_helpers import digest, free_port, serving, write_coarse, write_quality
 
 from pipelines.fine import reviewlog
 from pipelines.fine.review_app import create_app

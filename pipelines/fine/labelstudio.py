@@ -1,0 +1,197 @@
+"""Label Studio round trip: ``emer export label-studio`` writes tasks, ``emer import label-studio``
+turns a Label Studio JSON export into review decisions (``pipelines.fine.reviewlog.append``).
+
+Tasks (Label Studio's import format, plain JSON): ``[{"id", "data": {"video", "name", "subtitle",
+"audio_clue", "video_clue", "description", "ov_labels": "a, b", "description_zh", "quality_flags",
+"base"}, "predictions": [...]}]``; ``base`` is the review log's hash of the fields shown, so an
+import on a row changed since the export is a conflict, not an overwrite. The predictions pre-fill
+the two text areas with the current description and labels. ``LABEL_CONFIG`` (written beside the
+tasks) is the labeling interface: the video, the clues, a TextArea for the description and one for
+the labels, accept/reject Choices and a reason. An import reads each task's newest annotation that
+was not cancelled: reject, or accept (an edit when a text area differs from what was shown). Tasks
+are keyed by ``data.name`` (Label Studio assigns its own ids).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from core import storage
+from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, NAME, OV_LABELS
+from pipelines.fine import reviewlog
+from pipelines.fine.reviewlog import Conflict, Decision, content_hash, current, newest, read_logs
+from pipelines.fine.rules import as_labels
+from pipelines.fine.view import quality_summary, read_filtered, read_samples, text_columns
+
+log = logging.getLogger(__name__)
+
+LABEL_CONFIG = """<View>
+  <Header value="$name"/>
+  <Video name="video" value="$video"/>
+  <Text name="subtitle" value="$subtitle"/>
+  <Text name="audio_clue" value="$audio_clue"/>
+  <Text name="video_clue" value="$video_clue"/>
+  <Text name="flags" value="$quality_flags"/>
+  <Header value="Description (edit it, or keep it as it is)"/>
+  <TextArea name="description" toName="video" editable="true" maxSubmissions="1" rows="5"/>
+  <Header value="Open-vocabulary emotion labels, comma-separated"/>
+  <TextArea name="labels" toName="video" editable="true" maxSubmissions="1" rows="1"/>
+  <Choices name="verdict" toName="video" choice="single" required="true" showInline="true">
+    <Choice value="accept"/>
+    <Choice value="reject"/>
+  </Choices>
+  <TextArea name="reason" toName="video" maxSubmissions="1" rows="1" placeholder="why (optional)"/>
+</View>
+"""
+NOT_EXPORT = (
+    "not a Label Studio JSON export (a list of tasks, each with data and annotations); in Label "
+    "Studio use Export -> JSON (not JSON-MIN or CSV), and give that file, not the tasks emer wrote"
+)
+
+
+def _rows(data: str, all_rows: bool) -> list[dict[str, Any]]:
+    if quality_summary(data) is None:
+        log.info("export label-studio: %s has no quality columns (emer filter): every row goes", data)
+        return sorted(read_samples(data, text_columns(data)).to_pylist(), key=lambda r: r[NAME])
+    return read_filtered(data, text_columns(data), passing_only=not all_rows).to_pylist()
+
+
+def task_of(i: int, row: dict[str, Any], shown: dict[str, Any], video_url: str) -> dict[str, Any]:
+    """One Label Studio task for ``row`` showing the fields ``shown`` (its current ones)."""
+    clip = str(row.get("clip") or "")
+    labels = ", ".join(shown[OV_LABELS])
+    file = clip.rsplit("/", 1)[-1]
+    video = video_url.format(clip=clip, file=file, name=row[NAME]) if video_url else clip
+    data = {
+        "video": video,
+        "name": row[NAME],
+        "subtitle": row.get("subtitle_en") or row.get("subtitle_zh") or "",
+        "audio_clue": row.get("audio_clue") or "",
+        "video_clue": row.get("video_clue") or "",
+        "description": shown[DESCRIPTION_EN],
+        "ov_labels": labels,
+        "description_zh": row.get(DESCRIPTION_ZH) or "",
+        "quality_flags": ", ".join(row.get("quality_flags") or []),
+        "base": content_hash(shown),
+    }
+    result = [_text("description", shown[DESCRIPTION_EN]), _text("labels", labels)]
+    return {"id": i, "data": data, "predictions": [{"model_version": "emer-coarse", "result": result}]}
+
+
+def _text(from_name: str, text: str) -> dict[str, Any]:
+    return {"from_name": from_name, "to_name": "video", "type": "textarea", "value": {"text": [text]}}
+
+
+def export_tasks(data: str, output: str, video_url: str = "", all_rows: bool = False) -> dict[str, Any]:
+    """Write the tasks JSON and ``<output stem>.label_config.xml`` beside it; returns counts and paths."""
+    decisions = newest(read_logs(data)[0])
+    rows = _rows(data, all_rows)
+    tasks = [task_of(i, r, current(r, decisions.get(r[NAME])), video_url) for i, r in enumerate(rows, 1)]
+    storage.write_text(output, json.dumps(tasks, indent=1, ensure_ascii=False))
+    config = (output[:-5] if output.lower().endswith(".json") else output) + ".label_config.xml"
+    storage.write_text(config, LABEL_CONFIG)
+    return {"tasks": len(tasks), "output": output, "label_config": config}
+
+
+# ---------------------------------------------------------------- import
+
+
+def read_export(uri: str) -> list[dict[str, Any]]:
+    """The tasks of a Label Studio JSON export; ValueError naming the file and the fix otherwise."""
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"{uri}: no such file; fix --input")
+    try:
+        tasks = json.loads(storage.read_text(uri))
+    except ValueError as err:
+        raise ValueError(f"{uri}: not JSON ({err}); {NOT_EXPORT}") from None
+    is_task = (
+        [isinstance(t, dict) and isinstance(t.get("data"), dict) for t in tasks]
+        if isinstance(tasks, list)
+        else []
+    )
+    if not isinstance(tasks, list) or not all(is_task):
+        raise ValueError(f"{uri}: {NOT_EXPORT}")
+    if tasks and not any("annotations" in t for t in tasks):
+        raise ValueError(f"{uri}: no task has annotations; {NOT_EXPORT}")
+    return tasks
+
+
+def _results(task: dict[str, Any]) -> dict[str, dict] | None:
+    """``from_name -> value`` of the task's newest annotation that was not cancelled (None: none)."""
+    live = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    if not live:
+        return None
+
+    def when(pair: tuple[int, dict]) -> tuple[str, int]:
+        return str(pair[1].get("updated_at") or pair[1].get("created_at") or ""), pair[0]
+
+    results = max(enumerate(live), key=when)[1].get("result") or []
+    return {r.get("from_name"): r.get("value") or {} for r in results if isinstance(r, dict)}
+
+
+def decision_of(task: dict[str, Any], reviewer: str) -> Decision | None:
+    """The review decision a task's annotation makes (None: not annotated); ValueError if unusable."""
+    data, results = task["data"], _results(task)
+    if results is None:
+        return None
+    verdict = (results.get("verdict", {}).get("choices") or [None])[0]
+    if verdict not in ("accept", "reject"):
+        raise ValueError("its annotation has no accept/reject choice (the 'verdict' Choices)")
+    shown = str(data.get("description") or "")
+    before = {DESCRIPTION_EN: shown, OV_LABELS: as_labels(data.get("ov_labels"))}
+    base = str(data.get("base") or content_hash(before))
+    reason = " ".join(results.get("reason", {}).get("text") or []).strip()
+    if verdict == "reject":
+        why = reason or "rejected in Label Studio"
+        return Decision(reviewer, str(data["name"]), "reject", base, before, None, why)
+    after = dict(before)
+    if "description" in results:
+        after[DESCRIPTION_EN] = " ".join(results["description"].get("text") or []).strip()
+    if "labels" in results:
+        after[OV_LABELS] = as_labels(", ".join(results["labels"].get("text") or []))
+    if not after[DESCRIPTION_EN]:
+        raise ValueError("accepted with an empty description; reject it or write one")
+    action = "accept" if after == before else "edit"
+    return Decision(reviewer, str(data["name"]), action, base, before, after, reason)
+
+
+def import_tasks(data: str, uri: str, reviewer: str) -> tuple[dict[str, int], list[str]]:
+    """Append the decisions of a Label Studio export to ``DATA/review/<reviewer>.jsonl``; returns the
+    counts and one problem line per task left out (the other tasks' decisions are all kept)."""
+    reviewlog.check_reviewer(reviewer)
+    tasks = read_export(uri)
+    rows = {r[NAME]: r for r in read_samples(data, text_columns(data)).to_pylist()}
+    counts = dict.fromkeys(("accept", "edit", "reject", "not_annotated", "already_imported", "skipped"), 0)
+    problems: list[str] = []
+    latest = newest(read_logs(data)[0])  # kept up to date as decisions are appended
+    for i, task in enumerate(tasks):
+        where = f"{uri} task {task.get('id', i)} ({task['data'].get('name')!r})"
+        try:
+            outcome = _import_one(data, task, reviewer, rows, latest)
+        except (ValueError, KeyError) as err:
+            problems.append(f"{where}: {err}; skipped")
+            outcome = "skipped"
+        counts[outcome] += 1
+    return counts, problems
+
+
+def _import_one(
+    data: str, task: dict[str, Any], reviewer: str, rows: dict[str, dict], latest: dict[str, Decision]
+) -> str:
+    name = task["data"].get("name")
+    if name not in rows:
+        raise ValueError(f"no sample named {name!r} in {data}/samples (a task of another dataset?)")
+    decision = decision_of(task, reviewer)
+    if decision is None:
+        return "not_annotated"
+    prev = latest.get(name)
+    same = (decision.reviewer, decision.action, decision.base, decision.after)
+    if prev and (prev.reviewer, prev.action, prev.base, prev.after) == same:
+        return "already_imported"  # the same export imported again
+    try:
+        latest[name] = reviewlog.append(data, decision, rows[name])
+    except Conflict as err:
+        raise ValueError(f"{err} (re-export the task and review it again)") from None
+    return decision.action
