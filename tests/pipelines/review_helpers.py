@@ -1,14 +1,9 @@
 """Helpers of the review page's tests: a small EMER-Coarse written like ``emer annotate`` writes it,
-the quality columns of ``emer filter``, and the review page served on a free port in a thread."""
+and the quality columns of ``emer filter`` (the page is served and driven by ``browser_helpers``)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,12 +13,6 @@ from core.schema import BASE_COLUMNS, LLM_COLUMNS, MEDIA_COLUMNS
 from pipelines.sink import write_shard
 
 COLUMNS = BASE_COLUMNS + MEDIA_COLUMNS + LLM_COLUMNS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def coarse_row(name: str, clip: str) -> dict:
@@ -69,23 +58,3 @@ def digest(folder: Path) -> str:
         if p.is_file():
             h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def serving(app, port: int) -> Iterator[str]:
-    """``app`` on 127.0.0.1:``port`` (uvicorn in a thread) for the block; yields its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name=f"review-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the review page did not start on 127.0.0.1:{port}")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -10,12 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from review_helpers import digest, free_port, serving, write_coarse, write_quality
+from browser_helpers import chromium, free_port, serving
+from review_helpers import digest, write_coarse, write_quality
 
 from pipelines.fine import reviewlog
 from pipelines.fine.review_app import create_app
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'"
@@ -40,26 +40,8 @@ v.play().then(() => {
 
 @pytest.fixture(scope="module")
 def browser():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    if missing:
-        pytest.skip(
-            f"{' and '.join(missing)} absent: apt-get install -y chromium chromium-driver (make system-deps)"
-        )
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--autoplay-policy=no-user-gesture-required",
-        "--window-size=1400,1000",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_script_timeout(15)
-    yield driver
-    driver.quit()
+    with chromium() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")
