@@ -1,7 +1,7 @@
 """The ``evaluate`` section of the run config: grouping, inputs, LLM endpoint, text metrics.
 
 The LLM is configured like every other (``core.llm.LLMConfig``); its prompts are the registry's
-``synonym_grouping`` (EMER 4.2) and ``ov_extract`` (MER2024 2.3), replaceable per name with
+``synonym_grouping`` (EMER 4.2), ``ov_extract`` (MER2024 2.3) and ``ov_sentiment`` (MER-UniBench), replaceable per name with
 ``evaluate.llm.prompts.<name>``.
 """
 
@@ -15,6 +15,7 @@ from core.llm import LLMConfig
 GROUPINGS = ("auto", "exact", "groups", "wheel", "llm")
 LIST_PARSERS = ("auto", "literal", "mertools")
 LANGUAGES = ("en", "zh")
+SENTIMENT_MAPPINGS = ("llm", "lexicon")
 
 
 def default_llm() -> LLMConfig:
@@ -47,6 +48,12 @@ class EvaluateConfig(Config):
     out: str = ""  # report folder; empty: next to the predictions
     reask: int = 2  # extra asks when an LLM answer holds no list
     max_failure_fraction: float = 0.5  # more LLM requests failed: exit non-zero (the report is kept)
+    # the discrete (hit) and sentiment tasks: the ground-truth column (empty: emotion / sentiment),
+    # how OV labels become a polarity (llm: the ov_sentiment prompt; lexicon: wheel clusters, offline)
+    # and the valence threshold (positive above it, negative below minus it, neutral between).
+    gt_column: str = ""
+    sentiment_mapping: str = "llm"
+    valence_threshold: float = 0.0
     llm: LLMConfig = dataclasses.field(default_factory=default_llm)
 
     def problems(self) -> list[str]:
@@ -55,6 +62,8 @@ class EvaluateConfig(Config):
         check_choice(out, "evaluate.grouping", self.grouping, GROUPINGS)
         check_choice(out, "evaluate.list_parser", self.list_parser, LIST_PARSERS)
         check_choice(out, "evaluate.language", self.language, LANGUAGES)
+        check_choice(out, "evaluate.sentiment_mapping", self.sentiment_mapping, SENTIMENT_MAPPINGS)
+        check_range(out, "evaluate.valence_threshold", self.valence_threshold, 0.0, 100.0)
         if self.grouping == "groups" and not self.groups:
             out.append(
                 "evaluate.groups = '': must name the groups file when evaluate.grouping = 'groups' "

@@ -1,6 +1,6 @@
 """Reports: ``report.json`` (all numbers), ``report.md`` (tables) and PNG plots in one folder.
 
-Each command writes its own section (``ov``, ``text``, ``runs``); sections already in the folder's
+Each command writes its own section (``ov``, ``text``, ``runs``, ``hit``, ``sentiment``); sections already in the folder's
 ``report.json`` are kept, so ``emer evaluate ov`` then ``emer evaluate text`` give one report.
 All files go through ``core.storage`` (local folder or s3:// prefix).
 """
@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from core import storage
 from core.plots import pyplot
+from evaluation.report_tasks import md_hit, md_sentiment
 
 # Display order of metrics in tables; a metric shows up when at least one run has it.
 METRICS = ("avg", "accuracy", "recall", "f", "f_level1", "f_level2", "bleu1", "bleu4", "meteor", "rouge_l")
@@ -25,6 +26,8 @@ TITLES = {
     "ov": "Open-vocabulary emotion recognition (set-level)",
     "text": "Description matching metrics",
     "runs": "Runs and models",
+    "hit": "Discrete emotions: hit rate on the emotion wheels (MER-UniBench)",
+    "sentiment": "Sentiment: positive vs negative (MER-UniBench)",
 }
 NOTES = (
     "missing_predictions",
@@ -90,9 +93,10 @@ def _pct(v) -> str:
 def render_markdown(report: dict) -> str:
     lines = ["# Evaluation report", "", "Scores are percentages (report.json holds the exact fractions).", ""]
     sections = report.get("sections", {})
-    for name in ("ov", "text", "runs"):
+    renderers = {"ov": _md_ov, "text": _md_text, "runs": _md_runs, "hit": md_hit, "sentiment": md_sentiment}
+    for name, render in renderers.items():
         if name in sections:
-            lines += [f"## {TITLES[name]}", ""] + globals()[f"_md_{name}"](sections[name]) + [""]
+            lines += [f"## {TITLES[name]}", ""] + render(sections[name]) + [""]
     for png, section in sorted(report.get("plots", {}).items()):
         lines.append(f"![{section}: {png}]({png})")
     return "\n".join(lines).rstrip() + "\n"

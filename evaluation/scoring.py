@@ -1,8 +1,9 @@
 """OV scoring end to end: read ground truth and predictions, group, score, summarise.
 
-``load_ov_inputs`` aligns predictions to the ground-truth names (a missing prediction counts as
-empty and is reported; extra names are ignored and counted) and extracts labels from free text
-when the prediction file holds descriptions instead of label lists. ``score_ov`` applies the
+``align_predictions`` (shared with the discrete and sentiment tasks) aligns predictions to the
+ground-truth names (a missing prediction counts as empty and is reported; extra names are ignored
+and counted) and extracts labels from free text when the prediction file holds descriptions
+instead of label lists; ``load_ov_inputs`` adds the ground-truth label lists. ``score_ov`` applies the
 configured grouping and returns a JSON-able summary plus per-sample scores.
 """
 
@@ -38,28 +39,35 @@ def load_ov_inputs(
 ) -> OVInputs:
     gt_table = read_table(gt_uri, cfg.name_column)
     gt = label_lists(gt_table, cfg.labels_column, cfg.resolved_list_parser())
+    pred, info = align_predictions(pred_uri, gt_table.names, cfg, complete)
+    return OVInputs(gt_table.names, gt, pred, info)
+
+
+def align_predictions(
+    pred_uri: str, names: list[str], cfg: EvaluateConfig, complete: Complete | None = None
+) -> tuple[list[list[str]], dict]:
+    """The predicted label list of every ground-truth name (labels, or extracted from descriptions);
+    a missing prediction is empty and counted, extra names are counted. Returns (lists, info)."""
     pred_table = read_table(pred_uri, cfg.name_column)
     pred_by_name, info = _predictions(pred_table, cfg, complete)
-    missing = [n for n in gt_table.names if n not in pred_by_name]
-    extra = len(set(pred_by_name) - set(gt_table.names))
+    missing = [n for n in names if n not in pred_by_name]
     if missing:
         log.warning(
             "%s: %d of %d ground-truth samples have no prediction; scored as empty (first: %s)",
             pred_uri,
             len(missing),
-            len(gt_table.names),
+            len(names),
             ", ".join(missing[:5]),
         )
     info.update(
         {
-            "gt_samples": len(gt_table.names),
+            "gt_samples": len(names),
             "missing_predictions": len(missing),
             "missing_names": missing[:20],
-            "extra_predictions": extra,
+            "extra_predictions": len(set(pred_by_name) - set(names)),
         }
     )
-    pred = [pred_by_name.get(n, []) for n in gt_table.names]
-    return OVInputs(gt_table.names, gt, pred, info)
+    return [pred_by_name.get(n, []) for n in names], info
 
 
 def _predictions(table: Table, cfg: EvaluateConfig, complete: Complete | None) -> tuple[dict, dict]:

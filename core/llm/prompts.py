@@ -12,7 +12,7 @@ request whose prompt holds data (``system_for``), so a model answers the task in
 
 Sources: EMER (Lian et al., "Explainable Multimodal Emotion Recognition", seed 001) Table 1, Table 2
 and Appendix Table 6; MER2024 (seed 004) section 2.3; AffectGPT (seed 000) section 2 (grouping) and 3 (the
-roles).
+roles); MER-UniBench (seed 002) for the sentiment mapping (``ov_sentiment``, wording ours).
 The translation prompts are ours: the papers name the step (GPT-3.5 / Qwen2-7B) without its text.
 """
 
@@ -39,6 +39,7 @@ FIELD_LABELS = {
     "clues": "Clues",
     "text": "Text",
     "labels": "Emotions",
+    "emotion_words": "Emotion words",
 }
 
 
@@ -172,11 +173,25 @@ PROMPTS: dict[str, PromptTemplate] = {
             source="EMER 4.2; AffectGPT 2",
             cue="Output:",
         ),
+        # MER-UniBench (AffectGPT, seed 002) sentiment analysis: the OV labels of a sample are mapped
+        # to one polarity by an LLM. The seed holds only the paper's abstract, so this wording is
+        # ours, following the released evaluation's task: pick one of positive / negative / neutral.
+        PromptTemplate(
+            "ov_sentiment",
+            "Please assume the role of an expert in the field of emotions. We provide a few words that "
+            "describe the emotions of a character. Please choose the most likely sentiment from the "
+            "candidates [positive, negative, neutral]. Output only the chosen word, without analysis.",
+            data=("emotion_words",),
+            source="MER-UniBench sentiment task (AffectGPT, seed 002); wording ours",
+            cue="Output:",
+        ),
     ]
 }
 
 # Appended to a prompt whose answer held no list, before asking again.
 REASK_SUFFIX = "\n\nAnswer with only a Python list, nothing else."
+# Appended to an ``ov_sentiment`` prompt whose answer named no single polarity, before asking again.
+POLARITY_REASK_SUFFIX = "\n\nAnswer with only one word, positive, negative or neutral, nothing else."
 
 _ESCAPE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 

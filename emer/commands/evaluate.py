@@ -1,4 +1,4 @@
-"""``emer evaluate ov|text|extract|runs|report``: score predictions, write report.md/json + plots.
+"""``emer evaluate ov|text|extract|runs|report|hit|sentiment``: score predictions, write report.md/json + plots.
 
 The ``evaluate`` section of the run config (``--config``, dotted ``--evaluate.x=y`` overrides) is
 read with ``core.config``; the flags below override it. Reports go next to the predictions
@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from emer.commands.evaluate_run import cmd_extract, cmd_ov, cmd_report, cmd_runs, cmd_text
-from evaluation.config import GROUPINGS, LANGUAGES, LIST_PARSERS
+from emer.commands.evaluate_tasks import cmd_hit, cmd_sentiment
+from evaluation.config import GROUPINGS, LANGUAGES, LIST_PARSERS, SENTIMENT_MAPPINGS
 
 
 def _shared(p: argparse.ArgumentParser, gt: bool = True, pred: bool = True) -> None:
@@ -77,6 +78,59 @@ def _grouping_flags(p: argparse.ArgumentParser) -> None:
         "openset-synonym.zip was built)",
     )
     p.add_argument("--no-report", action="store_true", help="print only; write no report files")
+
+
+def _task_flags(p: argparse.ArgumentParser, column: str) -> None:
+    p.add_argument(
+        "--gt-column",
+        default=None,
+        help=f"ground-truth column with one value per sample (default: {column})",
+    )
+    p.add_argument(
+        "--wheel-dir",
+        default=None,
+        metavar="DIR",
+        help="emotion-wheel folder (wheel_mapping.json or wheel1-5.xlsx + format.csv + synonym.xlsx)",
+    )
+    p.add_argument("--no-report", action="store_true", help="print only; write no report files")
+
+
+def _register_tasks(evsub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = evsub.add_parser(
+        "hit",
+        parents=[common],
+        help="MER-UniBench discrete task: hit rate of one-label ground truth on the emotion wheels",
+        description="Hit rate: the label's level-1 wheel cluster among the predicted labels' clusters, "
+        "averaged over the five wheels (ground truth: name,emotion).",
+    )
+    _shared(p)
+    _task_flags(p, "emotion")
+    p.set_defaults(func=cmd_hit)
+
+    p = evsub.add_parser(
+        "sentiment",
+        parents=[common],
+        help="MER-UniBench sentiment task: WAF and accuracy on the non-neutral samples",
+        description="OV labels -> positive/negative/neutral (LLM or offline lexicon), scored positive vs "
+        "not positive on the samples whose ground truth (name,sentiment) is not neutral.",
+    )
+    _shared(p)
+    _task_flags(p, "sentiment")
+    p.add_argument(
+        "--mapping",
+        choices=SENTIMENT_MAPPINGS,
+        default=None,
+        help="labels -> polarity: llm (the ov_sentiment prompt via evaluate.llm; default) or lexicon "
+        "(offline, the wheels' level-1 clusters; ours, not the paper's; needs --wheel-dir)",
+    )
+    p.add_argument(
+        "--valence-threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="numeric ground truth: positive above T, negative below -T, neutral between (default 0)",
+    )
+    p.set_defaults(func=cmd_sentiment)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -155,3 +209,5 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--language", choices=LANGUAGES, default=None, help="text metrics tokenisation")
     p.add_argument("--no-text", action="store_true", help="skip the text metrics (and the Java VM)")
     p.set_defaults(func=cmd_report)
+
+    _register_tasks(evsub, common)

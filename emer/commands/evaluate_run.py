@@ -39,6 +39,9 @@ _FLAGS = {
     "language": "language",
     "out": "out",
     "max_failure_fraction": "max_failure_fraction",
+    "gt_column": "gt_column",
+    "mapping": "sentiment_mapping",
+    "valence_threshold": "valence_threshold",
 }
 
 
