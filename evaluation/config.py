@@ -1,8 +1,8 @@
 """The ``evaluate`` section of the run config: grouping, inputs, LLM endpoint, text metrics.
 
 The LLM is configured like every other (``core.llm.LLMConfig``); its prompts are the registry's
-``synonym_grouping`` (EMER 4.2), ``ov_extract`` (MER2024 2.3) and ``ov_sentiment`` (MER-UniBench), replaceable per name with
-``evaluate.llm.prompts.<name>``.
+``synonym_grouping`` (EMER 4.2), ``ov_extract`` (MER2024 2.3) and ``ov_sentiment`` (MER-UniBench),
+replaceable per name with ``evaluate.llm.prompts.<name>``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Reports: ``report.json`` (all numbers), ``report.md`` (tables) and PNG plots in one folder.
 
-Each command writes its own section (``ov``, ``text``, ``runs``, ``hit``, ``sentiment``); sections already in the folder's
-``report.json`` are kept, so ``emer evaluate ov`` then ``emer evaluate text`` give one report.
+Each command writes its own section (``ov``, ``text``, ``runs``, ``hit``, ``sentiment``); sections
+already in the folder's ``report.json`` are kept, so ``emer evaluate ov`` then ``emer evaluate text``
+give one report.
 All files go through ``core.storage`` (local folder or s3:// prefix).
 """
 

@@ -1,4 +1,4 @@
-"""``emer evaluate ov|text|extract|runs|report|hit|sentiment``: score predictions, write report.md/json + plots.
+"""``emer evaluate ov|text|extract|runs|report|hit|sentiment``: score predictions, write reports.
 
 The ``evaluate`` section of the run config (``--config``, dotted ``--evaluate.x=y`` overrides) is
 read with ``core.config``; the flags below override it. Reports go next to the predictions
