@@ -68,8 +68,9 @@ class FakeChat:
 
     ``script`` holds statuses for the next requests (429, 500, ...); after it runs out: a grouping
     prompt gets its labels grouped by first letter (malformed if a label is in ``always_bad``, or
-    in ``bad_once`` and the prompt is not a re-ask); an extraction prompt gets the known emotion
-    words of its description as a list literal.
+    in ``bad_once`` and the prompt is not a re-ask); a sentiment prompt gets the majority polarity
+    of its known words (the same malformed rule: an answer naming two polarities); an extraction
+    prompt gets the known emotion words of its description as a list literal.
     """
 
     EMOTIONS = ("happy", "sad", "angry", "worried", "surprised", "calm", "joyful", "anxious")
@@ -81,6 +82,14 @@ class FakeChat:
         self.always_bad: set[str] = set()
         self.bad_once: set[str] = set()
         self.lock = threading.Lock()
+
+    POSITIVE = ("happy", "joyful", "calm")
+    NEGATIVE = ("sad", "angry", "worried", "anxious")
+
+    def polarity(self, labels: list[str]) -> str:
+        """Majority of the known words' polarity (a tie or none: neutral), as a chatty answer."""
+        score = sum(lab in self.POSITIVE for lab in labels) - sum(lab in self.NEGATIVE for lab in labels)
+        return "Output: " + ("positive" if score > 0 else "negative" if score < 0 else "neutral")
 
     def answer(self, prompt: str) -> tuple[int, str]:
         with self.lock:
@@ -96,6 +105,12 @@ class FakeChat:
             if set(labels) & self.always_bad or (set(labels) & self.bad_once and not reask):
                 return 200, "These emotions are all rather similar, I would say."
             return 200, "Here you go:\n" + repr(group_by_first_letter(labels))
+        words = parse_data(prompt, "emotion_words")  # the registry's ov_sentiment prompt
+        if words is not None:
+            labels = ast.literal_eval(words)
+            if set(labels) & self.always_bad or (set(labels) & self.bad_once and not reask):
+                return 200, "It could be positive, or maybe negative."
+            return 200, self.polarity(labels)
         clues = parse_data(prompt, "clues")  # the registry's ov_extract prompt
         words = re.findall(r"[a-z]+", clues.lower()) if clues else []
         return 200, repr([w for w in dict.fromkeys(words) if w in self.EMOTIONS])
