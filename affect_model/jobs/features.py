@@ -42,6 +42,8 @@ ENCODER_KEYS = (
     "clip_seconds",
     "sample_rate",
     "audio_tokens",
+    "audio_layers",
+    "audio_window",
     "use_video",
     "use_audio",
 )
@@ -79,11 +81,7 @@ class FeatureEncoder(Stage):
                 encoders.VisionEncoder(cfg.vision_model, enc_dtype, cfg.video_tokens).to(self.device).eval()
             )
         if cfg.use_audio:
-            self.audio = (
-                encoders.AudioEncoder(cfg.audio_model, enc_dtype, cfg.audio_tokens, cfg.clip_seconds)
-                .to(self.device)
-                .eval()
-            )
+            self.audio = encoders.AudioEncoder.from_config(cfg, enc_dtype).to(self.device).eval()
 
     def _inputs(self, row: dict) -> dict:
         """Encoder inputs of one row; a bad row is failed and gets empty (all-masked) inputs."""

@@ -69,7 +69,7 @@ class AffectGPT(nn.Module):
         if cfg.use_video and load_encoders:
             self.vision = encoders.VisionEncoder(cfg.vision_model, enc_dtype, cfg.video_tokens)
         if cfg.use_audio and load_encoders:
-            self.audio = encoders.AudioEncoder(cfg.audio_model, enc_dtype, cfg.audio_tokens, cfg.clip_seconds)
+            self.audio = encoders.AudioEncoder.from_config(cfg, enc_dtype)
         self.llm = _load_llm(cfg)
         width = self.llm.get_input_embeddings().embedding_dim
         self.video_qformer = self.video_proj = self.audio_qformer = self.audio_proj = self.fusion_proj = None

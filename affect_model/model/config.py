@@ -18,6 +18,7 @@ from core.config import Config, check_choice, check_range
 DTYPES = ("float32", "bfloat16", "float16")
 FUSIONS = ("none", "qformer", "attention")
 TOKEN_MODES = ("pooled", "all")
+AUDIO_WINDOWS = ("clip", "padded")
 SLOTS = ("video", "audio", "fusion", "subtitle")
 
 # Our own wording of the task the papers train on (audio + video + subtitle -> emotion description).
@@ -50,6 +51,8 @@ class ModelConfig(Config):
     clip_seconds: float = 2.0
     sample_rate: int = 16000
     audio_tokens: str = "pooled"  # pooled: one feature per clip; all: every encoder frame of the clip
+    audio_layers: int = 4  # per clip: mean of the encoder's last N hidden states (AffectGPT: 4)
+    audio_window: str = "clip"  # Whisper only. clip: real clip length; padded: each clip padded to 30 s
     use_video: bool = True
     use_audio: bool = True
     use_subtitle: bool = True
@@ -90,12 +93,14 @@ class ModelConfig(Config):
         check_choice(out, "model.llm_dtype", self.llm_dtype, DTYPES)
         check_choice(out, "model.video_tokens", self.video_tokens, TOKEN_MODES)
         check_choice(out, "model.audio_tokens", self.audio_tokens, TOKEN_MODES)
+        check_choice(out, "model.audio_window", self.audio_window, AUDIO_WINDOWS)
         check_choice(out, "model.subtitle_language", self.subtitle_language, ("en", "zh"))
         check_choice(out, "model.fusion", self.fusion, FUSIONS)
         check_choice(out, "model.chat_format", self.chat_format, ("auto", "plain"))
         for key, lo, hi in (
             ("frames", 1, 256),
             ("audio_clips", 1, 256),
+            ("audio_layers", 1, 64),
             ("video_queries", 1, 1024),
             ("audio_queries", 1, 1024),
             ("qformer_layers", 1, 48),
@@ -176,10 +181,11 @@ def paper_affectgpt() -> ModelConfig:
     """AffectGPT of the EMER-Coarse paper (Video-LLaMA based, section 4): frozen encoders and LLM,
     only the Q-Formers and projections train; 8 frames, 32 video / 8 audio queries, 2-layer Q-Formers,
     no pre-fusion, no LoRA. Video-LLaMA's EVA ViT-g / ImageBind towers have no transformers class, so
-    the nearest supported ones stand in: CLIP ViT-L/14 and Whisper-large-v3; the LLM is Vicuna-7B."""
+    the nearest supported ones stand in: CLIP ViT-L/14 and HuBERT-large (as the AffectGPT framework,
+    which uses chinese-hubert-large: a drop-in id); the LLM is Vicuna-7B."""
     return ModelConfig(
         vision_model="openai/clip-vit-large-patch14",
-        audio_model="openai/whisper-large-v3",
+        audio_model="facebook/hubert-large-ll60k",
         llm_model="lmsys/vicuna-7b-v1.5",
         chat_format="plain",
         fusion="none",

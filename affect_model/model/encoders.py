@@ -6,6 +6,14 @@ the pooled frame embedding, or every patch token). ``AudioEncoder`` loads a Whis
 encoder-only or a full Whisper checkpoint) or a waveform model (HuBERT, WavLM, wav2vec 2.0) and maps
 one input per clip ``[B, C, ...]`` to ``[B, C, M, D]`` (M = 1 pooled, or the clip's encoder frames).
 Both stay frozen and in eval mode; they run under ``torch.no_grad``.
+
+Audio features per clip are the mean of the encoder's last ``layers`` hidden states (4 by default, as
+the AffectGPT framework does with chinese-hubert-large), pooled over time when ``tokens="pooled"``.
+Whisper runs on the clip's real length (``window="clip"``): its position table is cut to the clip's
+positions, so a 2-s clip costs 100 encoder positions instead of the 1,500 of a 30-s padded window.
+We chose this over packing several clips into one 30-s window because it keeps every clip
+independent (no attention across clips), works for any clip count and cost scales with the audio.
+``window="padded"`` keeps the old behaviour (pad each clip to the checkpoint's window).
 """
 
 from __future__ import annotations
@@ -55,6 +63,25 @@ def audio_kind(path: str) -> str:
 def audio_positions(path: str) -> int:
     """Encoder positions of a Whisper checkpoint (its input is exactly twice as many mel frames)."""
     return int(_auto_config(path).max_source_positions)
+
+
+def whisper_clip_positions(clip_seconds: float) -> int:
+    """Whisper encoder positions that cover one clip (its log-mel input has twice as many frames)."""
+    return math.ceil(clip_seconds * WHISPER_FRAMES_PER_SECOND)
+
+
+def truncate_whisper_positions(encoder: nn.Module, positions: int) -> nn.Module:
+    """Keep the first ``positions`` rows of a Whisper encoder's position table, so that it takes log-mel
+    input of ``2 * positions`` frames (the real clip) instead of its full window."""
+    if positions >= encoder.config.max_source_positions:
+        return encoder
+    old = encoder.embed_positions
+    new = nn.Embedding(positions, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+    new.weight.data.copy_(old.weight.data[:positions])
+    encoder.embed_positions = new.requires_grad_(False)
+    encoder.config.max_source_positions = positions
+    encoder.max_source_positions = positions
+    return encoder
 
 
 def audio_width(path: str) -> int:
@@ -125,18 +152,44 @@ class VisionEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """Frozen audio encoder applied clip by clip."""
+    """Frozen audio encoder applied clip by clip: mean of the last ``layers`` hidden states per clip."""
 
     def __init__(
-        self, path: str, dtype: torch.dtype = torch.float32, tokens: str = "pooled", clip_seconds: float = 2.0
+        self,
+        path: str,
+        dtype: torch.dtype = torch.float32,
+        tokens: str = "pooled",
+        clip_seconds: float = 2.0,
+        layers: int = 4,
+        window: str = "clip",
     ) -> None:
         super().__init__()
-        self.model = _freeze(load_audio_encoder(path, dtype))
-        self.kind = "whisper" if self.model.config.model_type == "whisper" else "waveform"
+        model = load_audio_encoder(path, dtype)
+        self.kind = "whisper" if model.config.model_type == "whisper" else "waveform"
+        self.window = window
+        self.positions = whisper_clip_positions(clip_seconds) if self.kind == "whisper" else 0
+        if self.kind == "whisper" and window == "clip":
+            model = truncate_whisper_positions(model, self.positions)
+        self.model = _freeze(model)
         self.tokens = tokens
         self.clip_seconds = clip_seconds
+        self.layers = layers
         cfg = self.model.config
         self.hidden_size = int(cfg.d_model if self.kind == "whisper" else cfg.hidden_size)
+
+    @classmethod
+    def from_config(cls, cfg, dtype: torch.dtype) -> AudioEncoder:
+        """The audio encoder a ``ModelConfig`` describes."""
+        return cls(
+            cfg.audio_model, dtype, cfg.audio_tokens, cfg.clip_seconds, cfg.audio_layers, cfg.audio_window
+        )
+
+    def _hidden(self, **inputs) -> torch.Tensor:
+        """Mean of the last ``layers`` hidden states (1: the last hidden state) ``[N, frames, D]``."""
+        if self.layers <= 1:
+            return self.model(**inputs).last_hidden_state
+        states = self.model(**inputs, output_hidden_states=True).hidden_states
+        return torch.stack(states[-self.layers :]).mean(0)
 
     @torch.no_grad()
     def forward(self, audio_features: torch.Tensor) -> torch.Tensor:
@@ -152,11 +205,9 @@ class AudioEncoder(nn.Module):
         b, c = audio_features.shape[:2]
         flat = audio_features.flatten(0, 1).to(self.model.dtype)
         if self.kind == "whisper":
-            hidden = self.model(input_features=flat).last_hidden_state
-            # a clip padded to the encoder's window: keep the positions that cover the clip itself
-            keep = min(hidden.shape[1], math.ceil(self.clip_seconds * WHISPER_FRAMES_PER_SECOND))
-            hidden = hidden[:, :keep]
+            # padded window: keep the positions that cover the clip itself (a no-op for window="clip")
+            hidden = self._hidden(input_features=flat)[:, : self.positions]
         else:
-            hidden = self.model(input_values=flat).last_hidden_state
+            hidden = self._hidden(input_values=flat)
         feats = hidden.mean(1, keepdim=True) if self.tokens == "pooled" else hidden
         return feats.reshape(b, c, feats.shape[1], feats.shape[2])

@@ -2,8 +2,9 @@
 
 ``MediaProcessor`` uses the frozen encoders' own processors, loaded from the same ids / paths as the
 encoders: the vision tower's image processor (``AutoImageProcessor``) and the audio encoder's
-feature extractor (``WhisperFeatureExtractor`` -> log-mel per clip; ``Wav2Vec2FeatureExtractor`` ->
-normalised waveform per clip). Frames are sampled uniformly to ``frames``; audio is cut into
+feature extractor (``WhisperFeatureExtractor`` -> log-mel per clip, of the clip's own length unless
+``audio_window = "padded"``; ``Wav2Vec2FeatureExtractor`` -> waveform per clip, normalised as the
+checkpoint's preprocessor config says). Frames are sampled uniformly to ``frames``; audio is cut into
 ``audio_clips`` clips of ``clip_seconds`` (consecutive, or spread evenly over longer audio).
 """
 
@@ -76,11 +77,18 @@ class MediaProcessor:
                 f"model.clip_seconds = {cfg.clip_seconds}"
             )
         frames = 2 * encoders.audio_positions(cfg.audio_model)
-        if fe.nb_max_frames != frames:
+        if cfg.audio_window == "padded" and fe.nb_max_frames != frames:
             raise ValueError(
                 f"{cfg.audio_model}: the feature extractor makes {fe.nb_max_frames} mel frames but "
                 f"the encoder takes exactly {frames}; use the checkpoint's own preprocessor_config.json"
             )
+
+    def _whisper_length(self) -> dict:
+        """Real-length log-mel: pad each clip only up to the encoder positions covering it."""
+        if self.cfg.audio_window == "padded":
+            return {}
+        positions = encoders.whisper_clip_positions(self.cfg.clip_seconds)
+        return {"padding": "max_length", "max_length": 2 * positions * self.feature_extractor.hop_length}
 
     def video(self, frames: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
         """JPEG bytes -> ``pixel_values [T, 3, H, W]`` and ``frame_mask [T]`` (False for padding)."""
@@ -114,7 +122,9 @@ class MediaProcessor:
         mask[: len(starts)] = True
         fe, sr = self.feature_extractor, self.cfg.sample_rate
         if self.audio_kind == "whisper":
-            feats = fe(list(clips), sampling_rate=sr, return_tensors="np")["input_features"]
+            feats = fe(list(clips), sampling_rate=sr, return_tensors="np", **self._whisper_length())[
+                "input_features"
+            ]
         else:
             feats = fe(
                 list(clips), sampling_rate=sr, padding="max_length", max_length=clip, return_tensors="np"

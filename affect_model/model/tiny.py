@@ -101,8 +101,9 @@ def build_tiny_siglip_vision(out_dir: str | Path) -> str:
     return _build(out_dir, "SiglipVisionModel", make)
 
 
-def build_tiny_whisper_encoder(out_dir: str | Path) -> str:
-    """A 2-layer ``WhisperEncoder`` (d_model 32, 16 mel bins) over exactly 2 s, with its feature extractor."""
+def build_tiny_whisper_encoder(out_dir: str | Path, window_seconds: int = CLIP_SECONDS) -> str:
+    """A 2-layer ``WhisperEncoder`` (d_model 32, 16 mel bins) over a ``window_seconds`` window (2 s by
+    default: exactly one clip), with its feature extractor."""
 
     def make(out: Path) -> None:
         from transformers import WhisperConfig, WhisperFeatureExtractor
@@ -117,7 +118,7 @@ def build_tiny_whisper_encoder(out_dir: str | Path) -> str:
             decoder_layers=1,
             decoder_attention_heads=2,
             decoder_ffn_dim=64,
-            max_source_positions=CLIP_SECONDS * 50,
+            max_source_positions=window_seconds * 50,
             vocab_size=64,
             pad_token_id=0,
             bos_token_id=1,
@@ -126,21 +127,26 @@ def build_tiny_whisper_encoder(out_dir: str | Path) -> str:
         )
         WhisperEncoder(cfg).save_pretrained(str(out))
         WhisperFeatureExtractor(
-            feature_size=MEL_BINS, sampling_rate=16000, hop_length=160, chunk_length=CLIP_SECONDS, n_fft=400
+            feature_size=MEL_BINS,
+            sampling_rate=16000,
+            hop_length=160,
+            chunk_length=window_seconds,
+            n_fft=400,
         ).save_pretrained(str(out))
 
     return _build(out_dir, "WhisperEncoder", make)
 
 
 def build_tiny_hubert(out_dir: str | Path) -> str:
-    """A 1-layer ``HubertModel`` (hidden 32, 7 narrow conv layers: 320x downsampling) on raw 16 kHz audio."""
+    """A 5-layer ``HubertModel`` (hidden 32, 7 narrow conv layers: 320x downsampling) on raw 16 kHz audio
+    (5 layers, so the mean of the last four hidden states differs from both the last and all of them)."""
 
     def make(out: Path) -> None:
         from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
         cfg = HubertConfig(
             hidden_size=32,
-            num_hidden_layers=1,
+            num_hidden_layers=5,
             num_attention_heads=2,
             intermediate_size=64,
             conv_dim=(16,) * 7,

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import torch
 
 from affect_model.model import encoders
 from affect_model.model.affectgpt import AffectGPT
 from affect_model.model.config import debug_config
-from affect_model.model.tiny import build_tiny_clip_full, build_tiny_hubert, build_tiny_siglip_vision
+from affect_model.model.tiny import (
+    build_tiny_clip_full,
+    build_tiny_hubert,
+    build_tiny_siglip_vision,
+    build_tiny_whisper_encoder,
+)
 from affect_model.train.data import MediaProcessor, SampleEncoder, collate
 
 
@@ -80,3 +87,70 @@ def test_hubert_builder_is_idempotent(tmp_path):
     stamp = (tmp_path / "h" / "model.safetensors").stat().st_mtime_ns
     assert build_tiny_hubert(tmp_path / "h") == first
     assert (tmp_path / "h" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_hubert_clip_vector_is_mean_of_last_four_layers_then_time(tmp_path):
+    path = build_tiny_hubert(tmp_path / "h")
+    enc = encoders.AudioEncoder(path, tokens="pooled", clip_seconds=2.0, layers=4)
+    clips = torch.randn(2, 3, 32000)
+    feats = enc(clips)
+    assert feats.shape == (2, 3, 1, 32)  # one vector per 2-s clip
+    with torch.no_grad():
+        states = enc.model(input_values=clips.flatten(0, 1), output_hidden_states=True).hidden_states
+    assert len(states) == 6  # embeddings + 5 layers
+    manual = (states[-1] + states[-2] + states[-3] + states[-4]) / 4
+    torch.testing.assert_close(feats.reshape(6, 32), manual.mean(1))
+    assert not torch.allclose(feats.reshape(6, 32), states[-1].mean(1), atol=1e-3)
+    frames = encoders.AudioEncoder(path, tokens="all", layers=4)(clips)
+    assert frames.shape == (2, 3, 99, 32)  # 2 s at 16 kHz through the 320x conv front end
+    torch.testing.assert_close(frames.mean(2, keepdim=True), feats)
+
+
+def test_whisper_runs_on_the_real_clip_length(tmp_path):
+    path = build_tiny_whisper_encoder(tmp_path / "w", window_seconds=4)  # a 200-position window
+    lengths = {}
+    for seconds in (1.0, 2.0):
+        enc = encoders.AudioEncoder(path, tokens="all", clip_seconds=seconds, layers=1)
+        assert enc.model.embed_positions.num_embeddings == int(seconds * 50)
+        lengths[seconds] = enc(torch.randn(1, 2, 16, int(seconds * 100))).shape
+    assert lengths == {1.0: (1, 2, 50, 32), 2.0: (1, 2, 100, 32)}  # scales with the clip, not the window
+    padded = encoders.AudioEncoder(path, tokens="all", clip_seconds=1.0, window="padded")
+    assert padded.model.embed_positions.num_embeddings == 200
+    assert padded(torch.randn(1, 2, 16, 400)).shape == (1, 2, 50, 32)  # padded, then cut to the clip
+
+
+def test_whisper_media_makes_real_length_log_mel(tmp_path, tiny_root):
+    import numpy as np
+
+    path = build_tiny_whisper_encoder(tmp_path / "w", window_seconds=4)
+    cfg = debug_config(tiny_root, audio_model=path, clip_seconds=1.0, audio_clips=2)
+    wave = np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1
+    feats, mask = MediaProcessor(cfg).audio(wave)
+    assert feats.shape == (2, 16, 100) and mask.tolist() == [True, True]
+    padded, _ = MediaProcessor(dataclasses.replace(cfg, audio_window="padded")).audio(wave)
+    assert padded.shape == (2, 16, 400)
+    # the same log-mel without the padding (the last frame's STFT window sees the clip's edge instead)
+    torch.testing.assert_close(feats[..., :99], padded[..., :99])
+    model_feats = encoders.AudioEncoder.from_config(cfg, torch.float32)(feats[None])
+    assert model_feats.shape == (1, 2, 1, 32)
+
+
+def test_default_audio_encoder_is_hubert_family():
+    import pytest
+    import yaml
+
+    from affect_model.model.config import ModelConfig, paper_affectgpt
+    from core.config import ConfigError
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    presets = [
+        yaml.safe_load((configs / f"{n}.yaml").read_text())["model"]["audio_model"]
+        for n in ("stage1", "stage2")
+    ]
+    for model_id in (ModelConfig().audio_model, paper_affectgpt().audio_model, *presets):
+        assert "hubert" in model_id.lower(), model_id
+    cfg = ModelConfig()
+    assert cfg.audio_layers == 4 and cfg.clip_seconds == 2.0 and cfg.audio_tokens == "pooled"
+    for bad in ({"audio_layers": 0}, {"audio_window": "30s"}):
+        with pytest.raises(ConfigError):
+            ModelConfig(**bad)

@@ -1,0 +1,173 @@
+"""Analytic forward FLOPs of AffectGPT's towers, from their transformers configs alone.
+
+Counts 2 FLOPs per multiply-add of every linear layer, convolution and attention product (QK^T and
+AV), which is what ``torch.utils.flop_counter.FlopCounterMode`` counts (norms, activations, softmax
+and the position-embedding add are left out); the unit tests check each formula against it on tiny
+instances. ``_real_size()`` holds the configs of the real checkpoints the presets name, so the counts
+need no download. ``sample_flops`` gives one training sample's cost per tower for a ``ModelConfig``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from affect_model.model import encoders
+
+TEMPLATE_TOKENS = 40  # system prompt + instruction around the slots (LLaMA tokenizer, about)
+TOKENS_PER_WORD = 1.3
+WHISPER_WINDOW_POSITIONS = 1500  # 30 s
+
+
+def _real_size() -> dict:
+    from transformers import CLIPVisionConfig, HubertConfig, LlamaConfig, Qwen2Config, WhisperConfig
+
+    hubert = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+    hubert.update(do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True)
+    whisper = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120)
+    whisper.update(num_mel_bins=128, max_source_positions=WHISPER_WINDOW_POSITIONS)
+    return {
+        "facebook/hubert-large-ll60k": HubertConfig(**hubert),
+        "TencentGameMate/chinese-hubert-large": HubertConfig(**hubert),
+        "openai/whisper-large-v3": WhisperConfig(**whisper),
+        "openai/clip-vit-large-patch14": CLIPVisionConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            patch_size=14,
+        ),
+        "lmsys/vicuna-7b-v1.5": LlamaConfig(vocab_size=32000, num_hidden_layers=32),
+        "Qwen/Qwen2.5-7B-Instruct": Qwen2Config(
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+        ),
+    }
+
+
+def model_config(path: str):
+    """The transformers config of ``path``: a local folder's, else the ``REAL_SIZE`` table's (no network
+    round trip for the ids the presets name), else whatever ``AutoConfig`` finds offline."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    table = _real_size()
+    if not Path(path).is_dir() and path in table:
+        return table[path]
+    return AutoConfig.from_pretrained(path)
+
+
+def transformer_layer(n: int, d: int, ffn: int, kv: int | None = None, glu: bool = False) -> int:
+    """One self-attention + MLP layer over ``n`` tokens of width ``d`` (``kv``: K/V width for GQA)."""
+    kv = d if kv is None else kv
+    projections = 2 * n * d * (2 * d + 2 * kv)  # q, o: d x d; k, v: d x kv
+    attention = 4 * n * n * d  # QK^T and AV
+    mlp = (6 if glu else 4) * n * d * ffn
+    return projections + attention + mlp
+
+
+def _conv_out(length: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    return (length + 2 * padding - kernel) // stride + 1
+
+
+def waveform_encoder(cfg, samples: int) -> tuple[int, int]:
+    """HuBERT / wav2vec 2.0 / WavLM on ``samples`` raw samples: ``(flops, frames)``."""
+    length, ch_in, total = samples, 1, 0
+    for dim, kernel, stride in zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride, strict=True):
+        length = _conv_out(length, kernel, stride)
+        total += 2 * length * ch_in * dim * kernel
+        ch_in = dim
+    d, k = cfg.hidden_size, cfg.num_conv_pos_embeddings
+    total += 2 * length * ch_in * d  # feature projection
+    pos_len = _conv_out(length, k, 1, k // 2)  # grouped positional conv (one extra frame is trimmed)
+    total += 2 * pos_len * d * (d // cfg.num_conv_pos_embedding_groups) * k
+    total += cfg.num_hidden_layers * transformer_layer(length, d, cfg.intermediate_size)
+    return total, length
+
+
+def whisper_encoder(cfg, positions: int) -> int:
+    """Whisper's encoder on ``2 * positions`` log-mel frames (1500 positions: the 30-s window)."""
+    d = cfg.d_model
+    conv = 2 * (2 * positions) * cfg.num_mel_bins * d * 3 + 2 * positions * d * d * 3
+    return conv + cfg.encoder_layers * transformer_layer(positions, d, cfg.encoder_ffn_dim)
+
+
+def vision_tower(cfg) -> tuple[int, int]:
+    """A ViT (CLIP / SigLIP vision) on one frame: ``(flops, tokens)``."""
+    patches = (cfg.image_size // cfg.patch_size) ** 2
+    d = cfg.hidden_size
+    tokens = patches + (1 if cfg.model_type.startswith("clip") else 0)
+    embed = 2 * patches * cfg.num_channels * cfg.patch_size**2 * d
+    return embed + cfg.num_hidden_layers * transformer_layer(tokens, d, cfg.intermediate_size), tokens
+
+
+def causal_llm(cfg, tokens: int) -> int:
+    """A LLaMA / Qwen2-style decoder (GQA, SwiGLU) with its LM head over ``tokens`` positions."""
+    d = cfg.hidden_size
+    heads = cfg.num_attention_heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or d // heads
+    layer = transformer_layer(tokens, d, cfg.intermediate_size, kv=kv * head_dim, glu=True)
+    return cfg.num_hidden_layers * layer + 2 * tokens * d * cfg.vocab_size
+
+
+def qformer(cfg, queries: int, enc_tokens: int, enc_width: int, layers: int, llm_width: int) -> int:
+    """A BLIP-2 Q-Former (cross-attention in every layer) + the projection into the LLM."""
+    h, f = cfg.qformer_hidden, cfg.qformer_intermediate
+    self_part = transformer_layer(queries, h, f)
+    cross = 2 * queries * h * h * 2 + 2 * 2 * enc_tokens * enc_width * h + 4 * queries * enc_tokens * h
+    return layers * (self_part + cross) + 2 * queries * h * llm_width
+
+
+def audio_tower(cfg, audio_model: str | None = None, window: str | None = None) -> dict:
+    """Forward FLOPs and encoder positions of one sample's ``audio_clips`` clips."""
+    path = audio_model or cfg.audio_model
+    acfg = model_config(path)
+    if acfg.model_type == "whisper":
+        clip = encoders.whisper_clip_positions(cfg.clip_seconds)
+        window = window or cfg.audio_window
+        run = acfg.max_source_positions if window == "padded" else clip
+        per_clip, frames = whisper_encoder(acfg, run), clip
+        width = acfg.d_model
+    else:
+        per_clip, frames = waveform_encoder(acfg, cfg.clip_samples)
+        window, width = "clip", acfg.hidden_size
+    tokens = cfg.audio_clips * (1 if cfg.audio_tokens == "pooled" else frames)
+    return {
+        "model": path,
+        "window": window,
+        "flops": cfg.audio_clips * per_clip,
+        "tokens": tokens,
+        "width": width,
+    }
+
+
+def sample_flops(cfg, answer_words: int = 150, subtitle_tokens: int = 64, audio: dict | None = None) -> dict:
+    """Per-sample FLOPs by tower: encoders forward, Q-Formers and LLM forward and training step.
+
+    Training: the frozen LLM runs forward + backward to its inputs (no weight gradients: 2x forward),
+    the trained Q-Formers forward + backward with weight gradients (3x forward)."""
+    vcfg = model_config(cfg.vision_model)
+    vcfg = getattr(vcfg, "vision_config", None) or vcfg
+    frame_flops, frame_tokens = vision_tower(vcfg)
+    vtokens = cfg.frames * (1 if cfg.video_tokens == "pooled" else frame_tokens)
+    audio = audio or audio_tower(cfg)
+    lcfg = model_config(cfg.llm_model)
+    slots = sum(cfg.slot_lengths().values())
+    llm_tokens = slots + TEMPLATE_TOKENS + subtitle_tokens + math.ceil(answer_words * TOKENS_PER_WORD)
+    q = qformer(cfg, cfg.video_queries, vtokens, vcfg.hidden_size, cfg.qformer_layers, lcfg.hidden_size)
+    q += qformer(
+        cfg, cfg.audio_queries, audio["tokens"], audio["width"], cfg.qformer_layers, lcfg.hidden_size
+    )
+    forward = {
+        "video": cfg.frames * frame_flops if cfg.use_video else 0,
+        "audio": audio["flops"] if cfg.use_audio else 0,
+        "qformers": q,
+        "llm": causal_llm(lcfg, llm_tokens),
+    }
+    train = {**forward, "qformers": 3 * forward["qformers"], "llm": 2 * forward["llm"]}
+    return {"llm_tokens": llm_tokens, "forward": forward, "train": train}
