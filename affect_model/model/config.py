@@ -81,8 +81,10 @@ class ModelConfig(Config):
     system_prompt: str = DEFAULT_SYSTEM
     prompt: str = DEFAULT_PROMPT
     max_subtitle_tokens: int = 128
-    max_answer_tokens: int = 256
-    max_new_tokens: int = 256
+    # the official AffectGPT framework: max_length 1024 (prompt + answer in training), 1200 new tokens
+    max_length: int = 1024  # LLM positions of one training sample; the answer is cut to fit; 0 = no cap
+    max_answer_tokens: int = 1024  # answer tokens incl. the closing eos (also capped by max_length)
+    max_new_tokens: int = 1200  # generation (emer infer and the per-epoch evaluation)
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -112,6 +114,7 @@ class ModelConfig(Config):
             ("lora_r", 1, 1024),
             ("lora_alpha", 1, 100000),
             ("max_subtitle_tokens", 0, 100000),
+            ("max_length", 0, 1000000),
             ("max_answer_tokens", 1, 100000),
             ("max_new_tokens", 1, 100000),
             ("sample_rate", 1000, 192000),

@@ -5,7 +5,9 @@ a line whose slot belongs to a switched-off input is dropped. The user turn is w
 tokenizer's chat template (``chat_format=auto`` and the tokenizer has one) or in a plain
 ``USER: ... ASSISTANT:`` frame (Vicuna). Multimodal slots become runs of placeholder ids marked in
 ``slot_ids`` (``SLOT_VIDEO`` ...); the model overwrites their embeddings with the projected query
-tokens. ``labels`` are -100 everywhere except on the answer tokens and the closing end-of-sequence.
+tokens. ``labels`` are -100 everywhere except on the answer tokens and the closing end-of-sequence. The answer
+is cut to ``max_answer_tokens`` (with the eos) and so that prompt + answer fit ``max_length``; an
+encoded answer carries ``truncated`` (1 when it was cut), which the training loop counts.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ class PromptBuilder:
         bos = self.tokenizer.bos_token or ""
         return f"{bos}{self.cfg.system_prompt}\nUSER: {user}\nASSISTANT:"
 
-    def encode(self, subtitle: str, answer: str | None = None) -> dict[str, list[int]]:
-        """Token ids of the prompt (+ answer + eos when ``answer`` is given) with slot map and labels."""
+    def encode(self, subtitle: str, answer: str | None = None) -> dict[str, list[int] | int]:
+        """Token ids of the prompt (+ answer + eos when ``answer`` is given) with slot map and labels
+        (+ ``truncated``: 0/1, with an answer)."""
         ids: list[int] = []
         slots: list[int] = []
         for i, part in enumerate(_SPLIT.split(self.render(subtitle))):
@@ -86,11 +89,20 @@ class PromptBuilder:
         labels = [IGNORE] * len(ids)
         if answer is not None:
             text = answer.strip() if self.use_chat else " " + answer.strip()
-            target = self.tokenizer(text, add_special_tokens=False)["input_ids"][
-                : self.cfg.max_answer_tokens - 1
-            ]
+            answer_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            target = answer_ids[: self.answer_budget(len(ids))]
+            truncated = int(len(target) < len(answer_ids))
             target.append(self.tokenizer.eos_token_id)
             ids += target
             slots += [SLOT_TEXT] * len(target)
             labels += target
+            return {"input_ids": ids, "slot_ids": slots, "labels": labels, "truncated": truncated}
         return {"input_ids": ids, "slot_ids": slots, "labels": labels}
+
+    def answer_budget(self, prompt_length: int) -> int:
+        """Answer tokens that fit before the closing eos: ``max_answer_tokens - 1``, and within
+        ``max_length`` for the prompt + answer + eos (at least 0: the eos alone)."""
+        budget = self.cfg.max_answer_tokens - 1
+        if self.cfg.max_length:
+            budget = min(budget, self.cfg.max_length - prompt_length - 1)
+        return max(0, budget)

@@ -80,6 +80,9 @@ class TrainConfig(Config):
     materialize: bool = False  # read the rows once, keep them in Ray's object store (small sets)
     shuffle_buffer: int = 64  # rows in the per-worker shuffle window (seeded per epoch); 0 = data order
     epochs: int = 100
+    # the papers' epoch is a fixed number of iterations (AffectGPT: 1000; its later framework: 5000):
+    # > 0 = an epoch is that many optimizer steps (cycling the data), 0 = one full pass over the data
+    iters_per_epoch: int = 0
     max_steps: int = 0  # optimizer steps; 0 = run all epochs
     lr: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
@@ -101,11 +104,15 @@ class TrainConfig(Config):
     use_cached_features: bool = False  # read frozen-encoder outputs written by `emer features`
     features_uri: str = ""
     eval_each_epoch: bool = False  # generate on EMER-Fine test, extract OV labels, score
-    eval_max_new_tokens: int = 64
+    eval_max_new_tokens: int = 0  # 0 = what `emer infer` uses (train.infer.max_new_tokens, else the model's)
     eval_limit: int = 0  # 0 = whole test split
     eval_extractor: str = "model"  # OV labels from descriptions: model (own LLM) | llm (evaluate.llm) | none
     eval_gt_uri: str = ""  # name + evaluate.labels_column (e.g. check-openset.csv); "" = the rows' labels
     log_every: int = 1
+    tensorboard: bool = True  # event files (loss, lr, grad norm, samples/s, eval) in <run folder>/tensorboard
+    mlflow: bool = False  # log the same scalars to MLflow (pip install 'emer[mlflow]')
+    mlflow_tracking_uri: str = ""  # "" = MLflow's default ($MLFLOW_TRACKING_URI or ./mlruns)
+    mlflow_experiment: str = "emer"
     seed: int = 0
     features: FeaturesConfig = dataclasses.field(default_factory=FeaturesConfig)
     infer: InferConfig = dataclasses.field(default_factory=InferConfig)
@@ -128,6 +135,7 @@ class TrainConfig(Config):
             check_range(out, f"train.{key}", getattr(self, key), 1, None)
         for key in (
             "max_steps",
+            "iters_per_epoch",
             "shuffle_buffer",
             "warmup_steps",
             "checkpoint_every",
@@ -158,6 +166,11 @@ class TrainConfig(Config):
     def name(self) -> str:
         """The run's name under ``storage_path`` (the same name resumes)."""
         return self.run_name or f"stage{self.stage}"
+
+    @property
+    def eval_new_tokens(self) -> int:
+        """New tokens per description in the per-epoch evaluation (0 = the model's ``max_new_tokens``)."""
+        return self.eval_max_new_tokens or self.infer.max_new_tokens
 
     @property
     def run_uri(self) -> str:

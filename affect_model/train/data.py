@@ -205,7 +205,7 @@ class SampleEncoder:
 
 def collate(items: Sequence[dict], pad_id: int, padding_side: str = "right") -> dict:
     """Pad ``input_ids`` / ``slot_ids`` / ``labels`` (-100 on padding), build ``attention_mask``,
-    stack the media tensors; ``names`` stays a list."""
+    stack the media tensors; ``names`` stays a list (items' ``truncated`` flags are left out)."""
     if not items:
         raise ValueError("collate: empty batch")
     longest = max(len(it["input_ids"]) for it in items)
@@ -219,7 +219,7 @@ def collate(items: Sequence[dict], pad_id: int, padding_side: str = "right") -> 
             batch[k][i, sl] = it[k]
         batch["attention_mask"][i, sl] = 1
     for key in items[0]:
-        if key not in fill and key != "name":
+        if key not in fill and key not in ("name", "truncated"):
             batch[key] = torch.stack([it[key] for it in items])
     batch["names"] = [it["name"] for it in items]
     return batch

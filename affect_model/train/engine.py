@@ -98,6 +98,10 @@ class Engine:
     def cast(self, batch: dict) -> dict:
         return batch
 
+    def grad_norm(self) -> float:
+        """The gradient norm (before clipping) of the last optimizer step; NaN when unknown."""
+        return float("nan")
+
     # subclasses: micro_step, step, lr, save, load, trainable_state
 
 
@@ -150,6 +154,10 @@ class DeepSpeedEngine(Engine):
 
     def lr(self) -> float:
         return float(self.model.get_lr()[0])
+
+    def grad_norm(self) -> float:
+        norm = self.model.get_global_grad_norm()
+        return float("nan") if norm is None else float(norm)
 
     def save(self, local_dir: str, client_state: dict) -> None:
         self.model.save_checkpoint(
@@ -226,8 +234,8 @@ class DDPEngine(Engine):
         if not self.is_boundary():
             self.micro += 1
             return False
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")  # inf: measure, no clipping
+        self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, clip))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -236,6 +244,9 @@ class DDPEngine(Engine):
 
     def lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
+
+    def grad_norm(self) -> float:
+        return getattr(self, "_grad_norm", float("nan"))
 
     def save(self, local_dir: str, client_state: dict) -> None:
         if self.rank != 0:

@@ -34,7 +34,7 @@ def _generate_share(loop: Any) -> list[dict]:
         if j % loop.world != loop.rank:
             continue
         model_batch = loop.engine.cast(to_device(task.collate(module, batch, with_answer=False), loop.device))
-        texts = task.generate(module, model_batch, cfg.eval_max_new_tokens)
+        texts = task.generate(module, model_batch, cfg.eval_new_tokens)  # as `emer infer`
         labels = batch.get(OV_LABELS)
         for i, text in enumerate(texts):
             row = {

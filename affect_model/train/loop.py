@@ -32,6 +32,7 @@ from affect_model.train.report import History, memory_gb, step_line
 from affect_model.train.resume import check_checkpoint, check_run_folder, run_record, write_record
 from affect_model.train.schedule import total_optimizer_steps
 from affect_model.train.task import AffectGPTTask, absolute_paths
+from affect_model.train.tracking import Tracker, check_tracking
 from core import metrics, storage
 from core.runtime import worker_env
 
@@ -64,6 +65,7 @@ def run_training(
     import ray
 
     model_cfg, cfg = absolute_paths(run_cfg.model, run_cfg.train)
+    check_tracking(cfg)
     run_cfg = run_cfg.replace(model=model_cfg, train=cfg)
     task = task or AffectGPTTask(run_cfg.model, cached=cfg.use_cached_features)
     evaluate = getattr(run_cfg, "evaluate", None)
@@ -96,7 +98,7 @@ def _fit(payload: dict) -> dict:
     train_ds, rows = train_dataset(cfg)
     datasets = {"train": train_ds.materialize() if cfg.materialize else train_ds}
     per_epoch, total = total_optimizer_steps(
-        rows, cfg.num_workers, cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps
+        rows, cfg.num_workers, cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.iters_per_epoch
     )
     if cfg.eval_each_epoch:
         datasets["eval"], _ = eval_dataset(cfg)
@@ -191,6 +193,7 @@ class _Loop:
         self.history = History()
         self.run_uri = cfg.run_uri
         self.record = config["record"]
+        self.tracker: Tracker | None = None  # rank 0's TensorBoard / MLflow sinks (made in run())
 
     def restore(self, folder: str) -> None:
         check_checkpoint(folder, self.record, self.run_uri)  # the same output-affecting settings
@@ -214,19 +217,37 @@ class _Loop:
     def run(self) -> None:
         torch.manual_seed(self.cfg.seed + 7919 * self.rank + self.state["step"])
         self.engine.module.train()
+        if self.rank == 0:
+            self.tracker = Tracker(self.cfg, self.run_uri, self.state["step"])
         while self.state["step"] < self.total and self.state["epoch"] < self.cfg.epochs:
             self._epoch()
         self._finish()
 
-    def _batches(self, epoch: int):
+    def _micro_batches(self, epoch: int, limit: int):
+        """(index, batch) of this epoch: one pass over the shard, or with ``train.iters_per_epoch``
+        passes until ``limit`` micro-batches (every pass read to its end, as all workers must)."""
+        i, passes = 0, 0
+        while True:
+            start = i
+            for batch in self._batches(epoch, passes):
+                yield i, batch
+                i += 1
+            passes += 1
+            if not self.cfg.iters_per_epoch or i >= limit:
+                return
+            if i == start:
+                raise RuntimeError(f"rank {self.rank}: a pass over the training shard gave no batch")
+
+    def _batches(self, epoch: int, cycle: int = 0):
         import ray.train
 
         shard = ray.train.get_dataset_shard("train")
         task, module = self.task, self.engine.module
 
         def collate(batch):
-            out = task.collate(module, batch)
+            out = task.collate(module, batch, count_truncated=True)
             out.pop("names", None)
+            out["truncated"] = torch.tensor(out["truncated"])
             return out
 
         shuffle = self.cfg.shuffle_buffer or None
@@ -236,26 +257,28 @@ class _Loop:
             collate_fn=collate,
             device=self.device,
             local_shuffle_buffer_size=shuffle,
-            local_shuffle_seed=self.cfg.seed + epoch if shuffle else None,
+            local_shuffle_seed=self.cfg.seed + epoch + 1_000_003 * cycle if shuffle else None,
         )
 
     def _epoch(self) -> None:
         epoch, skip = self.state["epoch"], self.state["micro"]
         limit = self.per_epoch * self.cfg.grad_accum
         losses: list[float] = []
+        truncated = 0
         t0 = time.perf_counter()
         stopped = False
-        for i, batch in enumerate(self._batches(epoch)):
+        for i, batch in self._micro_batches(epoch, limit):
             if i < skip or i >= limit or stopped:
                 continue  # already done before a resume / beyond the last full step: drain the shard
+            truncated += int(batch.pop("truncated"))
             losses.append(self.engine.micro_step(self.task.loss, batch))
             self.state["micro"] = i + 1
             lr = self.engine.lr()  # the rate this step uses (the scheduler moves in step())
             if not self.engine.step():
                 continue
             self.state["step"] += 1
-            self._record(epoch, losses, lr, time.perf_counter() - t0)
-            losses, t0 = [], time.perf_counter()
+            self._record(epoch, losses, truncated, lr, time.perf_counter() - t0)
+            losses, truncated, t0 = [], 0, time.perf_counter()
             end_of_epoch = self.state["micro"] >= limit
             stopped = self.state["step"] >= self.total
             every = self.cfg.checkpoint_every
@@ -266,24 +289,30 @@ class _Loop:
         evaluate = self.cfg.eval_each_epoch and (self.state["micro"] == 0 or stopped)
         self._checkpoint(self._evaluate(epoch) if evaluate else {}, epoch)
 
-    def _record(self, epoch: int, losses: list[float], lr: float, seconds: float) -> None:
-        loss = torch.tensor([sum(losses) / max(1, len(losses))], dtype=torch.float64)
+    def _record(self, epoch: int, losses: list[float], truncated: int, lr: float, seconds: float) -> None:
+        sums = torch.tensor([sum(losses) / max(1, len(losses)), truncated], dtype=torch.float64)
         if self.world > 1:
             import torch.distributed as dist
 
-            loss = loss.to(self.device)
-            dist.all_reduce(loss)
-            loss = loss.cpu() / self.world
+            sums = sums.to(self.device)
+            dist.all_reduce(sums)
+            sums = sums.cpu()
+            sums[0] /= self.world
         samples = self.cfg.batch_size * self.cfg.grad_accum * self.world
         rec = {
             "step": self.state["step"],
             "epoch": epoch,
-            "loss": float(loss[0]),
+            "loss": float(sums[0]),
             "lr": lr,
+            "grad_norm": self.engine.grad_norm(),
+            "truncated": int(sums[1]),  # answers cut to fit model.max_answer_tokens / model.max_length
+            "truncated_total": self.history.truncated_answers() + int(sums[1]),
             "samples_per_s": samples / max(seconds, 1e-9),
             "mem_gb": memory_gb(self.device.type),
         }
         self.history.steps.append(rec)
+        if self.tracker is not None:
+            self.tracker.step(rec)
         if self.rank == 0 and (self.state["step"] % self.cfg.log_every == 0 or self.state["step"] == 1):
             log.info(step_line(rec, self.total))
             tags = {"run": self.cfg.name}
@@ -304,6 +333,7 @@ class _Loop:
             "epoch": self.state["epoch"],
             "loss": last.get("loss"),
             "lr": last.get("lr"),
+            "truncated_answers": self.history.truncated_answers(),
             **extra,
         }
         if extra:
@@ -321,6 +351,9 @@ class _Loop:
             ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=name)
         if self.rank == 0:
             self.history.write(self.run_uri)
+            if extra:
+                self.tracker.evaluation(extra, self.state["step"])
+            self.tracker.flush()
             log.info("checkpoint at step %d saved to %s", self.state["step"], self.run_uri)
 
     def _finish(self) -> None:
@@ -328,6 +361,7 @@ class _Loop:
         if self.rank == 0:
             self.task.save_weights(weights, storage.join(self.run_uri, WEIGHTS_DIR))
             self.history.write(self.run_uri)
+            self.tracker.close()
             log.info(
                 "training done at step %d; trainable weights in %s",
                 self.state["step"],

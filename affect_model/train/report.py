@@ -32,22 +32,31 @@ def memory_gb(device_type: str) -> float:
 
 
 def step_line(rec: dict, total: int) -> str:
+    """The progress line of one optimizer step (``truncated``: answers cut so far in this run)."""
     return (
         f"step {rec['step']}/{total} epoch {rec['epoch']} loss {rec['loss']:.4f} lr {rec['lr']:.3e} "
-        f"samples/s {rec['samples_per_s']:.2f} mem {rec['mem_gb']:.2f}GiB"
+        f"grad_norm {rec.get('grad_norm', float('nan')):.3f} samples/s {rec['samples_per_s']:.2f} "
+        f"mem {rec['mem_gb']:.2f}GiB truncated {rec.get('truncated_total', 0)}"
     )
 
 
 @dataclasses.dataclass
 class History:
-    """Per-step records (step, epoch, loss, lr, samples_per_s, mem_gb) and per-epoch evaluations."""
+    """Per-step records (step, epoch, loss, lr, grad_norm, samples_per_s, mem_gb, truncated: answers
+    cut to the length limits in that step's batches, truncated_total) and per-epoch evaluations."""
 
     steps: list[dict] = dataclasses.field(default_factory=list)
     epochs: list[dict] = dataclasses.field(default_factory=list)
     resumes: list[int] = dataclasses.field(default_factory=list)  # steps a run resumed at
 
+    def truncated_answers(self) -> int:
+        """Training answers cut to ``model.max_answer_tokens`` / ``model.max_length`` so far (every
+        worker, every step: a row seen twice counts twice)."""
+        return sum(int(r.get("truncated", 0)) for r in self.steps)
+
     def to_json(self) -> str:
-        return json.dumps({"steps": self.steps, "epochs": self.epochs, "resumes": self.resumes}, indent=1)
+        data = {"steps": self.steps, "epochs": self.epochs, "resumes": self.resumes}
+        return json.dumps({**data, "truncated_answers": self.truncated_answers()}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> History:

@@ -34,6 +34,10 @@ IGNORED_KEYS = frozenset(
         "train.checkpoint_every",  # checkpoint housekeeping (the training steps are the same)
         "train.keep_checkpoints",
         "train.log_every",  # logging
+        "train.tensorboard",
+        "train.mlflow",
+        "train.mlflow_tracking_uri",
+        "train.mlflow_experiment",
         "train.materialize",  # the same rows in the same order, kept in Ray's object store or not
         "train.features",  # settings of `emer features`, which training does not read
         "train.infer",  # settings of `emer infer`, which training does not read

@@ -62,9 +62,17 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def total_optimizer_steps(
-    rows: int, num_workers: int, batch_size: int, grad_accum: int, epochs: int, max_steps: int = 0
+    rows: int,
+    num_workers: int,
+    batch_size: int,
+    grad_accum: int,
+    epochs: int,
+    max_steps: int = 0,
+    iters_per_epoch: int = 0,
 ) -> tuple[int, int]:
-    """(steps per epoch, total steps) for ``rows`` training rows split evenly over the workers."""
+    """(steps per epoch, total steps) for ``rows`` training rows split evenly over the workers.
+
+    ``iters_per_epoch`` > 0: an epoch is that many optimizer steps (the data cycles), else a full pass."""
     per_worker = rows // num_workers
     micro = per_worker // batch_size
     per_epoch = micro // grad_accum
@@ -73,5 +81,6 @@ def total_optimizer_steps(
             f"{rows} training rows are too few for {num_workers} worker(s) x batch {batch_size} x "
             f"grad_accum {grad_accum}: lower train.batch_size / train.grad_accum / train.num_workers"
         )
+    per_epoch = iters_per_epoch or per_epoch
     total = per_epoch * epochs
     return per_epoch, (min(total, max_steps) if max_steps else total)

@@ -57,15 +57,22 @@ class AffectGPTTask:
             self._encoder = SampleEncoder(self.model_cfg, module.tokenizer, media)
         return self._encoder
 
-    def collate(self, module, batch: dict[str, Any], with_answer: bool = True) -> dict:
+    def collate(
+        self, module, batch: dict[str, Any], with_answer: bool = True, count_truncated: bool = False
+    ) -> dict:
+        """The model batch of a Ray Data batch; ``count_truncated``: add ``truncated`` (how many answers
+        were cut to fit ``max_answer_tokens`` / ``max_length``), which the caller pops before the model."""
         encode = self._sample_encoder(module)
         items = [encode(row, with_answer=with_answer) for row in numpy_rows(batch)]
         pad = module.tokenizer.pad_token_id
-        return collate(
+        out = collate(
             items,
             pad if pad is not None else module.tokenizer.eos_token_id,
             padding_side="right" if with_answer else "left",
         )
+        if count_truncated:
+            out["truncated"] = sum(int(it.get("truncated", 0)) for it in items)
+        return out
 
     @staticmethod
     def loss(model: Callable, batch: dict) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 from core import storage
 from core.runtime import init_ray
@@ -109,6 +110,8 @@ def _train(args: argparse.Namespace) -> int:
     run = _with_stage1_init(_load(args, {"train.stage": args.stage}))
     result = run_training(run, scorer=epoch_scorer(run.evaluate))
     print(json.dumps({k: result[k] for k in ("run_uri", "weights", "steps", "rows", "metrics")}, default=str))
+    if run.train.tensorboard:  # stderr: stdout's last line stays the JSON summary
+        print(f"curves: tensorboard --logdir {result['run_uri']}", file=sys.stderr)
     return 0
 
 
