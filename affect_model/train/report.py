@@ -32,15 +32,17 @@ def memory_gb(device_type: str) -> float:
 
 
 def step_line(rec: dict, total: int) -> str:
+    pad = f" pad {rec['pad_frac']:.1%}" if "pad_frac" in rec else ""
     return (
         f"step {rec['step']}/{total} epoch {rec['epoch']} loss {rec['loss']:.4f} lr {rec['lr']:.3e} "
-        f"samples/s {rec['samples_per_s']:.2f} mem {rec['mem_gb']:.2f}GiB"
+        f"samples/s {rec['samples_per_s']:.2f}{pad} mem {rec['mem_gb']:.2f}GiB"
     )
 
 
 @dataclasses.dataclass
 class History:
-    """Per-step records (step, epoch, loss, lr, samples_per_s, mem_gb) and per-epoch evaluations."""
+    """Per-step records (step, epoch, loss, lr, samples_per_s, mem_gb, pad_frac, media_pad_frac) and
+    per-epoch evaluations."""
 
     steps: list[dict] = dataclasses.field(default_factory=list)
     epochs: list[dict] = dataclasses.field(default_factory=list)
