@@ -182,3 +182,27 @@ def test_step_line_shows_the_padding_fraction():
     rec = {"step": 3, "epoch": 0, "loss": 1.0, "lr": 1e-4, "samples_per_s": 2.0, "mem_gb": 1.0}
     assert "pad" not in step_line(rec, 10)
     assert " pad 12.5% " in step_line({**rec, "pad_frac": 0.125}, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_ray_training_steps_are_length_grouped_and_log_padding(ray_local, tiny_cfg, tmp_path):
+    """Rows alternate a short and a long answer: data-order batches of 2 would each pad the short one;
+    grouped within buffers of 4 rows every batch holds two equal lengths, so no step pads."""
+    from train_helpers import history, rows, run_config
+
+    from affect_model.train.data import write_coarse
+    from affect_model.train.loop import run_training
+
+    data, long = rows(8), "He frowns, raises his voice and clenches his fists: angry."
+    for i, row in enumerate(data):
+        row["subtitle_en"] = "The same line."
+        row["description_en"] = "Sad." if i % 2 else long
+    uri = str(tmp_path / "coarse.parquet")
+    write_coarse(data, uri)
+    cfg = run_config(tiny_cfg, coarse_uri=uri, storage_path=str(tmp_path / "runs"), length_bucket_size=2)
+    res = run_training(cfg)
+    steps = history(res["run_uri"])["steps"]
+    assert len(steps) == 4
+    assert [s["pad_frac"] for s in steps] == [0.0] * 4
+    assert all(0 <= s["media_pad_frac"] < 1 for s in steps)
