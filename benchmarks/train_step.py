@@ -8,6 +8,11 @@ audio and runs the frozen encoders, a cached step reads their stored outputs. Pr
 
     .venv/bin/python benchmarks/train_step.py                      # CPU, tiny config (the default)
     .venv/bin/python benchmarks/train_step.py --real --max-batch   # GPU: real-size random-weight model
+    .venv/bin/python benchmarks/train_step.py --batching           # naive vs length-grouped batches
+
+``--batching`` compares naive with length-grouped batching of the same samples instead (EMER-like answer
+lengths, tiny model, CPU; ``benchmarks/length_batching.py``): samples/s both ways, their ratio (target
+1.3x), the padding fractions and the check that every sample's loss is the same under both.
 
 ``--real`` builds the real-size architecture with random weights (Vicuna/LLaMA-7B-class LLM in bf16,
 CLIP ViT-L/14 vision tower, HuBERT-large audio encoder, the paper's Q-Formers: 8 frames, 32 video and 8
@@ -349,8 +354,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=0, help="batch per step (default 4 tiny, 3 real)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batching", action="store_true", help="naive vs length-grouped batching (tiny, CPU)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.batching:  # benchmarks/length_batching.py: samples/s, padding and per-sample loss, both ways
+        from length_batching import run as run_batching
+
+        print(json.dumps(run_batching(Path(tempfile.mkdtemp(prefix="emer-bench-"))), indent=1))
+        return
     if args.child:
         mode, spec = args.child
         spec = json.loads(spec)

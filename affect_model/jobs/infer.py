@@ -2,7 +2,9 @@
 
 The describer is a ``core.stage.Stage`` run by ``map_stages`` like every annotation stage: each
 actor loads the model once (frozen parts from their ids / paths, trainable weights from the
-checkpoint; no encoders when the input holds cached features) and describes batches of clips. The
+checkpoint; no encoders when the input holds cached features) and describes batches of clips (with
+``train.infer.group_by_length``: a map batch of ``length_bucket_size`` generate batches, generated in
+order of prompt length, less left padding, the rows kept in input order). The
 output is one Parquet file ``name, description`` sorted by name, what ``emer evaluate`` reads; rows
 that failed go to ``<output>.failures.parquet`` with a reason, and for an EMER-Fine split the
 reference descriptions go to ``<output>.references.parquet``. The resolved config is saved beside.
@@ -17,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from affect_model.model.checkpoint import from_pretrained
+from affect_model.train.batching import describe_in_length_order
 from affect_model.train.config import TrainConfig
 from affect_model.train.datasets import fine_split, media_source, read_parquet, select_rows
 from affect_model.train.loop import resolve_weights
@@ -51,9 +54,9 @@ class Describer(Stage):
         model_batch = to_device(self.task.collate(self.model, batch, with_answer=False), self.device)
         return self.task.generate(self.model, model_batch, self.max_new_tokens)
 
-    def process(self, rows: list[dict]) -> None:
+    def _describe_or_fail(self, rows: list[dict]) -> list[str]:
         try:
-            texts = self._describe(rows)
+            return self._describe(rows)
         except Exception:  # noqa: BLE001 - find the bad rows one by one; the others still get a description
             texts = []
             for row in rows:
@@ -62,6 +65,20 @@ class Describer(Stage):
                 except Exception as err:  # noqa: BLE001 - this row's failure, recorded on it
                     fail(row, self.name, f"{type(err).__name__}: {err}"[:300])
                     texts.append("")
+            return texts
+
+    def _texts(self, rows: list[dict]) -> list[str]:
+        """Descriptions in ``rows``' order; with option ``group`` (a batch size), generated in batches
+        of similar prompt length (less left padding) and put back in order."""
+        size = int(self.options.get("group") or 0)
+        if not size or len(rows) <= size:
+            return self._describe_or_fail(rows)
+        columns = {k: [r.get(k) for r in rows] for k in ("name", "subtitle_en", "subtitle_zh")}
+        lengths = self.task.lengths(self.model, columns, with_answer=False)
+        return describe_in_length_order(rows, lengths, size, self._describe_or_fail)
+
+    def process(self, rows: list[dict]) -> None:
+        texts = self._texts(rows)
         for row, text in zip(rows, texts):
             row["description"] = text
             row["error"] = row.get("reason", "") if row.get("outcome") != OK else ""
@@ -103,9 +120,11 @@ def run_inference(run_cfg: Any) -> dict:
     t0 = time.perf_counter()
     ds, references = _inputs(cfg)
     remote = placement.remote_args(num_cpus=ic.cpus_per_actor, num_gpus=ic.gpus_per_actor or None)
-    stage = (Describer, {"cached": cfg.use_cached_features, "max_new_tokens": ic.max_new_tokens})
+    group = ic.batch_size if ic.group_by_length else 0  # map batches of several generate batches
+    options = {"cached": cfg.use_cached_features, "max_new_tokens": ic.max_new_tokens, "group": group}
+    batch = ic.batch_size * (ic.length_bucket_size if group else 1)
     described = map_stages(
-        ds, [stage], weights, pool=(ic.actors, ic.actors), batch_size=ic.batch_size, remote=remote
+        ds, [(Describer, options)], weights, pool=(ic.actors, ic.actors), batch_size=batch, remote=remote
     )
     rows = described.select_columns(["name", "description", "error"]).take_all()
     ok = sorted((r for r in rows if not r["error"]), key=lambda r: r["name"])

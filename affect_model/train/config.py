@@ -47,6 +47,8 @@ class InferConfig(Config):
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     max_new_tokens: int = 0  # 0 = model.max_new_tokens
+    group_by_length: bool = True  # generate batches of similar prompt length (output order is kept)
+    length_bucket_size: int = 8  # batches per length-sorted buffer (an actor's map batch)
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -56,6 +58,7 @@ class InferConfig(Config):
         check_range(out, "train.infer.cpus_per_actor", self.cpus_per_actor, 0, None)
         check_range(out, "train.infer.gpus_per_actor", self.gpus_per_actor, 0, None)
         check_range(out, "train.infer.max_new_tokens", self.max_new_tokens, 0, None)
+        check_range(out, "train.infer.length_bucket_size", self.length_bucket_size, 1, None)
         if self.output_uri and not self.output_uri.lower().endswith(".parquet"):
             out.append(f"train.infer.output_uri = {self.output_uri!r}: must end with .parquet")
         return out
@@ -79,6 +82,8 @@ class TrainConfig(Config):
     grad_accum: int = 1
     materialize: bool = False  # read the rows once, keep them in Ray's object store (small sets)
     shuffle_buffer: int = 64  # rows in the per-worker shuffle window (seeded per epoch); 0 = data order
+    group_by_length: bool = True  # batches of similar token length (less padding); seeded per epoch
+    length_bucket_size: int = 50  # batches per length-sorted buffer of rows on each worker
     epochs: int = 100
     # the papers' epoch is a fixed number of iterations (AffectGPT: 1000; its later framework: 5000):
     # > 0 = an epoch is that many optimizer steps (cycling the data), 0 = one full pass over the data
@@ -144,6 +149,7 @@ class TrainConfig(Config):
         ):
             check_range(out, f"train.{key}", getattr(self, key), 0, None)
         check_range(out, "train.max_failures", self.max_failures, -1, None)
+        check_range(out, "train.length_bucket_size", self.length_bucket_size, 1, None)
         check_range(out, "train.cpus_per_worker", self.cpus_per_worker, 0, None)
         check_range(out, "train.lr", self.lr, 0, None)
         check_range(out, "train.min_lr_ratio", self.min_lr_ratio, 0, 1)

@@ -165,21 +165,29 @@ class SampleEncoder:
         self.media = media
         self.target_column = target_column
 
-    def __call__(self, row: Mapping, with_answer: bool = True) -> dict:
-        name = str(row.get("name", "?"))
+    def _texts(self, row: Mapping, with_answer: bool) -> tuple[str, str | None]:
         answer = None
         if with_answer:
             answer = row.get(self.target_column)
             if not answer or not str(answer).strip():
+                name = str(row.get("name", "?"))
                 raise ValueError(f"sample {name}: empty target {self.target_column!r}; drop it or fill it in")
         subtitle = (row.get(f"subtitle_{self.cfg.subtitle_language}") or "") if self.cfg.use_subtitle else ""
-        item: dict = {
-            "name": name,
-            **{
-                k: torch.tensor(v)
-                for k, v in self.prompt.encode(subtitle, None if answer is None else str(answer)).items()
-            },
-        }
+        return subtitle, None if answer is None else str(answer)
+
+    def text_length(self, row: Mapping, with_answer: bool = True) -> int:
+        """Tokens of the row's ``input_ids`` (prompt, slots, answer), without touching its media; an
+        unusable target counts 0 (the encoder reports it when the row is encoded)."""
+        try:
+            return len(self.prompt.encode(*self._texts(row, with_answer))["input_ids"])
+        except ValueError:
+            return 0
+
+    def __call__(self, row: Mapping, with_answer: bool = True) -> dict:
+        name = str(row.get("name", "?"))
+        subtitle, answer = self._texts(row, with_answer)
+        encoded = self.prompt.encode(subtitle, answer)
+        item: dict = {"name": name, **{k: torch.tensor(v) for k, v in encoded.items()}}
         if self.cfg.use_video:
             item.update(self._media(row, "video_embeds", "frame_mask", "frames", name))
         if self.cfg.use_audio:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from affect_model.model.checkpoint import CONFIG_FILE
+from affect_model.train.batching import grouped_batches, mean_padding, padding_stats
 from affect_model.train.config import TrainConfig
 from affect_model.train.datasets import eval_dataset, train_dataset
 from affect_model.train.engine import make_engine
@@ -31,7 +32,7 @@ from affect_model.train.evaluate import evaluate_epoch
 from affect_model.train.report import History, memory_gb, step_line
 from affect_model.train.resume import check_checkpoint, check_run_folder, run_record, write_record
 from affect_model.train.schedule import total_optimizer_steps
-from affect_model.train.task import AffectGPTTask, absolute_paths
+from affect_model.train.task import AffectGPTTask, absolute_paths, to_device
 from affect_model.train.tracking import Tracker, check_tracking
 from core import metrics, storage
 from core.runtime import worker_env
@@ -191,6 +192,7 @@ class _Loop:
         self.eval_llm = config.get("eval_llm")
         self.state = {"step": 0, "epoch": 0, "micro": 0}
         self.history = History()
+        self._pads: list[dict] = []  # padding_stats of this step's micro-batches
         self.run_uri = cfg.run_uri
         self.record = config["record"]
         self.tracker: Tracker | None = None  # rank 0's TensorBoard / MLflow sinks (made in run())
@@ -251,6 +253,8 @@ class _Loop:
             return out
 
         shuffle = self.cfg.shuffle_buffer or None
+        if self.cfg.group_by_length and hasattr(task, "lengths"):
+            return self._grouped(shard, collate, epoch + 1_000_003 * cycle, shuffle)
         return shard.iter_torch_batches(
             batch_size=self.cfg.batch_size,
             drop_last=True,
@@ -260,17 +264,38 @@ class _Loop:
             local_shuffle_seed=self.cfg.seed + epoch + 1_000_003 * cycle if shuffle else None,
         )
 
+    def _grouped(self, shard, collate, epoch: int, shuffle: int | None):
+        """Length-grouped batches from buffers of ``length_bucket_size x batch_size`` rows of the shard
+        (``affect_model.train.batching``); as many full batches as ``iter_torch_batches`` gives."""
+        cfg, task, module = self.cfg, self.task, self.engine.module
+        chunks = shard.iter_batches(
+            batch_size=cfg.batch_size * cfg.length_bucket_size,
+            batch_format="numpy",
+            local_shuffle_buffer_size=shuffle,
+            local_shuffle_seed=cfg.seed + epoch if shuffle else None,
+        )
+        return grouped_batches(
+            chunks,
+            lambda chunk: task.lengths(module, chunk),
+            lambda rows: to_device(collate(rows), self.device),
+            cfg.batch_size,
+            cfg.length_bucket_size,
+            seed=cfg.seed + epoch,
+        )
+
     def _epoch(self) -> None:
         epoch, skip = self.state["epoch"], self.state["micro"]
         limit = self.per_epoch * self.cfg.grad_accum
         losses: list[float] = []
         truncated = 0
+        self._pads = []
         t0 = time.perf_counter()
         stopped = False
         for i, batch in self._micro_batches(epoch, limit):
             if i < skip or i >= limit or stopped:
                 continue  # already done before a resume / beyond the last full step: drain the shard
             truncated += int(batch.pop("truncated"))
+            self._pads.append(padding_stats(batch))
             losses.append(self.engine.micro_step(self.task.loss, batch))
             self.state["micro"] = i + 1
             lr = self.engine.lr()  # the rate this step uses (the scheduler moves in step())
@@ -309,7 +334,9 @@ class _Loop:
             "truncated_total": self.history.truncated_answers() + int(sums[1]),
             "samples_per_s": samples / max(seconds, 1e-9),
             "mem_gb": memory_gb(self.device.type),
+            **mean_padding(self._pads),
         }
+        self._pads = []
         self.history.steps.append(rec)
         if self.tracker is not None:
             self.tracker.step(rec)

@@ -32,18 +32,21 @@ def memory_gb(device_type: str) -> float:
 
 
 def step_line(rec: dict, total: int) -> str:
-    """The progress line of one optimizer step (``truncated``: answers cut so far in this run)."""
+    """The progress line of one optimizer step (``truncated``: answers cut so far in this run;
+    ``pad``: the share of padding in the step's text tokens)."""
+    pad = f" pad {rec['pad_frac']:.1%}" if "pad_frac" in rec else ""
     return (
         f"step {rec['step']}/{total} epoch {rec['epoch']} loss {rec['loss']:.4f} lr {rec['lr']:.3e} "
-        f"grad_norm {rec.get('grad_norm', float('nan')):.3f} samples/s {rec['samples_per_s']:.2f} "
+        f"grad_norm {rec.get('grad_norm', float('nan')):.3f} samples/s {rec['samples_per_s']:.2f}{pad} "
         f"mem {rec['mem_gb']:.2f}GiB truncated {rec.get('truncated_total', 0)}"
     )
 
 
 @dataclasses.dataclass
 class History:
-    """Per-step records (step, epoch, loss, lr, grad_norm, samples_per_s, mem_gb, truncated: answers
-    cut to the length limits in that step's batches, truncated_total) and per-epoch evaluations."""
+    """Per-step records (step, epoch, loss, lr, grad_norm, samples_per_s, mem_gb, pad_frac,
+    media_pad_frac, truncated: answers cut to the length limits in that step's batches,
+    truncated_total) and per-epoch evaluations."""
 
     steps: list[dict] = dataclasses.field(default_factory=list)
     epochs: list[dict] = dataclasses.field(default_factory=list)

@@ -74,6 +74,12 @@ class AffectGPTTask:
             out["truncated"] = sum(int(it.get("truncated", 0)) for it in items)
         return out
 
+    def lengths(self, module, batch: dict[str, Any], with_answer: bool = True) -> list[int]:
+        """Token length of each row's text part (what ``collate`` pads), for length-grouped batching."""
+        encode = self._sample_encoder(module)
+        texts = {k: v for k, v in batch.items() if k not in FEATURE_COLUMNS + RAW_COLUMNS}  # no media copies
+        return [encode.text_length(row, with_answer=with_answer) for row in numpy_rows(texts)]
+
     @staticmethod
     def loss(model: Callable, batch: dict) -> Any:
         return model(**batch)
