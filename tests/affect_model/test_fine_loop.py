@@ -36,6 +36,7 @@ def annotate(sample_clips, out, tmp_path) -> None:
 def review(out) -> dict[str, str]:
     """In the browser: edit the first row of the queue, reject the second, accept the next five,
     leave the last one unreviewed. Returns {name: what was done}."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -43,10 +44,16 @@ def review(out) -> dict[str, str]:
     done: dict[str, str] = {}
     with chromium() as browser, serving(create_app(str(out), "alice")) as url:
 
+        def name_on_page(d) -> str | None:
+            try:
+                return d.find_element(By.ID, "name").text.split()[0]
+            except (NoSuchElementException, StaleElementReferenceException, IndexError):
+                return None  # the next page is loading
+
         def opened(previous: str | None = None) -> str:
-            name = lambda d: d.find_element(By.ID, "name").text.split()[0]  # noqa: E731
-            WebDriverWait(browser, 10).until(lambda d: name(d) != previous)
-            return name(browser)
+            """Wait for the row page after ``previous`` to be open; its sample name."""
+            WebDriverWait(browser, 15).until(lambda d: name_on_page(d) not in (None, previous))
+            return name_on_page(browser)
 
         browser.get(url + "/")
         first = opened()
