@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import socket
 import tempfile
 
+from core import storage
 from core.config import Config, check_range
 from core.secrets import has_credentials, is_secret_name
 
@@ -129,7 +129,8 @@ def _start_local(cfg: RayConfig, runtime_env: dict):
         kwargs["num_cpus"] = cfg.num_cpus
     if cfg.num_gpus:
         kwargs["num_gpus"] = cfg.num_gpus
-    with _start_lock(), _loopback_only():
+    lock = os.path.join(tempfile.gettempdir(), f"emer-ray-start-{os.getuid()}.lock")
+    with storage.file_lock(lock), _loopback_only():
         if cfg.dashboard:
             kwargs.update(dashboard_host="127.0.0.1", dashboard_port=dashboard_port(cfg.dashboard_port))
         return ray.init(**kwargs)
@@ -153,17 +154,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-@contextlib.contextmanager
-def _start_lock():
-    path = os.path.join(tempfile.gettempdir(), f"emer-ray-start-{os.getuid()}.lock")
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

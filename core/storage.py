@@ -17,7 +17,9 @@ size an object reports is not trusted); ``file_size`` is the size from a stat / 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import io
 import logging
 import os
@@ -306,3 +308,15 @@ def save_resolved(cfg: Config, directory: str, filename: str = "config.yaml") ->
     uri = join(directory, filename)
     write_text(uri, dump_yaml(cfg))
     return uri
+
+
+@contextlib.contextmanager
+def file_lock(path: str):
+    """An exclusive lock (``flock``) on the local file ``path`` for the block, across processes."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

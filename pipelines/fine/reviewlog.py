@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -173,20 +172,11 @@ def _append_line(uri: str, line: str) -> None:
         os.fsync(fh.fileno())
 
 
-@contextlib.contextmanager
 def _file_lock(data: str):
     """An exclusive lock on ``DATA/review/.lock`` for a local dataset (none for s3://)."""
     if storage.is_s3(data):
-        yield
-        return
-    path = os.path.join(data, REVIEW_DIR, ".lock")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        return contextlib.nullcontext()
+    return storage.file_lock(os.path.join(data, REVIEW_DIR, ".lock"))
 
 
 def agreement(a: Iterable[Decision], b: Iterable[Decision]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import ast
 import json
 import re
 import threading
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -40,20 +39,6 @@ def wheel_dir(shared_dir: Path) -> Path:
     if not (path / "wheel_mapping.json").is_file():
         pytest.skip(f"{path} lacks the emotion-wheel files")
     return path
-
-
-@pytest.fixture
-def emer(capsys) -> Callable[..., tuple[int, str, str]]:
-    """Run ``emer`` through its real entry point; returns (exit code, stdout, stderr)."""
-    from emer.cli import main
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 def group_by_first_letter(labels: list[str]) -> list[list[str]]:

@@ -6,25 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
 from fine_helpers import COLUMNS, clean_row, write_coarse, write_reference, write_wheel
 
-from emer.cli import main
 from pipelines import sink
 from pipelines.fine.view import read_filtered, read_quality
 
 CARD = "# EMER-Coarse annotations\n\nSome counts.\n\n## Columns of `samples/`\n\n| column | meaning |\n"
-
-
-@pytest.fixture
-def emer(capsys):
-    def run(*argv) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 def _coarse(tmp_path):

@@ -12,21 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from fine_helpers import CLEAN_ZH, clean_row, with_media, write_coarse
 
-from emer.cli import main
 from pipelines.fine.reviewlog import Decision, append, content_hash, read_logs
 
 EDITED = "The person is proud and relieved, because she finally passed the hard exam."
-
-
-@pytest.fixture
-def emer(capsys):
-    def run(*argv) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 @pytest.fixture
