@@ -99,6 +99,9 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     if not isinstance(data, dict):
         problems.append(f"{prefix.rstrip('.') or '<root>'} = {data!r}: must be a mapping of keys")
         return None
+    prepare = getattr(cls, "prepare_data", None)  # e.g. sections that inherit keys from a sibling
+    if prepare is not None:
+        data = prepare(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
@@ -126,9 +129,10 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
 def _over_default(field: dataclasses.Field, value: Any) -> Any:
     """A nested section given as a mapping starts from the field's own default (e.g. the evaluation
     LLM's defaults), not from its class defaults."""
-    if not isinstance(value, dict) or field.default_factory is dataclasses.MISSING:
+    if not isinstance(value, dict):
         return value
-    default = field.default_factory()
+    factory = field.default_factory
+    default = factory() if factory is not dataclasses.MISSING else field.default
     if not isinstance(default, Config):
         return value
     return {**dataclasses.asdict(default), **value}

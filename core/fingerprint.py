@@ -109,6 +109,13 @@ def _changes(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[st
     return [(k, a.get(k, _UNSET), b.get(k, _UNSET)) for k in keys if a.get(k, _UNSET) != b.get(k, _UNSET)]
 
 
+def changes(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any], ignore: Iterable[str] = ()
+) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every key not in ``ignore`` that differs; ``old=None``: none."""
+    return [] if old is None else _changes(old, new, ignore)
+
+
 def diff_keys(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:
     """The dotted keys (not in ``ignore``) whose values differ between ``old`` and ``new``, sorted."""
     return [key for key, _, _ in _changes(old, new, ignore)]

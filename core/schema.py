@@ -9,9 +9,12 @@ EMER-Coarse (``OUTPUT/samples/part-*.parquet``): one row per clip that passed th
   ``num_video_frames``, ``audio_s`` (and ``faces`` when the face check ran);
 - media (when ``annotate.store_media``): ``frames`` (JPEG bytes, in time order) and ``audio`` (a FLAC
   file's bytes, 16 kHz mono);
-- the method's outputs: ``audio_clue``, ``video_clue`` (S0 pre-labels), ``description_en`` (the S2
-  merged description), ``description_zh`` (its translation), ``ov_labels`` (open-vocabulary labels,
-  lower-case) and ``ov_raw`` (the label model's raw answer).
+- the method's outputs: ``audio_clue``, ``video_clue`` (S0 pre-labels), or ``av_clue`` (one
+  audio-video model's pre-label, ``annotate.clues: omni``; the other two are then null),
+  ``description_en`` (the S2 merged description), ``description_zh`` (its translation),
+  ``ov_labels`` (open-vocabulary labels, lower-case), ``ov_raw`` (the label model's raw answer)
+  and ``config_fingerprint`` (digest of the output-affecting settings, models and prompts that made
+  the row, see ``pipelines.provenance``).
 Failures (``OUTPUT/failures/``): ``name, stage, reason, outcome, clip``.
 
 EMER-Fine: the reviewed descriptions, a CSV ``name, english`` (MER layout; ``chinese`` and
@@ -37,6 +40,7 @@ NAME, CLIP = "name", "clip"
 FRAMES, AUDIO = "frames", "audio"
 DESCRIPTION_EN, DESCRIPTION_ZH = "description_en", "description_zh"
 OV_LABELS = "ov_labels"
+CONFIG_FINGERPRINT = "config_fingerprint"  # per sample: digest of the settings and models that made it
 
 BASE_COLUMNS = (
     NAME,
@@ -52,7 +56,7 @@ BASE_COLUMNS = (
     "audio_s",
 )
 MEDIA_COLUMNS = (FRAMES, AUDIO)
-LLM_COLUMNS = ("audio_clue", "video_clue", DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, "ov_raw")
+LLM_COLUMNS = ("audio_clue", "video_clue", "av_clue", DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, "ov_raw")
 FAILURE_COLUMNS = (NAME, "stage", "reason", "outcome", CLIP)
 
 # EMER-Fine CSV (MER layout)
@@ -80,10 +84,12 @@ TYPES: dict[str, pa.DataType] = {
     AUDIO: pa.binary(),
     "audio_clue": pa.string(),
     "video_clue": pa.string(),
+    "av_clue": pa.string(),
     DESCRIPTION_EN: pa.string(),
     DESCRIPTION_ZH: pa.string(),
     OV_LABELS: pa.list_(pa.string()),
     "ov_raw": pa.string(),
+    CONFIG_FINGERPRINT: pa.string(),
 }
 
 

@@ -84,10 +84,13 @@ def model_keys(run: RunConfig, sections: Sequence[str]) -> list[tuple[str, str]]
     """(config key, model) for every model that ``sections`` of ``run`` load in-process."""
     items: list[tuple[str, str]] = []
     if "annotate" in sections and run.annotate.llm_stages:  # stop_after=decode/check loads no model
-        for role in ("audio", "video", "text"):
-            llm = getattr(run.annotate, role)
-            if llm.backend != "openai":
-                items.append((f"annotate.{role}.model", llm.model))
+        seen = set()
+        for role in run.annotate.roles():
+            key = role if getattr(run.annotate, role) is not None else "text"  # a step using ``text``
+            llm = run.annotate.llm(role)
+            if llm.backend != "openai" and key not in seen:
+                seen.add(key)
+                items.append((f"annotate.{key}.model", llm.model))
     if "model" in sections:
         m = run.model
         items += [("model.vision_model", m.vision_model), ("model.audio_model", m.audio_model)]

@@ -20,22 +20,22 @@ from typing import Any
 from core import placement, storage
 from core.config import to_plain
 from core.failures import FATAL_HINT, FatalStreak, RunFailed, check_failure_budget
-from core.fingerprint import check_resume
+from core.fingerprint import ResumeMismatch
+from core.fingerprint import changes as fingerprint_changes
 from core.llm import tiny
 from core.metrics import ProgressLine
 from core.runtime import worker_env
 from core.stage import FAILED, map_stages
-from pipelines import card, sink
-from pipelines.config import RESUME_IGNORED, AnnotateConfig, StageConfig
+from pipelines import card, provenance, sink
+from pipelines.config import KIND, RESUME_IGNORED, AnnotateConfig, StageConfig
 from pipelines.inputs import Listing, build_listing
 from pipelines.stages import (
-    AudioClueStage,
     CheckStage,
     DecodeStage,
     DisambiguateStage,
     OVLabelStage,
     TranslateStage,
-    VideoClueStage,
+    llm_stage_classes,
 )
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ class Plan:
 def plan_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str) -> Plan:
     """List and key the input, reconcile the output, choose the rows to (re)process.
 
-    An output started under other output-affecting settings is refused before anything is written."""
-    check_unchanged(cfg, output)
+    ``output`` is already checked against its manifest (``check_unchanged``)."""
     listing = build_listing(input_uri, subtitles_uri, cfg)
     state = sink.reconcile(output, temp_age_s=0)  # no writer runs yet: every temp file is stale
     if cfg.retry_failed:
@@ -73,30 +72,57 @@ def plan_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, out
     return Plan(listing, state, todo, len(listing.rows) - len(todo))
 
 
-def check_unchanged(cfg: AnnotateConfig, output: str) -> None:
-    """Raise ``ResumeMismatch`` listing each changed key when ``output`` holds a run made under other
-    output-affecting settings (its manifest's config); operational keys (``RESUME_IGNORED``) may change."""
+ON_CHANGE = ("refuse", "accept", "new")
+
+
+def check_unchanged(cfg: AnnotateConfig, output: str, on_change: str = "refuse") -> str:
+    """The output folder to write: ``output`` unless it holds a run made under other output-affecting
+    settings (its manifest's config, its steps' prompts and model revisions). Then ``on_change``:
+    refuse (raise ``ResumeMismatch`` listing each change), accept (resume and mix; every row keeps
+    its ``config_fingerprint``) or new (a sibling folder named by the new settings' fingerprint).
+    Operational keys (``RESUME_IGNORED``: resources, retries, batch sizes) may always change."""
     uri = storage.join(output, "manifest.json")
     if not storage.exists(uri):
-        return
-    saved = json.loads(storage.read_text(uri)).get("config")
+        return output
+    saved = json.loads(storage.read_text(uri))
+    changes = fingerprint_changes(saved.get("config"), to_plain(cfg), RESUME_IGNORED)
+    changes += provenance.changes(saved.get("provenance"), provenance.steps(cfg))
+    if not changes or on_change == "accept":
+        if changes:
+            log.warning("annotate: resuming %s under %d changed setting(s) (accepted)", output, len(changes))
+        return output
+    if on_change == "new":
+        fresh = f"{output.rstrip('/')}-{provenance.run_fingerprint(cfg, RESUME_IGNORED)[:8]}"
+        log.warning("annotate: %s was made under other settings; writing to %s instead", output, fresh)
+        return check_unchanged(cfg, fresh, "refuse")
     fix = (
-        f"restore the old values (in {storage.join(output, 'config.yaml')}) to resume, or give another "
-        "--output to annotate afresh under the new settings"
+        f"restore the old values (in {storage.join(output, 'config.yaml')}) to resume, give another "
+        "--output, or pass --on-config-change=new (a new sibling output) or =accept (mix, rows keep "
+        "their config_fingerprint)"
     )
-    check_resume(saved, to_plain(cfg), RESUME_IGNORED, f"the annotation in {output}", fix)
+    raise ResumeMismatch(f"the annotation in {output}", changes, fix)
 
 
 def stage_groups(cfg: AnnotateConfig) -> list[tuple[list, StageConfig, Any]]:
-    """Stages grouped by the actor pool they run in: (stage classes, resources, LLM config or None)."""
+    """Stages grouped by the actor pool they run in: (stage classes, resources, LLM config or None).
+
+    Each model role gets its own pool, except that consecutive text steps with the same model config
+    and the same resources share one pool and one loaded model (as the demo's three text steps do).
+    """
     groups: list[tuple[list, StageConfig, Any]] = [([DecodeStage, CheckStage], cfg.stages.decode, None)]
-    if cfg.llm_stages:
-        groups += [
-            ([AudioClueStage], cfg.stages.audio, cfg.audio),
-            ([VideoClueStage], cfg.stages.video, cfg.video),
-            ([DisambiguateStage, TranslateStage, OVLabelStage], cfg.stages.text, cfg.text),
-        ]
+    for cls in llm_stage_classes(cfg):
+        role = cls.role_for(cfg)
+        llm, res = cfg.llm(role), cfg.stages.of(role)
+        last = groups[-1]
+        if last[2] is not None and KIND.get(role) == "text" and (last[2], last[1]) == (llm, res):
+            if last[0][-1] in TEXT_STAGES:
+                last[0].append(cls)
+                continue
+        groups.append(([cls], res, llm))
     return groups
+
+
+TEXT_STAGES = (DisambiguateStage, TranslateStage, OVLabelStage)
 
 
 def pool_bounds(cfg: AnnotateConfig, groups) -> list[tuple[int, int]]:
@@ -117,13 +143,37 @@ def pool_bounds(cfg: AnnotateConfig, groups) -> list[tuple[int, int]]:
 
 
 def _auto_bounds(res: StageConfig, llm, totals: dict) -> tuple[int, int] | None:
-    gpus = llm.num_gpus if llm is not None else 0.0
+    gpus = _gpus(llm)
     if res.actors:
         return res.actors, res.actors
-    if res.resources or gpus:
-        per_actor = {"CPU": res.num_cpus, "GPU": gpus, **res.resources}
+    if _resources(res, llm) or gpus:
+        per_actor = {"CPU": res.num_cpus, "GPU": gpus, **_resources(res, llm)}
         return placement.pool_bounds(0, per_actor, res.max_actors, totals)
     return (1, 1) if llm is not None else None
+
+
+def _gpus(llm) -> float:
+    """GPUs per actor of a model stage: the role's ``num_gpus``; none for an endpoint role (openai),
+    whose actors only send requests, whatever a placement preset asks."""
+    return 0.0 if llm is None or llm.backend == "openai" else llm.num_gpus
+
+
+def stage_asks(cfg: AnnotateConfig) -> dict[str, dict[str, Any]]:
+    """What one actor of each pool asks, by role ("decode" for the CPU pool): its GPUs and custom
+    resources as they reach Ray (an endpoint role asks no GPU and no ``llm`` slot)."""
+    out: dict[str, dict[str, Any]] = {}
+    for stages, res, llm in stage_groups(cfg):
+        roles = ["decode"] if llm is None else [cls.role_for(cfg) for cls in stages]
+        for role in roles:
+            out[role] = {"gpus": _gpus(llm), "resources": _resources(res, llm)}
+    return out
+
+
+def _resources(res: StageConfig, llm) -> dict[str, float]:
+    """Custom resources per actor: the stage's, less the GPU-node ``llm`` slot for an endpoint role."""
+    if llm is not None and llm.backend == "openai":
+        return {k: float(v) for k, v in res.resources.items() if k != placement.LLM}
+    return {k: float(v) for k, v in res.resources.items()}
 
 
 def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool = False):
@@ -147,9 +197,9 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
         if i == len(groups) - 1:
             chain.append((sink.WriteStage, {"output": output}))
         remote = placement.remote_args(
-            res.resources,
+            _resources(res, llm),
             num_cpus=res.num_cpus,
-            num_gpus=llm.num_gpus if llm is not None else None,
+            num_gpus=_gpus(llm) or None,
             max_restarts=res.max_restarts,
             max_task_retries=0 if isolate else res.max_task_retries,
         )
@@ -216,13 +266,22 @@ def consume(
 
 
 def run_annotation(
-    cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str, resolved: Any = None
+    cfg: AnnotateConfig,
+    input_uri: str,
+    subtitles_uri: str,
+    output: str,
+    resolved: Any = None,
+    on_change: str = "refuse",
 ) -> dict[str, Any]:
-    """Annotate, resuming from what ``output`` holds; returns the manifest (also written to OUTPUT).
+    """Annotate, resuming from what ``output`` holds; returns the manifest (also written to OUTPUT;
+    ``manifest["output"]`` is the folder written, another one with ``on_change="new"``).
 
     ``resolved``: the whole run config to save as ``OUTPUT/config.yaml`` (default: ``cfg``).
+    An output started under other output-affecting settings is handled by ``on_change`` (see
+    ``check_unchanged``) before anything is written.
     """
     start = time.perf_counter()
+    output = check_unchanged(cfg, output, on_change)
     plan = plan_annotation(cfg, input_uri, subtitles_uri, output)
     log.info(
         "annotate: %d to process, %d already finished%s",
@@ -308,10 +367,11 @@ def check_outcome(cfg: AnnotateConfig, manifest: dict[str, Any]) -> None:
 
 def with_tiny_models(cfg: AnnotateConfig, models_dir: str, max_new_tokens: int = 24) -> AnnotateConfig:
     """``cfg`` with every LLM role on a tiny random-weight checkpoint of the real model class, built
-    once under ``models_dir`` (the offline demo; the text they generate is gibberish)."""
+    once under ``models_dir`` (the offline demo; the text they generate is gibberish). The text steps
+    use ``text``'s; the omni role has no in-process class, so the clues stay separate."""
 
-    roles = {
-        role: getattr(cfg, role).replace(
+    def tiny_role(role: str) -> Any:
+        return getattr(cfg, role).replace(
             backend="transformers",
             model=tiny.BUILDERS[role](f"{models_dir}/{role}"),
             model_class="",
@@ -319,9 +379,10 @@ def with_tiny_models(cfg: AnnotateConfig, models_dir: str, max_new_tokens: int =
             min_new_tokens=min(4, max_new_tokens),
             num_gpus=0.0,
         )
-        for role in ("audio", "video", "text")
-    }
-    return cfg.replace(**roles)
+
+    steps = dict.fromkeys(("disambiguate", "translate_en_zh", "translate_zh_en", "ov"))
+    roles = {role: tiny_role(role) for role in ("audio", "video", "text")}
+    return cfg.replace(clues="separate", **roles, **steps)
 
 
 def _lost(todo: list[dict[str, Any]], done: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,8 +25,8 @@ from core.config import dump_yaml, to_plain
 from core.fingerprint import fingerprint
 from core.llm.tiny import MARKER as TINY_MARKER
 from core.plots import pyplot
-from core.schema import OV_LABELS
-from pipelines import sink
+from core.schema import CONFIG_FINGERPRINT, OV_LABELS
+from pipelines import provenance, sink
 from pipelines.config import RESUME_IGNORED
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,8 @@ def write_manifest_and_card(
         "prompt_variants": cfg.prompt_variants() if cfg.llm_stages else {},
         "config": to_plain(cfg),
         "config_fingerprint": fingerprint(to_plain(cfg), RESUME_IGNORED),
+        "provenance": provenance.steps(cfg),
+        "row_fingerprints": _row_fingerprints(output),
         "versions": versions(),
     }
     text = json.dumps(manifest, indent=2, ensure_ascii=False)
@@ -236,6 +238,18 @@ def _about(m: dict[str, Any]) -> list[str]:
         "and prompts: EMER (Lian et al.), AffectGPT section 3, MER2024 sections 2.1 and 2.3.",
         "",
     ]
+    if m.get("provenance"):
+        lines += ["Provenance of each step (also in `manifest.json`):", ""]
+        lines += ["| step | role | backend | model | revision | prompt (hash) | sampling |"]
+        lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+        for step, p in m["provenance"].items():
+            samp = ", ".join(f"{k} {v}" for k, v in p["sampling"].items())
+            cells = (step, p["role"], p["backend"], p["model"], p["revision"])
+            lines.append(
+                "| " + " | ".join(_cell(c) for c in cells) + f" | {p['prompt']} ({p['prompt_hash']}) "
+                f"| {_cell(samp)} |"
+            )
+        lines += ["", f"emer {next(iter(m['provenance'].values()))['emer']}.", ""]
     if m["models"]:
         lines += ["Models:", ""]
         for role, model in m["models"].items():
@@ -298,10 +312,19 @@ def update_quality_section(output: str, summary: dict[str, Any]) -> None:
     storage.write_text(uri, with_quality_section(text, summary))
 
 
+def _row_fingerprints(output: str) -> dict[str, int]:
+    """``config_fingerprint`` -> samples made under it (more than one: an accepted mix)."""
+    try:
+        rows = _read(output, sink.SAMPLES, [CONFIG_FINGERPRINT])
+    except Exception as err:  # noqa: BLE001 - shards written before the column existed
+        log.warning("samples without %s (written by an older emer): %s", CONFIG_FINGERPRINT, err)
+        return {}
+    return dict(Counter(r[CONFIG_FINGERPRINT] or "none" for r in rows))
+
+
 def _random_roles(cfg: Any) -> list[str]:
     """Roles whose model folder is a tiny random-weight checkpoint (``core.llm.tiny``'s marker)."""
-    roles = ("audio", "video", "text")
-    return [r for r in roles if (Path(getattr(cfg, r).model).expanduser() / TINY_MARKER).is_file()]
+    return [r for r in cfg.roles() if (Path(cfg.llm(r).model).expanduser() / TINY_MARKER).is_file()]
 
 
 def _cell(text: str) -> str:

@@ -2,9 +2,12 @@
 
 Media (frames sampled per clip, frame size, JPEG quality), the clip filter (duration bounds from
 MER2024: 2-16 s, audio present, audio length consistent with the video, optional face count), the
-subtitle language that feeds the prompts, the LLM of each role (``audio``, ``video``, ``text``: one
-``LLMConfig`` each, prompts overridable there), per-stage Ray resources (``stages.<name>``:
-num_cpus, actors, batch_size, max_restarts; GPUs come from the role's ``num_gpus``) and reliability
+subtitle language that feeds the prompts, the LLM of each role (one ``LLMConfig`` each, prompts
+overridable there: ``audio`` and ``video`` clues, or one ``omni`` model that hears and sees the clip;
+the text steps ``disambiguate``, ``translate_en_zh``, ``translate_zh_en`` and ``ov``, each of which
+inherits every key it does not set from ``text``), per-stage Ray resources (``stages.<role>``, the
+text steps inheriting from ``stages.text`` likewise: num_cpus, actors, batch_size, max_restarts; GPUs
+come from the role's ``num_gpus``) and reliability
 knobs (retry_failed, max_errored_blocks, crash isolation). Limits on one clip's cost to a decode worker:
 ``max_clip_bytes`` (checked from the file/object size before reading, and while an S3 copy streams)
 and ``decode_timeout_s`` (decoding runs in a child process that is killed when it takes longer).
@@ -23,6 +26,31 @@ TRANSLATIONS = ("en_zh", "zh_en", "none")
 STOP_AFTER = ("check", "labels")
 AUDIO_BACKENDS = ("pyav", "ffmpeg")
 VIDEO_PROMPTS = ("video_clue", "frames_clue")
+CLUES = ("separate", "omni")  # audio + video LLMs (the papers), or one audio-video (omni) model
+TEXT_STEPS = ("disambiguate", "translate_en_zh", "translate_zh_en", "ov")
+ROLES = ("audio", "video", "omni", *TEXT_STEPS)  # every model role of the annotation
+KIND = {"audio": "audio", "video": "video", "omni": "omni", **{s: "text" for s in TEXT_STEPS}}
+INHERIT_FROM = "text"  # the text steps' shared base (in ``annotate`` and in ``annotate.stages``)
+
+
+def inherit(data: dict, children=TEXT_STEPS, base: str = INHERIT_FROM) -> dict:
+    """Config data with each child section given there laid over a deep copy of ``base``'s data.
+
+    A child that is not given stays absent (None: it uses ``base`` as a whole at run time)."""
+    out = dict(data)
+    parent = data.get(base)
+    for child in children:
+        given = data.get(child)
+        if isinstance(given, dict) and isinstance(parent, dict):
+            out[child] = _overlay(parent, given)
+    return out
+
+
+def _overlay(base: dict, top: dict) -> dict:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in top.items():
+        out[k] = _overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +89,26 @@ class StageConfig(Config):
 
 @dataclasses.dataclass(frozen=True)
 class StagesConfig(Config):
-    """Per-stage resources, e.g. ``--annotate.stages.decode.actors=8``."""
+    """Per-stage resources, e.g. ``--annotate.stages.decode.actors=8``; a text step not given uses
+    ``text`` (given, it inherits every key it does not set from ``text``)."""
 
     decode: StageConfig = StageConfig()
     audio: StageConfig = StageConfig(batch_size=8)
     video: StageConfig = StageConfig(batch_size=8)
+    omni: StageConfig = StageConfig(batch_size=4)
     text: StageConfig = StageConfig(batch_size=16)
+    disambiguate: StageConfig | None = None
+    translate_en_zh: StageConfig | None = None
+    translate_zh_en: StageConfig | None = None
+    ov: StageConfig | None = None
+
+    @classmethod
+    def prepare_data(cls, data: dict) -> dict:
+        return inherit(data)
+
+    def of(self, role: str) -> StageConfig:
+        """The resources of ``role``'s stage (a text step not given: ``text``)."""
+        return getattr(self, role) or self.text
 
 
 def _llm(model: str, max_new_tokens: int = 512) -> LLMConfig:
@@ -99,9 +141,15 @@ class AnnotateConfig(Config):
     translate: str = "en_zh"  # direction of the translation step (description language -> other)
     video_prompt: str = "video_clue"  # video_clue (video LLM, Table 6 S0) or frames_clue (Table 1 #1)
     video_prompt_frames: int = 0  # frames given to the video LLM (uniform subset); 0 = all
+    clues: str = "separate"  # separate: audio + video LLM (the papers); omni: one audio-video model
     audio: LLMConfig = _llm("Qwen/Qwen2-Audio-7B-Instruct")
     video: LLMConfig = _llm("Qwen/Qwen2.5-VL-7B-Instruct")
-    text: LLMConfig = _llm("Qwen/Qwen2-7B-Instruct")
+    omni: LLMConfig = LLMConfig(backend="vllm", model="Qwen/Qwen2.5-Omni-7B", num_gpus=1.0)
+    text: LLMConfig = _llm("Qwen/Qwen2-7B-Instruct")  # the text steps' base (keys they do not set)
+    disambiguate: LLMConfig | None = None  # S2: clues + subtitle -> description (None: ``text``)
+    translate_en_zh: LLMConfig | None = None
+    translate_zh_en: LLMConfig | None = None
+    ov: LLMConfig | None = None  # open-vocabulary label extraction
     stop_after: str = "labels"  # "check": decode + check + write only (no LLM stages)
     # Ray and reliability
     stages: StagesConfig = StagesConfig()
@@ -112,9 +160,19 @@ class AnnotateConfig(Config):
     max_failure_fraction: float = 0.5  # more of this run's rows failed: exit non-zero (rows are kept)
     stop_after_fatal: int = 8  # this many rows in a row failed on 401/403/404: stop early; 0 = never
 
+    @classmethod
+    def prepare_data(cls, data: dict) -> dict:
+        return inherit(data)
+
     def problems(self) -> list[str]:
         out: list[str] = []
         check_range(out, "annotate.frames", self.frames, 1, 256)
+        check_choice(out, "annotate.clues", self.clues, CLUES)
+        if self.clues == "omni" and self.omni.backend == "transformers":
+            out.append(
+                "annotate.omni.backend = 'transformers': the omni role runs on vllm (Qwen2.5-Omni) "
+                "or on an OpenAI-compatible endpoint that takes audio and images (backend: openai)"
+            )
         check_range(out, "annotate.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
         check_range(out, "annotate.stop_after_fatal", self.stop_after_fatal, 0, None)
         check_range(out, "annotate.frame_size", self.frame_size, 16, 4096)
@@ -152,11 +210,23 @@ class AnnotateConfig(Config):
     def llm_stages(self) -> bool:
         return self.stop_after == "labels"
 
+    def llm(self, role: str) -> LLMConfig:
+        """The LLM config ``role`` runs with (a text step not given: ``text``)."""
+        return getattr(self, role) or self.text
+
+    def roles(self) -> list[str]:
+        """The model roles this run calls, in pipeline order (none when it stops after the check)."""
+        if not self.llm_stages:
+            return []
+        clues = ["omni"] if self.clues == "omni" else ["audio", "video"]
+        translate = [f"translate_{self.translate}"] if self.translate != "none" else []
+        return [*clues, "disambiguate", *translate, "ov"]
+
     def prompt_variants(self) -> dict[str, dict[str, object]]:
         """Role -> the prompts it replaces and its few-shot examples per prompt ({} = the papers')."""
         out: dict[str, dict[str, object]] = {}
-        for role in ("audio", "video", "text"):
-            c = getattr(self, role)
+        for role in self.roles():
+            c = self.llm(role)
             if c.prompts or c.examples:
                 out[role] = {
                     "replaced": sorted(c.prompts),
@@ -166,10 +236,7 @@ class AnnotateConfig(Config):
 
     def model_ids(self) -> dict[str, str]:
         """Role -> "backend:model", for the manifest."""
-        return {
-            role: f"{c.backend}:{c.model}"
-            for role, c in (("audio", self.audio), ("video", self.video), ("text", self.text))
-        }
+        return {role: f"{self.llm(role).backend}:{self.llm(role).model}" for role in self.roles()}
 
 
 _LLM_OPERATIONAL = (
@@ -196,6 +263,6 @@ RESUME_IGNORED = frozenset(
         "progress_every_s",
         "max_failure_fraction",
         "stop_after_fatal",
-        *(f"{role}.{key}" for role in ("audio", "video", "text") for key in _LLM_OPERATIONAL),
+        *(f"{role}.{key}" for role in (*ROLES, INHERIT_FROM) for key in _LLM_OPERATIONAL),
     }
 )

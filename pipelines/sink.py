@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from core import metrics, storage
 from core.schema import (
     BASE_COLUMNS,
+    CONFIG_FINGERPRINT,
     FAILED,
     FAILURE_COLUMNS,
     LLM_COLUMNS,
@@ -41,6 +42,8 @@ from core.schema import (
     rows_to_table,
 )
 from core.stage import Stage
+from pipelines.config import RESUME_IGNORED
+from pipelines.provenance import run_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def shard_id(names: Iterable[str]) -> str:
 def sample_columns(cfg) -> tuple[str, ...]:
     cols = BASE_COLUMNS + (("faces",) if cfg.face_check else ())
     cols += MEDIA_COLUMNS if cfg.store_media else ()
-    return cols + (LLM_COLUMNS if cfg.llm_stages else ())
+    return cols + (LLM_COLUMNS if cfg.llm_stages else ()) + (CONFIG_FINGERPRINT,)
 
 
 def write_shard(output: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pa.Table:
@@ -96,9 +99,13 @@ class WriteStage(Stage):
 
     name = "write"
 
+    def setup(self) -> None:
+        self.fingerprint = run_fingerprint(self.cfg, RESUME_IGNORED)
+
     def finish(self, rows: list[dict[str, Any]]) -> pa.Table:
         for r in rows:
             r.setdefault("outcome", OK)
+            r[CONFIG_FINGERPRINT] = self.fingerprint
         return write_shard(self.options["output"], rows, sample_columns(self.cfg))
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -4,9 +4,9 @@ CPU stages decode and filter clips (``pipelines.media``): the clip is fetched un
 (``pipelines.fetch``) and decoded in a child process with a per-row timeout
 (``pipelines.decode_worker``; ``decode_timeout_s = 0``: in-process, no timeout). LLM stages render
 the papers' prompts (``core.llm.prompts``: subtitles and clues go in as quoted data), call the
-role's backend (``core.llm``; one instance per role per actor, so the three text stages share one
-model) and parse answers defensively (``core.llm.labels``). A failed LLM call fails its row, with
-the reason.
+role's backend (``core.llm``; one instance per equal role config per actor, so text steps that run
+one model in one pool share it) and parse answers defensively (``core.llm.labels``). A failed LLM
+call fails its row, with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from core.llm.labels import parse_ov_labels
 from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, decode_audio, encode_audio
 from core.stage import OK, REJECTED, Stage, fail
 from pipelines import decode_worker, fetch, media
+from pipelines.config import KIND, AnnotateConfig
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,23 @@ class LLMStage(Stage):
     """A stage that asks the role's LLM one question per row and stores the answer."""
 
     output = ""
+    prompt = ""  # the registry prompt this stage asks (``prompt_for`` when it depends on the config)
+
+    @classmethod
+    def prompt_for(cls, cfg: Any) -> str:
+        return cls.prompt
+
+    @classmethod
+    def role_for(cls, cfg: Any) -> str:
+        """The model role this stage calls under ``cfg`` (``annotate.<role>``, ``stages.<role>``)."""
+        return cls.role
 
     def setup(self) -> None:
-        self.llm_cfg = getattr(self.cfg, self.role)
+        self.role = self.role_for(self.cfg)
+        self.llm_cfg = self.cfg.llm(self.role)
+        kind = KIND[self.role]
         self.backend = self.shared_state(
-            self.role, self.llm_cfg, lambda: create_backend(self.llm_cfg, self.role)
+            "llm", (kind, self.llm_cfg), lambda: create_backend(self.llm_cfg, kind)
         )
 
     def request(self, row: dict[str, Any]):
@@ -181,7 +194,7 @@ class LLMStage(Stage):
 class AudioClueStage(LLMStage):
     """Strategy S0: the audio LLM describes the acoustic emotion clues (no subtitle)."""
 
-    name, role, output = "audio_clue", "audio", "audio_clue"
+    name, role, output, prompt = "audio_clue", "audio", "audio_clue", "audio_clue"
     needs = ("audio",)
     produces = ("audio_clue",)
 
@@ -189,7 +202,7 @@ class AudioClueStage(LLMStage):
         if not row.get("audio"):
             row[self.output] = ""  # allowed only when require_audio is off
             return None
-        return self.ask("audio_clue", audio=decode_audio(row["audio"]))
+        return self.ask(self.prompt, audio=decode_audio(row["audio"]))
 
 
 class VideoClueStage(LLMStage):
@@ -198,6 +211,10 @@ class VideoClueStage(LLMStage):
     name, role, output = "video_clue", "video", "video_clue"
     needs = ("frames", "duration_s")
     produces = ("video_clue",)
+
+    @classmethod
+    def prompt_for(cls, cfg: Any) -> str:
+        return cfg.video_prompt
 
     def request(self, row: dict[str, Any]):
         frames = list(row["frames"])
@@ -208,14 +225,44 @@ class VideoClueStage(LLMStage):
         return self.ask(self.cfg.video_prompt, values, frames=frames, fps=fps)
 
 
-class DisambiguateStage(LLMStage):
-    """Strategy S2: the text LLM merges the audio and video clues with the subtitle (Table 1 #3)."""
+class OmniClueStage(LLMStage):
+    """Strategy S0 with one audio-video model (EMER Table 6, audio-video LLM): it hears the audio and
+    sees the frames in one request, as Qwen2.5-Omni does."""
 
-    name, role = "disambiguate", "text"
+    name, role, output, prompt = "av_clue", "omni", "av_clue", "av_clue"
+    needs = ("audio", "frames", "duration_s")
+    produces = ("av_clue",)
+
+    def request(self, row: dict[str, Any]):
+        frames = list(row["frames"])
+        k = self.cfg.video_prompt_frames or len(frames)
+        frames = [frames[i] for i in media.sample_indices(len(frames), k)]
+        fps = len(frames) / row["duration_s"] if row["duration_s"] else None
+        audio = decode_audio(row["audio"]) if row.get("audio") else None
+        return self.ask(self.prompt, frames=frames, audio=audio, fps=fps)
+
+
+class DisambiguateStage(LLMStage):
+    """Strategy S2: the text LLM merges the audio and video clues (or the one audio-video clue) with
+    the subtitle (Table 1 #3)."""
+
+    name, role = "disambiguate", "disambiguate"
     needs = ("audio_clue", "video_clue", "subtitle")
     produces = (DESCRIPTION_EN, DESCRIPTION_ZH)
 
+    @classmethod
+    def prompt_for(cls, cfg: Any) -> str:
+        return "disambiguate_av" if cfg.clues == "omni" else "disambiguate"
+
+    def setup(self) -> None:
+        super().setup()
+        if self.cfg.clues == "omni":
+            self.needs = ("av_clue", "subtitle")
+
     def request(self, row: dict[str, Any]):
+        if self.cfg.clues == "omni":
+            values = {"av_clue": row["av_clue"] or "", "subtitle": row["subtitle"] or ""}
+            return self.ask("disambiguate_av", values)
         values = {
             "audio_clue": row["audio_clue"] or "",
             "video_clue": row["video_clue"] or "",
@@ -231,9 +278,17 @@ class DisambiguateStage(LLMStage):
 class TranslateStage(LLMStage):
     """EN <-> ZH, so every description is bilingual."""
 
-    name, role = "translate", "text"
+    name, role = "translate", "translate_en_zh"
     needs = (DESCRIPTION_EN, DESCRIPTION_ZH)
     produces = (DESCRIPTION_EN, DESCRIPTION_ZH)
+
+    @classmethod
+    def role_for(cls, cfg: Any) -> str:
+        return "translate_zh_en" if cfg.translate == "zh_en" else "translate_en_zh"
+
+    @classmethod
+    def prompt_for(cls, cfg: Any) -> str:
+        return cls.role_for(cfg)
 
     def request(self, row: dict[str, Any]):
         if self.cfg.translate == "none":
@@ -248,14 +303,23 @@ class TranslateStage(LLMStage):
 class OVLabelStage(LLMStage):
     """Open-vocabulary labels from the description (EMER Table 2 #4), parsed into a clean list."""
 
-    name, role = "ov_labels", "text"
+    name, role, prompt = "ov_labels", "ov", "ov_extract"
     needs = (DESCRIPTION_EN, DESCRIPTION_ZH)
     produces = (OV_LABELS, "ov_raw")
 
     def request(self, row: dict[str, Any]):
         clues = row.get(DESCRIPTION_EN) or row.get(DESCRIPTION_ZH) or ""
-        return self.ask("ov_extract", {"clues": clues})
+        return self.ask(self.prompt, {"clues": clues})
 
     def accept(self, row: dict[str, Any], text: str) -> None:
         row["ov_raw"] = text
         row[OV_LABELS] = parse_ov_labels(text)
+
+
+def llm_stage_classes(cfg: AnnotateConfig) -> list[type]:
+    """The model stages this run uses, in order (``cfg.roles()`` names their roles)."""
+    if not cfg.llm_stages:
+        return []
+    clues = [OmniClueStage] if cfg.clues == "omni" else [AudioClueStage, VideoClueStage]
+    translate = [TranslateStage] if cfg.translate != "none" else []
+    return [*clues, DisambiguateStage, *translate, OVLabelStage]

@@ -20,7 +20,7 @@ from core.llm.prompts import PROMPTS, render, system_for
 from core.schema import SAMPLE_RATE
 
 BACKENDS = ("transformers", "openai", "vllm")
-ROLES = ("text", "audio", "video")
+ROLES = ("text", "audio", "video", "omni")  # the kinds of input a backend is asked for
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -42,6 +42,7 @@ class LLMConfig(Config):
     backend: str = "transformers"
     model: str = "Qwen/Qwen2-7B-Instruct"
     model_class: str = ""  # transformers class name; empty: the role's default
+    revision: str = ""  # hub revision (branch, tag or commit) to load; empty: the default branch
     base_url: str = ""  # openai: endpoint, e.g. http://127.0.0.1:8000/v1; empty: api.openai.com
     api_key_env: str = "OPENAI_API_KEY"  # name of the variable holding the key; empty: no key
     max_new_tokens: int = 512
@@ -214,6 +215,8 @@ class LLMBackend(ABC):
             return "audio role needs request.audio (16 kHz mono float32)"
         if self.role == "video" and not req.frames:
             return "video role needs request.frames (JPEG bytes)"
+        if self.role == "omni" and (not req.frames or req.audio is None):
+            return "omni role needs request.frames (JPEG bytes) and request.audio (16 kHz mono float32)"
         if self.role == "text" and self.text_only and (req.frames or req.audio is not None):
             return "the text role takes no media; send frames / audio to the video / audio role"
         if req.audio is not None:

@@ -36,6 +36,7 @@ FIELD_LABELS = {
     "subtitle": "Subtitle",
     "audio_clue": "Audio clues",
     "video_clue": "Video clues",
+    "av_clue": "Audio-video clues",
     "clues": "Clues",
     "text": "Text",
     "labels": "Emotions",
@@ -97,6 +98,16 @@ PROMPTS: dict[str, PromptTemplate] = {
             data=("subtitle",),
             source="EMER Table 6, video LLM, S1",
         ),
+        # EMER (seed 001), Appendix Table 6, audio-video LLM, without subtitle (strategy S0): one model
+        # that hears the audio and sees the frames (``annotate.clues: omni``).
+        PromptTemplate(
+            "av_clue",
+            "As an expert in the field of emotions, please focus on the facial expressions, body "
+            "movements, environment, acoustic information, etc., in the video to discern clues related "
+            "to the emotions of the individual. Please provide a detailed description and ultimately "
+            "predict the emotional state of the individual in the video.",
+            source="EMER Table 6, audio-video LLM, S0",
+        ),
         # EMER (seed 001), Table 1 #1: pre-label visual clue from uniformly sampled frames (images).
         PromptTemplate(
             "frames_clue",
@@ -134,6 +145,17 @@ PROMPTS: dict[str, PromptTemplate] = {
             "integrate the audio and video cues for analysis.",
             data=("audio_clue", "video_clue", "subtitle"),
             source="EMER Table 1 #3",
+        ),
+        # Table 1 #3 for one audio-video clue instead of two (``annotate.clues: omni``); wording adapted.
+        PromptTemplate(
+            "disambiguate_av",
+            "Please assume the role of an expert in the field of emotions. We provide audio-video cues "
+            "that may be related to the emotions of the characters. Additionally, we provide the "
+            "original subtitle of the video. Please analyze which parts of the subtitle can be used to "
+            "infer the emotional states of the characters and provide reasoning for your inference. In "
+            "the process of inference, please integrate the audio-video cues for analysis.",
+            data=("av_clue", "subtitle"),
+            source="EMER Table 1 #3, adapted to one audio-video clue",
         ),
         # Ours: the papers translate with GPT-3.5 / Qwen2-7B (AffectGPT section 3.2) but print no prompt.
         PromptTemplate(

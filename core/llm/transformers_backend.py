@@ -41,6 +41,10 @@ class TransformersBackend(LLMBackend):
         import torch
         import transformers
 
+        if role not in DEFAULT_CLASSES:
+            raise ValueError(
+                f"the transformers backend has no {role} model class; use backend vllm or openai"
+            )
         name = cfg.model_class or DEFAULT_CLASSES[role]
         cls = getattr(transformers, name, None)
         if cls is None:
@@ -51,15 +55,19 @@ class TransformersBackend(LLMBackend):
         dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
         start = time.perf_counter()
         kwargs = {"dtype": dtype}
+        rev = {"revision": cfg.revision} if cfg.revision else {}
+        kwargs.update(rev)
         if self.device == "cuda" and cfg.num_gpus > 1:
             kwargs["device_map"] = "auto"
         try:
             self.model = cls.from_pretrained(cfg.model, **kwargs)
             if role == "text":
                 self.processor = None
-                self.tokenizer = transformers.AutoTokenizer.from_pretrained(cfg.model, padding_side="left")
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    cfg.model, padding_side="left", **rev
+                )
             else:
-                self.processor = transformers.AutoProcessor.from_pretrained(cfg.model)
+                self.processor = transformers.AutoProcessor.from_pretrained(cfg.model, **rev)
                 self.tokenizer = self.processor.tokenizer
                 self.tokenizer.padding_side = "left"
         except OSError as err:

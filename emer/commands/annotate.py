@@ -7,7 +7,7 @@ import logging
 
 from core.runtime import init_ray
 from emer.runconfig import load_run_config, require_models
-from pipelines.annotate import check_outcome, run_annotation
+from pipelines.annotate import ON_CHANGE, check_outcome, run_annotation
 from pipelines.samples import generate_samples
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="exit non-zero when more than this share of the rows processed failed (default "
         "annotate.max_failure_fraction, 0.5); finished rows are kept either way",
     )
+    p.add_argument(
+        "--on-config-change",
+        choices=ON_CHANGE,
+        default="refuse",
+        help="when OUTPUT was started under other output-affecting settings (config keys, default "
+        "prompts, model revisions): refuse (default; lists the changes), new (write to a sibling "
+        "folder OUTPUT-<fingerprint>) or accept (resume and mix; each row keeps its "
+        "config_fingerprint)",
+    )
     p.set_defaults(func=_annotate)
 
     s = sub.add_parser(
@@ -75,13 +84,15 @@ def _annotate(args: argparse.Namespace) -> int:
     if args.max_failure_fraction is not None:
         cfg = cfg.replace(max_failure_fraction=args.max_failure_fraction)
     init_ray(run.ray.replace(address=args.address) if args.address else run.ray)
-    manifest = run_annotation(cfg, args.input, args.subtitles, args.output, resolved=run)
+    manifest = run_annotation(
+        cfg, args.input, args.subtitles, args.output, resolved=run, on_change=args.on_config_change
+    )
     c, r = manifest["counts"], manifest["this_run"]
     print(
         f"annotate: {c['inputs']} inputs -> {c['ok']} samples, {c['rejected']} rejected, "
         f"{c['failed']} failed"
         f" ({r['attempted']} processed now, {r['skipped_finished']} already done, {r['seconds']} s); "
-        f"dataset card: {args.output.rstrip('/')}/README.md",
+        f"dataset card: {manifest['output'].rstrip('/')}/README.md",
         flush=True,
     )
     check_outcome(cfg, manifest)

@@ -58,7 +58,9 @@ def test_tiny_models_to_local_disk(local_run, sample_clips):
     info = manifest["subtitles_info"]
     assert info["subtitles_without_clip_names"] == sample_clips.orphan_subtitles
     assert info["clips_without_subtitle_names"] == sample_clips.no_subtitle
-    assert manifest["models"]["text"] == f"transformers:{tiny_model('text')}"
+    text_model = f"transformers:{tiny_model('text')}"  # every text step runs ``text``'s model
+    assert [manifest["models"][r] for r in ("disambiguate", "translate_en_zh", "ov")] == [text_model] * 3
+    assert manifest["provenance"]["ov_labels"]["revision"].startswith("local:")
     assert {"ray", "pyarrow", "decord"} <= set(manifest["versions"])
     assert manifest["labels"]["labels_per_sample_histogram"]
     card = storage.read_text(storage.join(out, "README.md"))
