@@ -19,7 +19,7 @@ from typing import Any
 
 from core import placement, storage
 from core.config import to_plain
-from core.failures import FATAL_HINT, FatalStreak, RunFailed, check_failure_budget
+from core.failures import FATAL_HINT, BlockErrors, FatalStreak, RunFailed, check_failure_budget
 from core.fingerprint import check_resume
 from core.llm import tiny
 from core.metrics import ProgressLine
@@ -45,6 +45,7 @@ CRASH_REASON = (
     "of memory) or the block raised outside the per-row handling (e.g. the output could not be "
     "written); see the job log"
 )
+MAX_RAY_ERRORS = 3  # distinct Ray errors quoted in a crash reason (each cut to 600 characters)
 
 
 @dataclasses.dataclass
@@ -99,31 +100,36 @@ def stage_groups(cfg: AnnotateConfig) -> list[tuple[list, StageConfig, Any]]:
     return groups
 
 
-def pool_bounds(cfg: AnnotateConfig, groups) -> list[tuple[int, int]]:
-    """(min, max) actors per group: configured; else auto (see ``StageConfig``)."""
+def pool_bounds(cfg: AnnotateConfig, groups) -> list[tuple[int, int | None]]:
+    """(min, max) actors per group (max ``None``: unbounded), see ``StageConfig``."""
     import ray
 
     totals = ray.cluster_resources()
-    bounds = [_auto_bounds(res, llm, totals) for _, res, llm in groups]
-    used = sum(b[1] * res.num_cpus for b, (_, res, _) in zip(bounds, groups) if b is not None)
+    bounds = [_auto_bounds(res, llm) for _, res, llm in groups]
+    used = sum((b[1] or b[0]) * res.num_cpus for b, (_, res, _) in zip(bounds, groups) if b is not None)
     free = float(totals.get("CPU", 1)) - used
     out = []
     for b, (_, res, _) in zip(bounds, groups):
-        if b is None:  # decode, auto, no custom resources: the CPUs the other pools leave free
+        if b is None:  # decode, no custom resources: the CPUs the other pools leave free
             n = max(1, int(free // max(res.num_cpus, 1e-3)))
-            b = (n, n)
+            hi = res.max_actors or max(n, res.min_actors)
+            b = (res.min_actors or min(n, hi), hi)
         out.append(b)
     return out
 
 
-def _auto_bounds(res: StageConfig, llm, totals: dict) -> tuple[int, int] | None:
+def _auto_bounds(res: StageConfig, llm) -> tuple[int, int | None] | None:
     gpus = llm.num_gpus if llm is not None else 0.0
-    if res.actors:
-        return res.actors, res.actors
-    if res.resources or gpus:
-        per_actor = {"CPU": res.num_cpus, "GPU": gpus, **res.resources}
-        return placement.pool_bounds(0, per_actor, res.max_actors, totals)
-    return (1, 1) if llm is not None else None
+    if res.actors or res.resources or gpus:  # fixed, or grows with an autoscaling cluster
+        return placement.pool_bounds(res.actors, res.min_actors, res.max_actors)
+    if llm is not None:
+        lo = max(1, res.min_actors)
+        return lo, max(lo, res.max_actors)
+    return None
+
+
+def _per_actor(res: StageConfig, llm) -> dict[str, float]:
+    return {"CPU": res.num_cpus, "GPU": llm.num_gpus if llm is not None else 0.0, **res.resources}
 
 
 def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool = False):
@@ -136,13 +142,22 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     groups = stage_groups(cfg)
     bounds = pool_bounds(cfg, groups)
     env = _runtime_env(worker_env())
+    if isolate:  # a few rows re-run one by one: no scaling
+        bounds = [(lo, lo) for lo, _ in bounds]
+    totals = ray.cluster_resources()
     batches = [
-        1 if isolate else _batch_size(res.batch_size, len(rows), hi)
-        for (_, res, _), (_, hi) in zip(groups, bounds)
+        1
+        if isolate
+        else _batch_size(res.batch_size, len(rows), placement.spread(b, _per_actor(res, llm), totals))
+        for (_, res, llm), b in zip(groups, bounds)
     ]
+    log.info(
+        "annotate: actor pools %s",
+        ", ".join(f"{stages[0].name}={_pool_text(b)}" for (stages, _, _), b in zip(groups, bounds)),
+    )
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batches[0])))
     batches[0] = None  # the first pool takes one input block (<= its batch size) per call
-    for i, ((stages, res, llm), (lo, hi), batch) in enumerate(zip(groups, bounds, batches)):
+    for i, ((stages, res, llm), pool, batch) in enumerate(zip(groups, bounds, batches)):
         chain = [(cls, {}) for cls in stages]
         if i == len(groups) - 1:
             chain.append((sink.WriteStage, {"output": output}))
@@ -157,13 +172,18 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
             ds,
             chain,
             cfg,
-            pool=(lo, hi),
+            pool=pool,
             batch_size=batch,
             remote=remote,
             runtime_env=env,
             in_flight=1 if isolate else 2,
         )
     return ds
+
+
+def _pool_text(bounds: tuple[int, int | None]) -> str:
+    lo, hi = bounds
+    return str(lo) if lo == hi else f"{lo}-{hi if hi is not None else 'unbounded'}"
 
 
 def _runtime_env(wanted: dict[str, str]) -> dict | None:
@@ -261,24 +281,37 @@ def _execute(cfg: AnnotateConfig, todo: list[dict[str, Any]], output: str) -> tu
     ctx = ray.data.DataContext.get_current()
     saved, ctx.max_errored_blocks = ctx.max_errored_blocks, cfg.max_errored_blocks
     try:
-        done, stopped = _run_rows(cfg, todo, output, isolate=False) if todo else ([], "")
-        if stopped:
-            return done, [], stopped
-        lost = _lost(todo, done)
-        if lost and cfg.isolate_crashes:
-            log.warning(
-                "annotate: %d rows were in blocks lost to crashed workers; retrying them one by one",
-                len(lost),
-            )
-            again, stopped = _run_rows(cfg, lost, output, isolate=True)
-            done += again
+        with BlockErrors() as errors:
+            done, stopped = _run_rows(cfg, todo, output, isolate=False) if todo else ([], "")
+            if stopped:
+                return done, [], stopped
             lost = _lost(todo, done)
+            if lost and cfg.isolate_crashes:
+                log.warning(
+                    "annotate: %d rows were in blocks lost to crashed workers; retrying them one by one",
+                    len(lost),
+                )
+                errors.messages.clear()  # the re-run's errors are those of the rows still lost
+                again, stopped = _run_rows(cfg, lost, output, isolate=True)
+                done += again
+                lost = _lost(todo, done)
     finally:
         ctx.max_errored_blocks = saved
     if lost:
-        rows = [sink.failure_row(r["name"], "crash", CRASH_REASON, r["clip"]) for r in lost]
+        reason = crash_reason(errors.messages)
+        rows = [sink.failure_row(r["name"], "crash", reason, r["clip"]) for r in lost]
         done += sink.write_shard(output, rows, sink.FAILURE_COLUMNS).to_pylist()
     return done, lost, stopped
+
+
+def crash_reason(ray_errors: list[str]) -> str:
+    """The reason of a row lost with its block: ``CRASH_REASON`` plus what Ray said about the lost
+    blocks (which rows were in which block Ray does not say, so every lost row gets them all)."""
+    if not ray_errors:
+        return CRASH_REASON
+    quoted = " | ".join(ray_errors[:MAX_RAY_ERRORS])
+    more = len(ray_errors) - MAX_RAY_ERRORS
+    return f"{CRASH_REASON}. Ray reported: {quoted}" + (f" (and {more} more)" if more > 0 else "")
 
 
 def _run_rows(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool):
