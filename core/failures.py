@@ -82,14 +82,17 @@ def summarize_reasons(reasons: Iterable[str], top: int = 3) -> str:
 
 class BlockErrors(logging.Handler):
     """While entered, collects the errors of the blocks Ray Data gave up on (``max_errored_blocks``):
-    its streaming executor logs each one with the exception (e.g. ``ActorDiedError`` naming the
-    node that died), the only place the driver sees it. Distinct messages, in order."""
+    its streaming executor logs each one with the exception, the only place the driver sees it
+    (distinct messages, in order, in ``messages``). ``lost_nodes()``: the nodes that died meanwhile,
+    since Ray's errors for a lost node often do not name it (``ActorUnavailableError: ... Socket
+    closed``, ``ObjectReconstructionFailedError`` for the blocks its object store held)."""
 
     LOGGER = "ray.data._internal.execution.streaming_executor_state"
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.messages: list[str] = []
+        self._dead_before: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
         err = record.exc_info[1] if record.exc_info else None
@@ -98,9 +101,26 @@ class BlockErrors(logging.Handler):
             if text not in self.messages:
                 self.messages.append(text)
 
+    def lost_nodes(self) -> list[str]:
+        """``"<node id> (<address>): <Ray's death reason>"`` of each node that died while entered."""
+        return [
+            f"{n['NodeID']} ({n.get('NodeManagerAddress', '?')}): "
+            + " ".join(str(n.get("DeathReasonMessage") or n.get("DeathReason") or "no reason given").split())
+            for n in _nodes()
+            if not n.get("Alive") and n["NodeID"] not in self._dead_before
+        ]
+
     def __enter__(self) -> BlockErrors:
+        self._dead_before = {n["NodeID"] for n in _nodes() if not n.get("Alive")}
         logging.getLogger(self.LOGGER).addHandler(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger(self.LOGGER).removeHandler(self)
+
+
+def _nodes() -> list[dict]:
+    """``ray.nodes()`` when connected to Ray, else none."""
+    import ray
+
+    return ray.nodes() if ray.is_initialized() else []

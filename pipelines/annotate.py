@@ -298,20 +298,24 @@ def _execute(cfg: AnnotateConfig, todo: list[dict[str, Any]], output: str) -> tu
     finally:
         ctx.max_errored_blocks = saved
     if lost:
-        reason = crash_reason(errors.messages)
+        reason = crash_reason(errors.messages, errors.lost_nodes())
         rows = [sink.failure_row(r["name"], "crash", reason, r["clip"]) for r in lost]
         done += sink.write_shard(output, rows, sink.FAILURE_COLUMNS).to_pylist()
     return done, lost, stopped
 
 
-def crash_reason(ray_errors: list[str]) -> str:
+def crash_reason(ray_errors: list[str], lost_nodes: list[str] = ()) -> str:
     """The reason of a row lost with its block: ``CRASH_REASON`` plus what Ray said about the lost
-    blocks (which rows were in which block Ray does not say, so every lost row gets them all)."""
-    if not ray_errors:
-        return CRASH_REASON
-    quoted = " | ".join(ray_errors[:MAX_RAY_ERRORS])
-    more = len(ray_errors) - MAX_RAY_ERRORS
-    return f"{CRASH_REASON}. Ray reported: {quoted}" + (f" (and {more} more)" if more > 0 else "")
+    blocks and the nodes that died during the run (which rows were in which block, or on which
+    node, Ray does not say, so every lost row gets them all)."""
+    reason = CRASH_REASON
+    if ray_errors:
+        more = len(ray_errors) - MAX_RAY_ERRORS
+        reason += ". Ray reported: " + " | ".join(ray_errors[:MAX_RAY_ERRORS])
+        reason += f" (and {more} more)" if more > 0 else ""
+    if lost_nodes:
+        reason += ". Nodes lost during the run: " + " | ".join(lost_nodes)
+    return reason
 
 
 def _run_rows(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool):
