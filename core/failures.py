@@ -6,10 +6,13 @@
 - ``FatalStreak``: errors that every later row would repeat (HTTP 401 / 403 / 404: a wrong key, a
   wrong model name or endpoint) stop the run after ``limit`` of them in a row, instead of failing
   every row one by one.
+- ``BlockErrors``: the errors of the blocks Ray Data gave up on, for the reason of the rows lost
+  with them (a lost node, a crashed worker).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
@@ -75,3 +78,49 @@ def summarize_reasons(reasons: Iterable[str], top: int = 3) -> str:
         counts[key] = counts.get(key, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
     return "; ".join(f"{r!r} x{n}" for r, n in ranked)
+
+
+class BlockErrors(logging.Handler):
+    """While entered, collects the errors of the blocks Ray Data gave up on (``max_errored_blocks``):
+    its streaming executor logs each one with the exception, the only place the driver sees it
+    (distinct messages, in order, in ``messages``). ``lost_nodes()``: the nodes that died meanwhile,
+    since Ray's errors for a lost node often do not name it (``ActorUnavailableError: ... Socket
+    closed``, ``ObjectReconstructionFailedError`` for the blocks its object store held)."""
+
+    LOGGER = "ray.data._internal.execution.streaming_executor_state"
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+        self._dead_before: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err = record.exc_info[1] if record.exc_info else None
+        if err is not None and "raised from a task of operator" in record.getMessage():
+            text = f"{type(err).__name__}: {' '.join(str(err).split())}"[:600]
+            if text not in self.messages:
+                self.messages.append(text)
+
+    def lost_nodes(self) -> list[str]:
+        """``"<node id> (<address>): <Ray's death reason>"`` of each node that died while entered."""
+        return [
+            f"{n['NodeID']} ({n.get('NodeManagerAddress', '?')}): "
+            + " ".join(str(n.get("DeathReasonMessage") or n.get("DeathReason") or "no reason given").split())
+            for n in _nodes()
+            if not n.get("Alive") and n["NodeID"] not in self._dead_before
+        ]
+
+    def __enter__(self) -> BlockErrors:
+        self._dead_before = {n["NodeID"] for n in _nodes() if not n.get("Alive")}
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
+def _nodes() -> list[dict]:
+    """``ray.nodes()`` when connected to Ray, else none."""
+    import ray
+
+    return ray.nodes() if ray.is_initialized() else []

@@ -7,7 +7,8 @@ in the cluster preset); the defaults ask for none, so a laptop run never waits f
 does not exist.
 
 ``remote_args`` builds the ``ray_remote_args`` of a ``map_batches`` call; ``pool_bounds`` turns a
-stage's configured concurrency and the cluster's current size into actor-pool bounds.
+stage's configured concurrency into actor-pool bounds (autoscaling ones unless the size is fixed);
+``spread`` says over how many actors a run's rows are split.
 """
 
 from __future__ import annotations
@@ -49,25 +50,35 @@ def fit_count(per_actor: Mapping[str, float], totals: Mapping[str, float]) -> in
     return min(counts) if counts else 0
 
 
-def pool_bounds(
-    configured: int,
-    per_actor: Mapping[str, float],
-    max_size: int = 0,
-    totals: Mapping[str, float] | None = None,
-) -> tuple[int, int]:
-    """(min_size, max_size) of a stage's actor pool.
+def pool_bounds(fixed: int = 0, min_size: int = 0, max_size: int = 0) -> tuple[int, int | None]:
+    """(min_size, max_size) of the actor pool of a stage that asks for GPUs or custom resources.
 
-    ``configured`` > 0 is a fixed size. 0 means "from the cluster's size": as many as fit in the
-    cluster's current resources (``ray.cluster_resources()`` unless ``totals`` is given), at least 1,
-    raised to ``max_size`` if that is larger, so an autoscaling cluster that starts with no worker
-    nodes grows into it (Ray Data's pool asks for more actors, the autoscaler adds nodes).
+    ``fixed`` > 0 is a fixed size. Otherwise the pool autoscales from ``min_size`` (at least 1) to
+    ``max_size``; ``max_size`` 0 means unbounded (``None``): Ray Data adds an actor whenever the
+    pool's actors are busy (2 tasks in flight each), as far as its resource budget allows, and the
+    pending actors' resource demand makes the cluster autoscaler add nodes (up to the cluster's
+    ``max_workers``). The cluster's current size is no bound: on an autoscaling cluster that starts
+    with no worker nodes it is zero.
     """
-    if configured > 0:
-        return configured, configured
+    if fixed > 0:
+        return fixed, fixed
+    lo = max(1, min_size)
+    return lo, (max(lo, max_size) if max_size > 0 else None)
+
+
+def spread(
+    bounds: tuple[int, int | None],
+    per_actor: Mapping[str, float],
+    totals: Mapping[str, float] | None = None,
+) -> int:
+    """How many actors of a pool with ``bounds`` to spread a run's rows over (for its batch size):
+    the max when bounded, else as many as fit in the cluster now (``ray.cluster_resources()`` unless
+    ``totals`` is given), at least the min."""
+    lo, hi = bounds
+    if hi is not None:
+        return hi
     if totals is None:
         import ray
 
         totals = ray.cluster_resources()
-    fits = fit_count(per_actor, totals) if per_actor else 0
-    upper = max(1, fits, max_size)
-    return 1, upper
+    return max(lo, fit_count(per_actor, totals) if per_actor else 0)

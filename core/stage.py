@@ -191,14 +191,17 @@ def map_stages(
     chain: Sequence[tuple[type[Stage], dict[str, Any]]],
     cfg: Any,
     *,
-    pool: tuple[int, int],
+    pool: tuple[int, int | None],
     batch_size: int | None,
     remote: dict[str, Any] | None = None,
     runtime_env: dict | None = None,
     in_flight: int = 2,
 ) -> Any:
     """``ds`` mapped by ``chain`` (stage classes with their kwargs) on an actor pool of
-    ``pool`` = (min, max) actors, each asking ``remote`` (``placement.remote_args``)."""
+    ``pool`` = (min, max) actors (max ``None``: unbounded), each asking ``remote``
+    (``placement.remote_args``). min < max is an autoscaling pool: Ray Data adds an actor while
+    the actors' utilization (tasks in flight / actors) is >= 1.75 and releases idle ones, so
+    ``in_flight`` must be 2 for it to grow."""
     from ray.data import ActorPoolStrategy  # heavy: ray, imported on use
 
     lo, hi = pool

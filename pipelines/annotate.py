@@ -19,24 +19,16 @@ from typing import Any
 
 from core import placement, storage
 from core.config import to_plain
-from core.failures import FATAL_HINT, FatalStreak, RunFailed, check_failure_budget
+from core.failures import FATAL_HINT, BlockErrors, FatalStreak, RunFailed, check_failure_budget
 from core.fingerprint import ResumeMismatch
 from core.fingerprint import changes as fingerprint_changes
 from core.llm import tiny
 from core.metrics import ProgressLine
 from core.runtime import worker_env
 from core.stage import FAILED, map_stages
-from pipelines import card, provenance, sink
-from pipelines.config import KIND, RESUME_IGNORED, AnnotateConfig, StageConfig
+from pipelines import card, pools, provenance, sink
+from pipelines.config import RESUME_IGNORED, AnnotateConfig
 from pipelines.inputs import Listing, build_listing
-from pipelines.stages import (
-    CheckStage,
-    DecodeStage,
-    DisambiguateStage,
-    OVLabelStage,
-    TranslateStage,
-    llm_stage_classes,
-)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +37,7 @@ CRASH_REASON = (
     "of memory) or the block raised outside the per-row handling (e.g. the output could not be "
     "written); see the job log"
 )
+MAX_RAY_ERRORS = 3  # distinct Ray errors quoted in a crash reason (each cut to 600 characters)
 
 
 @dataclasses.dataclass
@@ -103,79 +96,6 @@ def check_unchanged(cfg: AnnotateConfig, output: str, on_change: str = "refuse")
     raise ResumeMismatch(f"the annotation in {output}", changes, fix)
 
 
-def stage_groups(cfg: AnnotateConfig) -> list[tuple[list, StageConfig, Any]]:
-    """Stages grouped by the actor pool they run in: (stage classes, resources, LLM config or None).
-
-    Each model role gets its own pool, except that consecutive text steps with the same model config
-    and the same resources share one pool and one loaded model (as the demo's three text steps do).
-    """
-    groups: list[tuple[list, StageConfig, Any]] = [([DecodeStage, CheckStage], cfg.stages.decode, None)]
-    for cls in llm_stage_classes(cfg):
-        role = cls.role_for(cfg)
-        llm, res = cfg.llm(role), cfg.stages.of(role)
-        last = groups[-1]
-        if last[2] is not None and KIND.get(role) == "text" and (last[2], last[1]) == (llm, res):
-            if last[0][-1] in TEXT_STAGES:
-                last[0].append(cls)
-                continue
-        groups.append(([cls], res, llm))
-    return groups
-
-
-TEXT_STAGES = (DisambiguateStage, TranslateStage, OVLabelStage)
-
-
-def pool_bounds(cfg: AnnotateConfig, groups) -> list[tuple[int, int]]:
-    """(min, max) actors per group: configured; else auto (see ``StageConfig``)."""
-    import ray
-
-    totals = ray.cluster_resources()
-    bounds = [_auto_bounds(res, llm, totals) for _, res, llm in groups]
-    used = sum(b[1] * res.num_cpus for b, (_, res, _) in zip(bounds, groups) if b is not None)
-    free = float(totals.get("CPU", 1)) - used
-    out = []
-    for b, (_, res, _) in zip(bounds, groups):
-        if b is None:  # decode, auto, no custom resources: the CPUs the other pools leave free
-            n = max(1, int(free // max(res.num_cpus, 1e-3)))
-            b = (n, n)
-        out.append(b)
-    return out
-
-
-def _auto_bounds(res: StageConfig, llm, totals: dict) -> tuple[int, int] | None:
-    gpus = _gpus(llm)
-    if res.actors:
-        return res.actors, res.actors
-    if _resources(res, llm) or gpus:
-        per_actor = {"CPU": res.num_cpus, "GPU": gpus, **_resources(res, llm)}
-        return placement.pool_bounds(0, per_actor, res.max_actors, totals)
-    return (1, 1) if llm is not None else None
-
-
-def _gpus(llm) -> float:
-    """GPUs per actor of a model stage: the role's ``num_gpus``; none for an endpoint role (openai),
-    whose actors only send requests, whatever a placement preset asks."""
-    return 0.0 if llm is None or llm.backend == "openai" else llm.num_gpus
-
-
-def stage_asks(cfg: AnnotateConfig) -> dict[str, dict[str, Any]]:
-    """What one actor of each pool asks, by role ("decode" for the CPU pool): its GPUs and custom
-    resources as they reach Ray (an endpoint role asks no GPU and no ``llm`` slot)."""
-    out: dict[str, dict[str, Any]] = {}
-    for stages, res, llm in stage_groups(cfg):
-        roles = ["decode"] if llm is None else [cls.role_for(cfg) for cls in stages]
-        for role in roles:
-            out[role] = {"gpus": _gpus(llm), "resources": _resources(res, llm)}
-    return out
-
-
-def _resources(res: StageConfig, llm) -> dict[str, float]:
-    """Custom resources per actor: the stage's, less the GPU-node ``llm`` slot for an endpoint role."""
-    if llm is not None and llm.backend == "openai":
-        return {k: float(v) for k, v in res.resources.items() if k != placement.LLM}
-    return {k: float(v) for k, v in res.resources.items()}
-
-
 def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool = False):
     """The lazy Dataset over ``rows``: one actor pool per stage group, the sink in the last one.
 
@@ -183,23 +103,34 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     """
     import ray
 
-    groups = stage_groups(cfg)
-    bounds = pool_bounds(cfg, groups)
+    groups = pools.stage_groups(cfg)
+    bounds = pools.pool_bounds(cfg, groups)
     env = _runtime_env(worker_env())
+    if isolate:  # a few rows re-run one by one: no scaling
+        bounds = [(lo, lo) for lo, _ in bounds]
+    totals = ray.cluster_resources()
     batches = [
-        1 if isolate else _batch_size(res.batch_size, len(rows), hi)
-        for (_, res, _), (_, hi) in zip(groups, bounds)
+        1
+        if isolate
+        else pools.batch_size_for(
+            res.batch_size, len(rows), placement.spread(b, pools.per_actor(res, llm), totals)
+        )
+        for (_, res, llm), b in zip(groups, bounds)
     ]
+    log.info(
+        "annotate: actor pools %s",
+        ", ".join(f"{stages[0].name}={pools.pool_text(b)}" for (stages, _, _), b in zip(groups, bounds)),
+    )
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batches[0])))
     batches[0] = None  # the first pool takes one input block (<= its batch size) per call
-    for i, ((stages, res, llm), (lo, hi), batch) in enumerate(zip(groups, bounds, batches)):
+    for i, ((stages, res, llm), pool, batch) in enumerate(zip(groups, bounds, batches)):
         chain = [(cls, {}) for cls in stages]
         if i == len(groups) - 1:
             chain.append((sink.WriteStage, {"output": output}))
         remote = placement.remote_args(
-            _resources(res, llm),
+            pools.resources_of(res, llm),
             num_cpus=res.num_cpus,
-            num_gpus=_gpus(llm) or None,
+            num_gpus=pools.gpus(llm) or None,
             max_restarts=res.max_restarts,
             max_task_retries=0 if isolate else res.max_task_retries,
         )
@@ -207,7 +138,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
             ds,
             chain,
             cfg,
-            pool=(lo, hi),
+            pool=pool,
             batch_size=batch,
             remote=remote,
             runtime_env=env,
@@ -226,11 +157,6 @@ def _runtime_env(wanted: dict[str, str]) -> dict | None:
     job = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
     missing = {k: v for k, v in wanted.items() if job.get(k) != v}
     return {"env_vars": {**job, **missing}} if missing else None
-
-
-def _batch_size(configured: int, rows: int, actors: int) -> int:
-    """The configured batch, smaller when there are too few rows to keep every actor busy."""
-    return max(1, min(configured, math.ceil(rows / max(1, actors))))
 
 
 def consume(
@@ -320,24 +246,41 @@ def _execute(cfg: AnnotateConfig, todo: list[dict[str, Any]], output: str) -> tu
     ctx = ray.data.DataContext.get_current()
     saved, ctx.max_errored_blocks = ctx.max_errored_blocks, cfg.max_errored_blocks
     try:
-        done, stopped = _run_rows(cfg, todo, output, isolate=False) if todo else ([], "")
-        if stopped:
-            return done, [], stopped
-        lost = _lost(todo, done)
-        if lost and cfg.isolate_crashes:
-            log.warning(
-                "annotate: %d rows were in blocks lost to crashed workers; retrying them one by one",
-                len(lost),
-            )
-            again, stopped = _run_rows(cfg, lost, output, isolate=True)
-            done += again
+        with BlockErrors() as errors:
+            done, stopped = _run_rows(cfg, todo, output, isolate=False) if todo else ([], "")
+            if stopped:
+                return done, [], stopped
             lost = _lost(todo, done)
+            if lost and cfg.isolate_crashes:
+                log.warning(
+                    "annotate: %d rows were in blocks lost to crashed workers; retrying them one by one",
+                    len(lost),
+                )
+                errors.messages.clear()  # the re-run's errors are those of the rows still lost
+                again, stopped = _run_rows(cfg, lost, output, isolate=True)
+                done += again
+                lost = _lost(todo, done)
     finally:
         ctx.max_errored_blocks = saved
     if lost:
-        rows = [sink.failure_row(r["name"], "crash", CRASH_REASON, r["clip"]) for r in lost]
+        reason = crash_reason(errors.messages, errors.lost_nodes())
+        rows = [sink.failure_row(r["name"], "crash", reason, r["clip"]) for r in lost]
         done += sink.write_shard(output, rows, sink.FAILURE_COLUMNS).to_pylist()
     return done, lost, stopped
+
+
+def crash_reason(ray_errors: list[str], lost_nodes: list[str] = ()) -> str:
+    """The reason of a row lost with its block: ``CRASH_REASON`` plus what Ray said about the lost
+    blocks and the nodes that died during the run (which rows were in which block, or on which
+    node, Ray does not say, so every lost row gets them all)."""
+    reason = CRASH_REASON
+    if ray_errors:
+        more = len(ray_errors) - MAX_RAY_ERRORS
+        reason += ". Ray reported: " + " | ".join(ray_errors[:MAX_RAY_ERRORS])
+        reason += f" (and {more} more)" if more > 0 else ""
+    if lost_nodes:
+        reason += ". Nodes lost during the run: " + " | ".join(lost_nodes)
+    return reason
 
 
 def _run_rows(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isolate: bool):

@@ -6,8 +6,8 @@ subtitle language that feeds the prompts, the LLM of each role (one ``LLMConfig`
 overridable there: ``audio`` and ``video`` clues, or one ``omni`` model that hears and sees the clip;
 the text steps ``disambiguate``, ``translate_en_zh``, ``translate_zh_en`` and ``ov``, each of which
 inherits every key it does not set from ``text``), per-stage Ray resources (``stages.<role>``, the
-text steps inheriting from ``stages.text`` likewise: num_cpus, actors, batch_size, max_restarts; GPUs
-come from the role's ``num_gpus``) and reliability
+text steps inheriting from ``stages.text`` likewise: num_cpus, actors or min_actors/max_actors,
+batch_size, max_restarts; GPUs come from the role's ``num_gpus``) and reliability
 knobs (retry_failed, max_errored_blocks, crash isolation). Limits on one clip's cost to a decode worker:
 ``max_clip_bytes`` (checked from the file/object size before reading, and while an S3 copy streams)
 and ``decode_timeout_s`` (decoding runs in a child process that is killed when it takes longer).
@@ -55,11 +55,17 @@ def _overlay(base: dict, top: dict) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class StageConfig(Config):
-    """Ray resources of one stage (its actor pool).
+    """Ray resources of one stage (its actor pool) and how the pool scales.
 
-    actors: pool size; 0 = auto: decode gets the CPUs the LLM stages leave free, an LLM stage one
-    actor, or, when it asks for GPUs or custom ``resources``, a pool from 1 to as many as fit (raised
-    to ``max_actors``). resources: custom Ray resources per actor, e.g. ``{decode: 1}`` on a cluster
+    actors: a fixed pool size; 0 = an autoscaling pool from ``min_actors`` (0 = 1) to ``max_actors``.
+    A stage that asks for GPUs (its role's ``num_gpus``) or custom ``resources`` grows beyond the
+    cluster's current size: Ray Data adds an actor while the pool's actors are all busy, the pending
+    actor's resource demand makes the cluster autoscaler add a node, and idle actors are released
+    (down to ``min_actors``) so idle nodes go; ``max_actors`` 0 leaves it unbounded (then the
+    cluster's ``max_workers`` bound it; the cluster preset sets what ``ray_cluster.yaml`` provides).
+    Without such resources decode gets the CPUs the other pools leave free (within
+    ``min_actors``/``max_actors`` when set) and an LLM stage ``min_actors`` actors (up to
+    ``max_actors``). resources: custom Ray resources per actor, e.g. ``{decode: 1}`` on a cluster
     whose CPU nodes carry them. max_restarts / max_task_retries cap Ray's restarts of a crashed actor
     and retries of its task (a retried task re-runs a crashing clip: rows of lost blocks are re-run
     one by one afterwards instead, see ``isolate_crashes``).
@@ -67,6 +73,7 @@ class StageConfig(Config):
 
     num_cpus: float = 1.0
     actors: int = 0
+    min_actors: int = 0
     max_actors: int = 0
     batch_size: int = 16
     resources: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -77,7 +84,15 @@ class StageConfig(Config):
         out: list[str] = []
         check_range(out, "num_cpus", self.num_cpus, 0.0, None)
         check_range(out, "actors", self.actors, 0, 4096)
+        check_range(out, "min_actors", self.min_actors, 0, 4096)
         check_range(out, "max_actors", self.max_actors, 0, 4096)
+        if self.actors and (self.min_actors or self.max_actors):
+            out.append(
+                f"actors = {self.actors} fixes the pool size: leave min_actors/max_actors at 0, or set "
+                "actors = 0 for a pool that scales between them"
+            )
+        if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
+            out.append(f"min_actors = {self.min_actors}: must be <= max_actors ({self.max_actors})")
         check_range(out, "batch_size", self.batch_size, 1, 100_000)
         check_range(out, "max_restarts", self.max_restarts, 0, 1000)
         check_range(out, "max_task_retries", self.max_task_retries, 0, 1000)

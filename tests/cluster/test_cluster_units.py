@@ -309,6 +309,6 @@ def test_placement_asks_for_custom_resources_only_when_configured():
     totals = {"CPU": 16.0, "decode": 8.0, "GPU": 2.0, "llm": 2.0}
     assert placement.fit_count({"CPU": 1, "decode": 1}, totals) == 8
     assert placement.fit_count({"CPU": 1, "llm": 1}, {"CPU": 4.0}) == 0
-    assert placement.pool_bounds(3, {"decode": 1}, totals=totals) == (3, 3)
-    assert placement.pool_bounds(0, {"CPU": 1, "decode": 1}, totals=totals) == (1, 8)
-    assert placement.pool_bounds(0, {"llm": 1}, max_size=4, totals={"CPU": 2.0}) == (1, 4)  # autoscale from 0
+    assert placement.pool_bounds(fixed=3) == (3, 3)
+    assert placement.pool_bounds(max_size=4) == (1, 4)  # autoscales from 1, also from 0 workers
+    assert placement.spread((1, None), {"CPU": 1, "decode": 1}, totals) == 8

@@ -164,9 +164,9 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def fake_openai_server():
-    """Start a ``FakeOpenAI`` on 127.0.0.1:<free port>; stop it on exit."""
-    fake = FakeOpenAI()
+def fake_openai_server(fake: FakeOpenAI | None = None):
+    """Start ``fake`` (default: a new ``FakeOpenAI``) on 127.0.0.1:<free port>; stop it on exit."""
+    fake = fake if fake is not None else FakeOpenAI()
     fake.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     fake.server.daemon_threads = True
     thread = threading.Thread(target=fake.server.serve_forever, daemon=True)

@@ -20,8 +20,8 @@ from core.schema import rows_to_table
 from core.stage import StageChain
 from evaluation.config import default_llm
 from evaluation.grouping import llm_groups
-from pipelines.annotate import stage_groups
 from pipelines.inputs import build_listing
+from pipelines.pools import stage_groups
 from pipelines.samples import generate_samples
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,9 @@ from core.config import ConfigError
 from core.fingerprint import ResumeMismatch
 from core.llm import prompts
 from emer.runconfig import load_run_config
-from pipelines.annotate import run_annotation, stage_asks, stage_groups
+from pipelines.annotate import run_annotation
 from pipelines.config import AnnotateConfig
+from pipelines.pools import stage_asks, stage_groups
 
 
 def _groups(cfg: AnnotateConfig) -> list[list[str]]:
