@@ -37,6 +37,7 @@ from pipelines.stages import (
     TranslateStage,
     VideoClueStage,
 )
+from pipelines.vllm_stage import vllm_stages
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,11 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     batches[0] = None  # the first pool takes one input block (<= its batch size) per call
     for i, ((stages, res, llm), (lo, hi), batch) in enumerate(zip(groups, bounds, batches)):
         chain = [(cls, {}) for cls in stages]
+        if llm is not None and llm.backend == "vllm":  # ray.data.llm processors; then the sink (CPU)
+            ds = vllm_stages(ds, stages, cfg, res.resources, env)
+            if i < len(groups) - 1:
+                continue
+            chain, llm, res, lo, hi = [], None, res.replace(resources={}), 1, max(1, hi)
         if i == len(groups) - 1:
             chain.append((sink.WriteStage, {"output": output}))
         remote = placement.remote_args(
