@@ -138,15 +138,13 @@ class Preprocess:
 class Postprocess:
     """Engine output -> our columns: ``accept(row, text)``, or the row failed with the engine's error.
 
-    Idempotent: it runs as the processor's postprocess (success rows) and again after the processor
-    (error and skipped rows bypass Ray's postprocess)."""
+    It runs after the processor, on every row: error and skipped rows bypass Ray's own postprocess,
+    which therefore keeps rows whole (``keep``), so that a block's rows all have the same columns."""
 
     def __init__(self, cls: type[LLMStage], cfg: Any) -> None:
         self.stage = bare_stage(cls, cfg)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        if COLUMNS not in row:  # already done by the processor's postprocess
-            return {k: v for k, v in row.items() if k != ERROR}
         own = {c: row.get(c) for c in row[COLUMNS]}
         error = row.get(ERROR) or ""
         if error != SKIP and own.get("outcome", OK) == OK:
@@ -162,6 +160,11 @@ class Postprocess:
 
 def _model(llm: LLMConfig) -> str:
     return f"{llm.backend}:{llm.model}"
+
+
+def keep(row: dict[str, Any]) -> dict[str, Any]:
+    """The processor's own postprocess: the row as the engine left it (``Postprocess`` follows)."""
+    return row
 
 
 def build_stage_processor(cls: type[LLMStage], cfg: Any, **config: Any):
@@ -192,5 +195,5 @@ def vllm_stages(
             raise ValueError(f"stage {cls.name} is no LLM stage: it cannot run on vLLM")
         log.info("stage %s: vLLM processor for %s", cls.name, getattr(cfg, cls.role).model)
         processor = (build or build_stage_processor)(cls, cfg, resources=resources, runtime_env=runtime_env)
-        ds = processor(ds).map(Postprocess(cls, cfg))  # error and skipped rows bypass Ray's postprocess
+        ds = processor(ds).map(Postprocess(cls, cfg))
     return ds

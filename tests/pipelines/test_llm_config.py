@@ -79,8 +79,9 @@ def test_unknown_role_and_vllm_outside_annotation():
 
 
 def test_vllm_engine_fields_are_checked():
-    cfg = LLMConfig(backend="vllm", max_model_len=-1, tensor_parallel_size=0, pipeline_parallel_size=0)
-    text = " | ".join(cfg.problems())
+    with pytest.raises(ConfigError) as err:
+        LLMConfig(backend="vllm", max_model_len=-1, tensor_parallel_size=0, pipeline_parallel_size=0)
+    text = " | ".join(err.value.problems)
     for key in ("max_model_len = -1", "tensor_parallel_size = 0", "pipeline_parallel_size = 0"):
         assert key in text
     assert LLMConfig(backend="vllm", max_model_len=4096, tensor_parallel_size=2).problems() == []

@@ -47,7 +47,9 @@ def vllm_cfg(**role) -> AnnotateConfig:
 def decoded(sample_clips) -> list[dict[str, Any]]:
     """Two real clips through DecodeStage (frames: JPEG bytes, audio: FLAC), with clues and a subtitle."""
     cfg = AnnotateConfig()
-    rows = [{"name": n, "clip": str(sample_clips.root / "clips" / f"{n}.mp4")} for n in sample_clips.clips[:2]]
+    rows = [
+        {"name": n, "clip": str(sample_clips.root / "clips" / f"{n}.mp4")} for n in sample_clips.clips[:2]
+    ]
     DecodeStage(cfg).run_rows(rows)
     assert [r["outcome"] for r in rows] == [OK, OK] and all(r["frames"] and r["audio"] for r in rows)
     for r in rows:
@@ -154,7 +156,6 @@ def test_postprocess_gives_the_columns_of_the_map_stages_path(decoded, cls):
     got = Postprocess(cls, cfg)(engine(pre, text=f"  {answer}\n"))
     want = map_stages_path(cls, cfg, row, LLMResult(text=answer))
     assert got == want and got["outcome"] == OK
-    assert Postprocess(cls, cfg)({**got, "__inference_error__": ""}) == got  # idempotent (after Ray's own)
     if cls is OVLabelStage:
         assert got["ov_labels"] == ["happy", "surprised"]
 
@@ -190,6 +191,60 @@ def test_rows_that_need_no_engine_skip_it_untouched(decoded):
     pre = Preprocess(TranslateStage, none)(copy.deepcopy(decoded[0]))
     assert pre["__inference_error__"] == SKIP
     assert Postprocess(TranslateStage, none)(pre)["outcome"] == OK
+
+
+def fake_processor(cls, cfg, **config):
+    """The stage's processor with a CPU stand-in for vLLM: it answers 'images=<n> <prompt head>', or
+    an error for prompts holding 'FAIL' (as the engine does with should_continue_on_error)."""
+    from ray.llm._internal.batch.processor.base import Processor
+    from ray.llm._internal.batch.stages.base import StatefulStage, StatefulStageUDF
+
+    from pipelines.vllm_stage import keep
+
+    class Echo(StatefulStageUDF):
+        async def udf(self, rows):
+            for r in rows:
+                user = r["messages"][-1]["content"]  # Ray Data may hand lists over as numpy arrays
+                parts = [{"type": "text", "text": user}] if isinstance(user, str) else list(user)
+                text = parts[-1]["text"]
+                images = sum(1 for p in parts if p["type"] == "image_url")
+                yield {
+                    self.IDX_IN_BATCH_COLUMN: r[self.IDX_IN_BATCH_COLUMN],
+                    "generated_text": f"images={images} {text[:12]}",
+                    "__inference_error__": "RuntimeError: engine says no" if "FAIL" in text else "",
+                    "params": str(r["sampling_params"]),
+                }
+
+    stages = [StatefulStage(fn=Echo)]
+    return Processor(processor_config(cls, cfg, **config), stages, Preprocess(cls, cfg), keep)
+
+
+def test_rows_go_through_a_ray_data_llm_processor(ray_local, decoded):
+    import ray
+
+    from pipelines.vllm_stage import vllm_stages
+
+    cfg = vllm_cfg(batch_size=2, concurrency=1)
+    rows = copy.deepcopy(decoded)
+    rows[1]["subtitle"] = "FAIL here"
+    rows.append(
+        {**copy.deepcopy(decoded[0]), "name": "earlier", "outcome": FAILED, "stage": "check", "reason": "x"}
+    )
+    ds = ray.data.from_items(rows)
+    out = {
+        r["name"]: r
+        for r in vllm_stages(ds, [VideoClueStage, DisambiguateStage], cfg, build=fake_processor).take_all()
+    }
+    a, b, early = out[decoded[0]["name"]], out[decoded[1]["name"]], out["earlier"]
+    assert a["outcome"] == OK and a["video_clue"].startswith("images=4 ")  # video_prompt_frames
+    assert a["description_en"].startswith("images=0 ")  # the text stage sends no media
+    assert b["outcome"] == FAILED and b["stage"] == "disambiguate" and "engine says no" in b["reason"]
+    assert b["video_clue"].startswith("images=4 ")  # the first pass answered before the second failed
+    assert (early["outcome"], early["reason"], early["video_clue"]) == (FAILED, "x", "a frown")
+    keys = {frozenset(r) for r in out.values()}
+    assert len(keys) == 1 and not {"messages", "prompt", "generated_text", "__inference_error__"} & next(
+        iter(keys)
+    )
 
 
 @pytest.mark.gpu
