@@ -91,3 +91,12 @@ def test_request_accepts_array_of_frames():
     frames = np.array([b"\xff\xd8\xffa", b"\xff\xd8\xffb"], dtype=object)  # as Ray Data delivers them
     req = LLMRequest(prompt="x", frames=frames)
     assert req.frames == [b"\xff\xd8\xffa", b"\xff\xd8\xffb"]
+
+
+def test_evaluate_llm_on_vllm_is_a_config_error_naming_the_fix():
+    from evaluation.config import EvaluateConfig
+
+    with pytest.raises(ConfigError) as err:
+        EvaluateConfig(llm=LLMConfig(backend="vllm"))
+    (problem,) = err.value.problems
+    assert problem.startswith("evaluate.llm.backend = 'vllm'") and "vllm serve" in problem
