@@ -174,7 +174,7 @@ def build_stage_processor(cls: type[LLMStage], cfg: Any, **config: Any):
     return build_processor(
         processor_config(cls, cfg, **config),
         preprocess=Preprocess(cls, cfg),
-        postprocess=Postprocess(cls, cfg),
+        postprocess=keep,  # Postprocess runs after the processor, on every row (see vllm_stages)
     )
 
 

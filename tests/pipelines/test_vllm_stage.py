@@ -108,8 +108,12 @@ def test_config_maps_to_the_vllm_processor():
 
 def test_the_processor_builds_without_vllm(ray_local):
     cfg = vllm_cfg(model=tiny_model("text"))
-    names = build_stage_processor(DisambiguateStage, cfg).list_stage_names()
+    proc = build_stage_processor(DisambiguateStage, cfg)
+    names = proc.list_stage_names()
     assert names == ["ChatTemplateStage", "TokenizeStage", "vLLMEngineStage", "DetokenizeStage"]
+    # Ray's postprocess keeps success rows whole (our Postprocess follows, on every row)
+    engine_row = {"name": "a", "generated_text": "x", "prompt": "p", "__inference_error__": ""}
+    assert proc.postprocess({"__data": dict(engine_row)}) == engine_row
     vcfg = vllm_cfg(model=tiny_model("video"))
     proc = build_stage_processor(VideoClueStage, vcfg, resources={"llm": 1})
     assert proc.list_stage_names()[0] == "PrepareMultimodalStage"
