@@ -73,6 +73,12 @@ class EvaluateConfig(Config):
             out.append(
                 "evaluate.wheel_dir = '': must name the emotion-wheel folder when evaluate.grouping = 'wheel'"
             )
+        if self.llm.backend == "vllm":  # an in-process engine would be loaded by the driver: refused
+            out.append(
+                "evaluate.llm.backend = 'vllm': vllm runs only as a Ray Data stage of the annotation; "
+                "start `vllm serve MODEL` and set evaluate.llm.backend = 'openai' with "
+                "evaluate.llm.base_url = 'http://HOST:8000/v1'"
+            )
         check_range(out, "evaluate.reask", self.reask, 0, 20)
         for key in ("name_column", "labels_column", "text_column"):
             if not getattr(self, key):

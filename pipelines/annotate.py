@@ -29,6 +29,7 @@ from core.stage import FAILED, map_stages
 from pipelines import card, pools, provenance, sink
 from pipelines.config import RESUME_IGNORED, AnnotateConfig
 from pipelines.inputs import Listing, build_listing
+from pipelines.vllm_stage import vllm_stages
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,11 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     batches[0] = None  # the first pool takes one input block (<= its batch size) per call
     for i, ((stages, res, llm), pool, batch) in enumerate(zip(groups, bounds, batches)):
         chain = [(cls, {}) for cls in stages]
+        if llm is not None and llm.backend == "vllm":  # ray.data.llm processors; then the sink (CPU)
+            ds = vllm_stages(ds, stages, cfg, res.resources, env)
+            if i < len(groups) - 1:
+                continue
+            chain, llm, res, pool = [], None, res.replace(resources={}), (1, 1)  # the sink alone
         if i == len(groups) - 1:
             chain.append((sink.WriteStage, {"output": output}))
         remote = placement.remote_args(

@@ -149,10 +149,15 @@ class LLMStage(Stage):
         """The model role this stage calls under ``cfg`` (``annotate.<role>``, ``stages.<role>``)."""
         return cls.role
 
-    def setup(self) -> None:
+    def configure(self) -> None:
+        """The role, its LLM config and the columns needed under ``cfg`` (no model is loaded)."""
         self.role = self.role_for(self.cfg)
         self.llm_cfg = self.cfg.llm(self.role)
-        kind = KIND[self.role]
+        self.kind = KIND[self.role]
+
+    def setup(self) -> None:
+        self.configure()
+        kind = self.kind
         self.backend = self.shared_state(
             "llm", (kind, self.llm_cfg), lambda: create_backend(self.llm_cfg, kind)
         )
@@ -254,8 +259,8 @@ class DisambiguateStage(LLMStage):
     def prompt_for(cls, cfg: Any) -> str:
         return "disambiguate_av" if cfg.clues == "omni" else "disambiguate"
 
-    def setup(self) -> None:
-        super().setup()
+    def configure(self) -> None:
+        super().configure()
         if self.cfg.clues == "omni":
             self.needs = ("av_clue", "subtitle")
 

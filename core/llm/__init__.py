@@ -1,6 +1,7 @@
 """The one LLM layer: config, request/result, backends, the answer-caching ``Completer``.
 
-``create_backend(LLMConfig, role)`` returns the transformers, openai or vllm backend;
+``create_backend(LLMConfig, role)`` returns the transformers or openai backend
+(``vllm`` runs as a Ray Data stage of the annotation: ``pipelines.vllm_stage``);
 ``Completer(LLMConfig)`` is the ``complete(prompts) -> answers`` callable evaluation uses;
 ``prompts`` holds the papers' prompts (one registry), ``labels`` the one label-list parser;
 ``tiny`` builds random-weight checkpoints of the real model classes for tests.

@@ -1,7 +1,9 @@
 """``create_backend``: the backend class named by an ``LLMConfig``, for one role.
 
 Kept apart from ``core.llm.base`` (which every backend imports) so that the base imports no backend.
-The backends defer their heavy libraries (torch, transformers, vllm, openai) to construction time.
+The backends defer their heavy libraries (torch, transformers, openai) to construction time.
+``vllm`` is no in-process backend: it runs as a ``ray.data.llm`` stage of the annotation pipeline
+(``pipelines.vllm_stage``), so asking for it here is an error that says where to use it instead.
 """
 
 from __future__ import annotations
@@ -9,15 +11,21 @@ from __future__ import annotations
 from core.llm.base import LLMBackend, LLMConfig
 from core.llm.openai_backend import OpenAIBackend
 from core.llm.transformers_backend import TransformersBackend
-from core.llm.vllm_backend import VLLMBackend
 
 _CLASSES: dict[str, type[LLMBackend]] = {
     "transformers": TransformersBackend,
     "openai": OpenAIBackend,
-    "vllm": VLLMBackend,
 }
+
+VLLM_ONLY_IN_ANNOTATION = (
+    "backend = 'vllm' runs only as a Ray Data stage of the annotation pipeline (ray.data.llm, GPU "
+    "nodes with the vllm extra); for any other LLM call (e.g. evaluate.llm) start `vllm serve MODEL` "
+    "and use backend = 'openai' with base_url = 'http://HOST:8000/v1'"
+)
 
 
 def create_backend(cfg: LLMConfig, role: str) -> LLMBackend:
     """The backend named by ``cfg.backend`` for ``role`` (text / audio / video)."""
+    if cfg.backend == "vllm":
+        raise ValueError(VLLM_ONLY_IN_ANNOTATION)
     return _CLASSES[cfg.backend](cfg, role)

@@ -29,7 +29,8 @@ class LLMConfig(Config):
     """One LLM role. Keys are named as seen from the run config, e.g. ``annotate.audio.model``.
 
     backend: ``transformers`` (in-process HF model), ``openai`` (any OpenAI-compatible endpoint) or
-    ``vllm`` (needs the ``vllm`` extra). model: a local folder or hub id (transformers / vllm), or the
+    ``vllm`` (annotation only: a ``ray.data.llm`` vLLM engine stage, ``pipelines.vllm_stage``; needs the
+    ``vllm`` extra and GPUs). model: a local folder or hub id (transformers / vllm), or the
     endpoint's model name (openai). concurrency: requests in flight per worker (openai) or engine
     replicas (vllm); the transformers backend runs one batch of ``batch_size`` at a time.
     prompts: per prompt name, an instruction text replacing the paper's default (see
@@ -37,6 +38,8 @@ class LLMConfig(Config):
     examples: per prompt name, few-shot turns sent before the request, each
     ``{"input": {data field: value}, "output": "answer"}``; the input is rendered like a real request.
     The papers use none (zero-shot); a preset for a small model may add some (configs/demo.yaml).
+    vllm only, named as vLLM calls them: max_model_len (0 = the model's), tensor_parallel_size and
+    pipeline_parallel_size (GPUs per engine replica = their product); dtype is passed on too.
     """
 
     backend: str = "transformers"
@@ -57,6 +60,9 @@ class LLMConfig(Config):
     stop_after_fatal: int = 8  # openai: after this many 401/403/404 in a row, send no more; 0 = never
     num_gpus: float = 0.0
     dtype: str = "auto"
+    max_model_len: int = 0  # vllm: context length; 0 = the model's
+    tensor_parallel_size: int = 1  # vllm: GPUs one engine shards each layer over
+    pipeline_parallel_size: int = 1  # vllm: pipeline stages of one engine
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)
     examples: dict[str, list] = dataclasses.field(default_factory=dict)
     cache_dir: str = ""  # answers of ``Completer`` calls, keyed by a hash of the request; local or s3://
@@ -79,6 +85,9 @@ class LLMConfig(Config):
             ("max_retry_after_s", 0.0, 3600.0),
             ("stop_after_fatal", 0, None),
             ("num_gpus", 0.0, None),
+            ("max_model_len", 0, None),
+            ("tensor_parallel_size", 1, 1024),
+            ("pipeline_parallel_size", 1, 1024),
         )
         for key, lo, hi in ranges:
             check_range(out, key, getattr(self, key), lo, hi)
@@ -209,23 +218,29 @@ class LLMBackend(ABC):
 
     def check_request(self, req: LLMRequest) -> str | None:
         """Why ``req`` cannot run in this role, or None."""
-        if not isinstance(req.prompt, str) or not req.prompt.strip():
-            return "empty prompt"
-        if self.role == "audio" and req.audio is None:
-            return "audio role needs request.audio (16 kHz mono float32)"
-        if self.role == "video" and not req.frames:
-            return "video role needs request.frames (JPEG bytes)"
-        if self.role == "omni" and (not req.frames or req.audio is None):
-            return "omni role needs request.frames (JPEG bytes) and request.audio (16 kHz mono float32)"
-        if self.role == "text" and self.text_only and (req.frames or req.audio is not None):
-            return "the text role takes no media; send frames / audio to the video / audio role"
-        if req.audio is not None:
-            a = req.audio
-            if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype != np.float32:
-                return (
-                    f"audio must be a 1-D float32 numpy array at {SAMPLE_RATE} Hz, got "
-                    f"{type(a).__name__} {getattr(a, 'dtype', '')} shape {getattr(a, 'shape', '')}"
-                )
-            if a.size == 0 or not np.isfinite(a).all():
-                return "audio is empty or holds NaN/inf samples"
-        return None
+        return request_problem(req, self.role, self.text_only)
+
+
+def request_problem(req: LLMRequest, role: str, text_only: bool = True) -> str | None:
+    """Why ``req`` cannot run in ``role``, or None (every backend, and the vLLM Ray Data stage, checks
+    requests with it). ``text_only``: the text role refuses media."""
+    if not isinstance(req.prompt, str) or not req.prompt.strip():
+        return "empty prompt"
+    if role == "audio" and req.audio is None:
+        return "audio role needs request.audio (16 kHz mono float32)"
+    if role == "video" and not req.frames:
+        return "video role needs request.frames (JPEG bytes)"
+    if role == "omni" and (not req.frames or req.audio is None):
+        return "omni role needs request.frames (JPEG bytes) and request.audio (16 kHz mono float32)"
+    if role == "text" and text_only and (req.frames or req.audio is not None):
+        return "the text role takes no media; send frames / audio to the video / audio role"
+    if req.audio is not None:
+        a = req.audio
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype != np.float32:
+            return (
+                f"audio must be a 1-D float32 numpy array at {SAMPLE_RATE} Hz, got "
+                f"{type(a).__name__} {getattr(a, 'dtype', '')} shape {getattr(a, 'shape', '')}"
+            )
+        if a.size == 0 or not np.isfinite(a).all():
+            return "audio is empty or holds NaN/inf samples"
+    return None

@@ -82,6 +82,33 @@ def test_setup_installs_emer_with_the_pinned_ray(launcher):
     assert {".venv", ".git"} <= set(launcher["rsync_exclude"])
 
 
+def test_vllm_is_installed_on_gpu_nodes_only(launcher):
+    """A node type's worker_setup_commands replace the common ones (Ray's autoscaler), so the GPU
+    type repeats them, then installs the vllm pin of pyproject's extra; no other node gets vllm."""
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
+    (pin,) = [d.split("#")[0].strip() for d in extra]
+    assert re.fullmatch(r"vllm==\d+\.\d+\.\d+", pin)
+    gpu = launcher["available_node_types"]["gpu_worker"]["worker_setup_commands"]
+    common = launcher["setup_commands"]
+    assert gpu[: len(common)] == common and gpu[len(common) :] == [f'~/venv/bin/pip install -q "{pin}"']
+    others = [launcher[k] for k in ("setup_commands", "head_setup_commands", "worker_setup_commands")]
+    others += [
+        t.get("worker_setup_commands", [])
+        for n, t in launcher["available_node_types"].items()
+        if n != "gpu_worker"
+    ]
+    assert not any("vllm" in c for cmds in others for c in cmds)
+    docs = list(yaml.safe_load_all((ROOT / "cluster" / "kuberay-rayjob.yaml").read_text()))
+    spec = next(d for d in docs if d["kind"] == "RayJob")["spec"]["rayClusterSpec"]
+    images = {
+        g["groupName"]: g["template"]["spec"]["containers"][0]["image"] for g in spec["workerGroupSpecs"]
+    }
+    images["head"] = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    assert {n for n, image in images.items() if "vllm" in image} == {"gpu-llm"}
+
+
 # Mounts `ray up` adds itself (ray/autoscaler/_private/commands.py): the SSH key Ray made for the
 # cluster (~/.ssh/ray-autoscaler_<region>.pem) and the bootstrap config; rsync_exclude applies to them.
 RAY_OWN_MOUNTS = {

@@ -7,7 +7,7 @@ import pytest
 
 from core.config import ConfigError, dump_yaml, load
 from core.llm import LLMConfig, LLMRequest, LLMResult, create_backend
-from core.llm.vllm_backend import MISSING
+from core.llm.backends import VLLM_ONLY_IN_ANNOTATION
 
 
 def test_defaults_are_valid_and_round_trip_yaml(tmp_path):
@@ -69,20 +69,34 @@ def test_result_ok():
     assert LLMResult(text="x").ok and not LLMResult(error="boom").ok and not LLMResult().ok
 
 
-def test_unknown_role_and_missing_vllm():
+def test_unknown_role_and_vllm_outside_annotation():
     with pytest.raises(ValueError, match="role 'speech'"):
         create_backend(LLMConfig(backend="openai", api_key_env=""), "speech")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match=r"pip install 'emer\[vllm\]'"):
-            create_backend(LLMConfig(backend="vllm"), "text")
-        assert "emer[vllm]" in MISSING
-    else:
-        pytest.skip("vllm is installed: the missing-extra error cannot be shown")
+    # vllm is a Ray Data stage of the annotation, never an in-process backend: the error says what to do
+    with pytest.raises(ValueError, match="vllm serve") as err:
+        create_backend(LLMConfig(backend="vllm"), "text")
+    assert str(err.value) == VLLM_ONLY_IN_ANNOTATION and "backend = 'openai'" in str(err.value)
+
+
+def test_vllm_engine_fields_are_checked():
+    with pytest.raises(ConfigError) as err:
+        LLMConfig(backend="vllm", max_model_len=-1, tensor_parallel_size=0, pipeline_parallel_size=0)
+    text = " | ".join(err.value.problems)
+    for key in ("max_model_len = -1", "tensor_parallel_size = 0", "pipeline_parallel_size = 0"):
+        assert key in text
+    assert LLMConfig(backend="vllm", max_model_len=4096, tensor_parallel_size=2).problems() == []
 
 
 def test_request_accepts_array_of_frames():
     frames = np.array([b"\xff\xd8\xffa", b"\xff\xd8\xffb"], dtype=object)  # as Ray Data delivers them
     req = LLMRequest(prompt="x", frames=frames)
     assert req.frames == [b"\xff\xd8\xffa", b"\xff\xd8\xffb"]
+
+
+def test_evaluate_llm_on_vllm_is_a_config_error_naming_the_fix():
+    from evaluation.config import EvaluateConfig
+
+    with pytest.raises(ConfigError) as err:
+        EvaluateConfig(llm=LLMConfig(backend="vllm"))
+    (problem,) = err.value.problems
+    assert problem.startswith("evaluate.llm.backend = 'vllm'") and "vllm serve" in problem
