@@ -52,8 +52,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # ---- every config key the benchmark uses, in one place (the role / stage names may change) ----
 PRESET = "demo"
-ROLE = "text"  # the LLM role (annotate.<ROLE>) of the OV-extraction stage
-STAGE = "text"  # its actor pool (annotate.stages.<STAGE>)
+ROLE = "ov"  # the LLM role (annotate.<ROLE>, inheriting annotate.text) of the OV-extraction stage
+STAGE = "ov"  # its actor pool (annotate.stages.<STAGE>)
 
 
 def stage_class():
@@ -93,12 +93,14 @@ def rows(n: int) -> list[dict]:
 def run_loop(cfg, data: list[dict], batch: int) -> dict:
     """The backend in a plain loop: load it, then one ``generate`` per stage batch."""
     from core.llm import create_backend
+    from pipelines.config import KIND
 
-    llm = getattr(cfg, ROLE)
+    llm = cfg.llm(ROLE)
     start = time.perf_counter()
-    backend = create_backend(llm, ROLE)
+    backend = create_backend(llm, KIND[ROLE])
     load = time.perf_counter() - start
-    stage = stage_class()(cfg, shared=[(ROLE, llm, backend)])  # builds requests, reuses the backend
+    # the stage builds the requests and reuses the loaded backend
+    stage = stage_class()(cfg, shared=[("llm", (KIND[ROLE], llm), backend)])
     requests = [stage.request(r) for r in data]
     texts, times = [], []
     for i in range(0, len(requests), batch):
@@ -117,7 +119,7 @@ def run_pipeline(cfg, data: list[dict], batch: int) -> dict:
     from core import placement
     from core.stage import map_stages
 
-    res, llm = getattr(cfg.stages, STAGE), getattr(cfg, ROLE)
+    res, llm = cfg.stages.of(STAGE), cfg.llm(ROLE)
     ds = ray.data.from_items(data, override_num_blocks=math.ceil(len(data) / batch))
     remote = placement.remote_args(
         res.resources,
@@ -137,7 +139,7 @@ def run_pipeline(cfg, data: list[dict], batch: int) -> dict:
 
 
 def summary(loop: dict, pipe: dict, data: list[dict], batch: int, cfg, cpus: int) -> dict:
-    n, llm = len(data), getattr(cfg, ROLE)
+    n, llm = len(data), cfg.llm(ROLE)
     loop_total = loop["load_s"] + sum(loop["batch_s"])
     same = sum(loop["texts"][k] == pipe["texts"].get(k) for k in loop["texts"])
     errors = sum(str(t).startswith("ERROR") for t in [*loop["texts"].values(), *pipe["texts"].values()])

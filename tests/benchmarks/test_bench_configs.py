@@ -46,7 +46,7 @@ def test_scaling_config_sets_the_model_stage_pool():
 
 def test_engine_config_is_the_demo_text_model_on_one_actor():
     cfg = annotate_engine.annotate_config(2)
-    llm, res = getattr(cfg, annotate_engine.ROLE), getattr(cfg.stages, annotate_engine.STAGE)
+    llm, res = cfg.llm(annotate_engine.ROLE), cfg.stages.of(annotate_engine.STAGE)
     assert llm.backend == "transformers" and llm.model.endswith("smollm2-135m-instruct")
     assert llm.temperature == 0 and llm.max_new_tokens == 48
     assert (res.actors, res.num_cpus) == (1, 2)
