@@ -40,7 +40,10 @@ FAST_HEALTH = {
     "health_check_timeout_ms": 500,
     "health_check_failure_threshold": 3,
 }
-WORKER = {"CPU": 1, "llm": 1}
+# The model stage here is an endpoint client (backend: openai), which never takes a GPU node's ``llm``
+# slot (pipelines.pools.resources_of); a custom resource of its own stands in for the GPU nodes.
+SLOT = "model_slot"
+WORKER = {"CPU": 1, SLOT: 1}
 OBJECT_STORE = 100 * 2**20
 
 
@@ -69,7 +72,7 @@ def annotate_config(url: str, audio_stage: dict) -> AnnotateConfig:
             "progress_every_s": 5.0,
             "stages": {
                 "decode": {"actors": 1, "num_cpus": 0.5, "batch_size": 2},
-                "audio": {"num_cpus": 0.25, "resources": {"llm": 1}, "batch_size": 2, **audio_stage},
+                "audio": {"num_cpus": 0.25, "resources": {SLOT: 1}, "batch_size": 2, **audio_stage},
                 "video": light,
                 "text": light,
             },
@@ -83,7 +86,7 @@ def audio_actors(cluster: Cluster) -> list[dict]:
     out = []
     for raw in accessor.get_actor_table(None, None):
         a = gcs_pb2.ActorTableData.FromString(raw)
-        if "MapWorker" in a.class_name and "llm" in a.required_resources:
+        if "MapWorker" in a.class_name and SLOT in a.required_resources:
             state = gcs_pb2.ActorTableData.ActorState.Name(a.state)
             out.append({"node": a.address.node_id.hex(), "state": state})
     return out
@@ -222,7 +225,7 @@ def node_loss(args) -> dict:
             n.node_id: n
             for n in (
                 cluster.add_node(
-                    num_cpus=WORKER["CPU"], resources={"llm": 1}, object_store_memory=OBJECT_STORE
+                    num_cpus=WORKER["CPU"], resources={SLOT: 1}, object_store_memory=OBJECT_STORE
                 )
                 for _ in range(2)
             )
