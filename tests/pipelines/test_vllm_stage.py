@@ -173,7 +173,7 @@ def test_an_engine_error_fails_the_row_like_a_failed_request(decoded):
     want = map_stages_path(DisambiguateStage, cfg, row, LLMResult(error=f"vllm: {error}"))
     assert got == want
     assert got["outcome"] == FAILED and got["stage"] == "disambiguate"
-    assert got["reason"] == f"text LLM (vllm:Qwen/Qwen2-7B-Instruct): vllm: {error}"
+    assert got["reason"] == f"disambiguate LLM (vllm:Qwen/Qwen2-7B-Instruct): vllm: {error}"
     assert "messages" not in got and "prompt" not in got and "generated_text" not in got
 
 
