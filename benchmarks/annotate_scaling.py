@@ -109,7 +109,7 @@ def model_stage_dataset(cfg, rows: list[dict]):
 
     from core import placement
     from core.stage import map_stages
-    from pipelines.annotate import pool_bounds
+    from pipelines.pools import pool_bounds
 
     res, llm = getattr(cfg.stages, STAGE), getattr(cfg, ROLE)
     groups = [([stage_class()], res, llm)]
