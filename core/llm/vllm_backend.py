@@ -10,6 +10,7 @@ exercised by the CPU test suite beyond the missing-extra error.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult
@@ -64,7 +65,9 @@ class VLLMBackend(LLMBackend):
             else:
                 batch.append(msgs)
                 where.append(i)
+        self.record([r for r in results if r is not None])  # requests refused before generate
         if batch:
+            began = time.perf_counter()
             try:
                 outs = self._llm.chat(batch, _sampling(self._vllm, self.cfg), use_tqdm=False)
                 for i, out in zip(where, outs):
@@ -76,6 +79,7 @@ class VLLMBackend(LLMBackend):
             except Exception as err:  # noqa: BLE001 - the batch's rows fail as data
                 for i in where:
                     results[i] = LLMResult(error=f"vllm generate failed: {type(err).__name__}: {err}")
+            self.record([results[i] for i in where], time.perf_counter() - began)
         return [r if r is not None else LLMResult(error="internal: no result") for r in results]
 
 
