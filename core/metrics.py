@@ -37,16 +37,34 @@ _LAT = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 METRICS: dict[str, MetricSpec] = {
     "emer_clips_decoded": MetricSpec("counter", "Clips decoded into frames and audio", ("stage",)),
     "emer_clips_rejected": MetricSpec(
-        "counter", "Clips rejected, by reason (decode error, too short, ...)", ("stage", "reason")
+        "counter",
+        "Clips that left the pipeline as rejected (a check) or failed (an error), by reason code",
+        ("stage", "reason"),
     ),
     "emer_rows_processed": MetricSpec("counter", "Rows (clips) that left a pipeline stage", ("stage",)),
     "emer_samples_written": MetricSpec("counter", "Samples written to the output dataset", ("stage",)),
-    "emer_llm_requests": MetricSpec("counter", "LLM / MLLM generate requests", ("stage", "model")),
-    "emer_llm_tokens": MetricSpec(
-        "counter", "LLM tokens, kind=prompt|completion", ("stage", "model", "kind")
+    "emer_rows_failed": MetricSpec(
+        "counter",
+        "Rows failed by an error in a stage (not a check's rejection), by short reason code; "
+        "a subset of emer_clips_rejected",
+        ("stage", "reason"),
     ),
-    "emer_llm_errors": MetricSpec("counter", "LLM requests that failed, by kind", ("stage", "model", "kind")),
-    "emer_llm_retries": MetricSpec("counter", "LLM requests retried", ("stage", "model")),
+    "emer_llm_requests": MetricSpec(
+        "counter", "LLM / MLLM requests answered (ok or failed)", ("role", "model")
+    ),
+    "emer_llm_tokens": MetricSpec("counter", "LLM tokens, kind=prompt|completion", ("role", "model", "kind")),
+    "emer_llm_errors": MetricSpec(
+        "counter",
+        "LLM requests that failed, by kind (http_429, timeout, bad_input, ...)",
+        ("role", "model", "kind"),
+    ),
+    "emer_llm_retries": MetricSpec("counter", "LLM request attempts that were retried", ("role", "model")),
+    "emer_llm_latency_seconds": MetricSpec(
+        "histogram",
+        "Seconds of one LLM call: one HTTP request (openai) or one generate batch (transformers, vllm)",
+        ("role", "model"),
+        _LAT,
+    ),
     "emer_s3_retries": MetricSpec("counter", "S3 requests retried (throttling such as SlowDown)", ("op",)),
     "emer_stage_seconds": MetricSpec("histogram", "Seconds a stage spent on one batch", ("stage",), _LAT),
     "emer_train_samples_per_second": MetricSpec("gauge", "Training throughput (samples/s)", ("run",)),

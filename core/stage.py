@@ -45,9 +45,15 @@ log = logging.getLogger(__name__)
 
 
 def fail(row: dict[str, Any], stage: str, reason: str, outcome: str = FAILED, code: str = "") -> None:
-    """Mark ``row`` rejected/failed at ``stage``; ``code``: short metric tag (default ``<stage>_error``)."""
+    """Mark ``row`` rejected/failed at ``stage``; ``code``: short metric tag (default ``<stage>_error``).
+
+    Counted in ``emer_clips_rejected`` (every row that leaves as not ok) and, for failures, in
+    ``emer_rows_failed``."""
     row.update(outcome=outcome, stage=stage, reason=" ".join(str(reason).split())[:1000])
-    metrics.counter("emer_clips_rejected").inc(1, {"stage": stage, "reason": code or f"{stage}_error"})
+    tags = {"stage": stage, "reason": code or f"{stage}_error"}
+    metrics.counter("emer_clips_rejected").inc(1, tags)
+    if outcome == FAILED:
+        metrics.counter("emer_rows_failed").inc(1, tags)
 
 
 class Stage:

@@ -161,6 +161,8 @@ class LLMStage(Stage):
         self.backend = self.shared_state(
             "llm", (kind, self.llm_cfg), lambda: create_backend(self.llm_cfg, kind)
         )
+        if self.role not in self.backend.steps:
+            self.backend.steps.append(self.role)
 
     def request(self, row: dict[str, Any]):
         raise NotImplementedError

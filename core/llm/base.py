@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.config import Config, check_choice, check_range
+from core.llm import telemetry
 from core.llm.prompts import PROMPTS, render, system_for
 from core.schema import SAMPLE_RATE
 
@@ -205,6 +206,7 @@ class LLMBackend(ABC):
         self.cfg = cfg
         self.role = role
         self.text_only = True  # an endpoint backend may accept media in any role
+        self.steps: list[str] = []  # the annotation roles served (set by their stages), for metrics
 
     @abstractmethod
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
@@ -212,6 +214,22 @@ class LLMBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients / memory; the default does nothing."""
+
+    def metric_tags(self) -> dict[str, str]:
+        """Tags of this backend's LLM metrics: the roles it serves (``steps``, e.g. ``disambiguate+ov``
+        when two annotation steps share one loaded model; else its kind) and its (shortened) model."""
+        role = "+".join(self.steps) if self.steps else self.role
+        return {"role": role, "model": telemetry.model_tag(self.cfg.model)}
+
+    def record(self, results: Sequence[LLMResult], seconds: float | None = None) -> None:
+        """Count ``results`` in the LLM metrics (requests, tokens, errors by kind, retries) and, when
+        given, ``seconds`` as one call's latency. Every backend calls it once per answered request
+        or batch, so all report the same way (``core.llm.telemetry``)."""
+        telemetry.record_results(self.metric_tags(), results, seconds)
+
+    def observe_latency(self, seconds: float) -> None:
+        """One call's latency alone (e.g. one HTTP attempt of a request that is retried)."""
+        telemetry.observe_latency(self.metric_tags(), seconds)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(role={self.role!r}, model={self.cfg.model!r})"

@@ -9,6 +9,8 @@ errors (400, 401, 403, 404, 409, 422 ...) fail at once; after ``stop_after_fatal
 401/403/404 in a row (a wrong key, model or endpoint) no more requests are sent: they fail with that
 reason. Exhausted retries give an ``LLMResult`` with the last reason, not an exception.
 Frames go as base64 JPEG ``image_url`` parts, audio as an ``input_audio`` WAV part.
+Metrics (``LLMBackend.record``): every request once (tokens, retries, error kind), every HTTP
+attempt's seconds in ``emer_llm_latency_seconds``.
 The key is read from the variable named by ``cfg.api_key_env``; it is scrubbed from every error
 string and never logged or shown in a repr.
 """
@@ -120,7 +122,13 @@ class OpenAIBackend(LLMBackend):
             except ValueError as err:
                 problem = f"bad input: {err}"
         if problem is not None:
-            return LLMResult(error=problem)
+            res = LLMResult(error=problem)
+        else:
+            res = self._send(req, messages)
+        self.record([res])  # latency is observed per HTTP attempt, in _create
+        return res
+
+    def _send(self, req: LLMRequest, messages: list[dict]) -> LLMResult:
         with self._lock:
             refused = self._fatal.tripped()
         if refused:  # the endpoint refused the last requests for good: do not send more
@@ -130,6 +138,19 @@ class OpenAIBackend(LLMBackend):
             self._fatal.observe(not res.ok, res.error)
         return res
 
+    def _create(self, messages: list[dict]):
+        """One HTTP request; its seconds go into the latency histogram, answered or not."""
+        start = time.perf_counter()
+        try:
+            return self._client.chat.completions.create(
+                model=self.cfg.model,
+                messages=messages,
+                max_tokens=self.cfg.max_new_tokens,
+                temperature=self.cfg.temperature,
+            )
+        finally:
+            self.observe_latency(time.perf_counter() - start)
+
     def _with_retries(self, req: LLMRequest, messages: list[dict]) -> LLMResult:
         import openai
 
@@ -137,13 +158,7 @@ class OpenAIBackend(LLMBackend):
         for attempt in range(self.cfg.max_retries + 1):
             retry_after = None
             try:
-                resp = self._client.chat.completions.create(
-                    model=self.cfg.model,
-                    messages=messages,
-                    max_tokens=self.cfg.max_new_tokens,
-                    temperature=self.cfg.temperature,
-                )
-                return _parse(resp, attempt + 1)
+                return _parse(self._create(messages), attempt + 1)
             except (openai.APITimeoutError, openai.APIConnectionError) as err:
                 reason = f"{type(err).__name__}: {err}"
             except (MalformedResponse, openai.APIResponseValidationError, ValueError) as err:

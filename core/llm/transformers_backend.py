@@ -5,7 +5,8 @@ audio -> ``Qwen2AudioForConditionalGeneration`` + its processor, video ->
 ``Qwen2_5_VLForConditionalGeneration`` + ``Qwen2_5_VLProcessor`` (frames decoded from JPEG bytes and
 passed to the real processor). ``LLMConfig.model_class`` names another transformers class.
 Prompts go through the checkpoint's chat template. A batch that fails is retried request by request,
-so the error lands on the request that caused it.
+so the error lands on the request that caused it. Metrics: each generate batch is one
+``LLMBackend.record`` (requests, tokens, errors, the batch's seconds as latency).
 """
 
 from __future__ import annotations
@@ -104,10 +105,14 @@ class TransformersBackend(LLMBackend):
                 results[i] = LLMResult(error=problem)
             else:
                 ready.append((i, inputs))
+        self.record([r for r in results if r is not None])  # requests refused before generate
         bs = self.cfg.batch_size
         for start in range(0, len(ready), bs):
             chunk = ready[start : start + bs]
-            for (i, _), res in zip(chunk, self._run_isolating(chunk)):
+            began = time.perf_counter()
+            answers = self._run_isolating(chunk)
+            self.record(answers, time.perf_counter() - began)  # one generate batch
+            for (i, _), res in zip(chunk, answers):
                 results[i] = res
         return [r if r is not None else LLMResult(error="internal: no result") for r in results]
 

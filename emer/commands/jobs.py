@@ -15,8 +15,10 @@ import os
 import sys
 from pathlib import Path
 
+from cluster import fit
 from cluster import submit as sb
 from core.secrets import redact_url
+from emer.runconfig import load_run_config
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,18 @@ def register(sub, common) -> None:
         "--follow",
         action="store_true",
         help="stream the job's logs until it ends; exit 0 only if it succeeded",
+    )
+    p.add_argument(
+        "--cluster-yaml",
+        default=None,
+        metavar="FILE",
+        help="cluster launcher config whose node types the run's resource asks must fit before "
+        "anything is sent (default: ray_cluster.yaml of the emer source folder)",
+    )
+    p.add_argument(
+        "--skip-fit-check",
+        action="store_true",
+        help="submit without checking the asks against --cluster-yaml (e.g. a cluster made otherwise)",
     )
     p.add_argument(
         "job",
@@ -163,8 +177,37 @@ def _resources(text: str | None) -> dict[str, float] | None:
         raise ValueError(f"--resources {text!r}: not JSON ({err}); e.g. '{{\"llm\": 1}}'") from err
 
 
+def _job_configs(job: list[str]) -> list[str]:
+    """The ``--config`` values given after the subcommand."""
+    out = []
+    for i, arg in enumerate(job):
+        if arg == "--config" and i + 1 < len(job):
+            out.append(job[i + 1])
+        elif arg.startswith("--config="):
+            out.append(arg.split("=", 1)[1])
+    return out
+
+
+def _fit_check(args) -> None:
+    """Refuse a run whose resource asks the cluster's node types cannot place (``cluster.fit``)."""
+    command = [a for a in args.job if a != "--"]
+    sections = fit.COMMAND_SECTIONS.get(command[0] if command else "")
+    if args.skip_fit_check or not sections:
+        return
+    path = Path(args.cluster_yaml) if args.cluster_yaml else fit.DEFAULT_YAML
+    if not path.is_file():
+        if args.cluster_yaml:
+            raise FileNotFoundError(f"--cluster-yaml {args.cluster_yaml}: no such file")
+        log.warning("no %s: the fit check is skipped (pass --cluster-yaml)", path)
+        return
+    configs = list(args.config or []) + _job_configs(command[1:])
+    run = load_run_config(configs or None, getattr(args, "overrides", []))
+    fit.check_fit(run, path, sections, label=",".join(configs) or "(defaults)")
+
+
 def cmd_submit(args) -> int:
     resources = _resources(args.resources)
+    _fit_check(args)
     sub = sb.build_submission(
         _job_command(args),
         extra_env=args.env,
