@@ -1,10 +1,10 @@
 """Cluster scenarios of the annotation, each run in its own process by ``test_autoscaling.py`` and
 ``test_node_loss.py`` (never inside pytest's Ray), reporting JSON.
 
-- ``autoscale``: a head with CPUs but no ``llm`` resource and a real (v1) autoscaler over fake worker
-  nodes that carry ``llm`` (Ray's ``fake_multinode`` provider, the one ``AutoscalingCluster`` uses;
+- ``autoscale``: a head with CPUs but no model slot and a real (v1) autoscaler over fake worker
+  nodes that carry one (``model_slot``; Ray's ``fake_multinode`` provider, as ``AutoscalingCluster``;
   that class is not used itself because it runs ``ray stop --force``, which would end every Ray on
-  this machine, and its example.yaml is not in the wheel). The audio stage asks ``{llm: 1}`` and
+  this machine, and its example.yaml is not in the wheel). The audio stage asks ``{model_slot: 1}`` and
   starts with no worker node; the report has the most audio actors alive at once, the worker nodes
   seen and how long the idle workers took to go after the run.
 - ``node_loss``: ``ray.cluster_utils.Cluster`` with a head and two ``llm`` workers and fast health
