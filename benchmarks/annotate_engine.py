@@ -9,7 +9,7 @@ of ``--rows`` generated descriptions (``OVLabelStage``, the real stage class).
 - loop: one ``TransformersBackend`` in this process; the stage's own requests (``OVLabelStage.request``)
   go to ``backend.generate`` in batches of the stage's batch size, one after another.
 - pipeline: the same rows through the real stage on a one-actor pool made like
-  ``pipelines.annotate.build_pipeline`` makes it (``placement.remote_args``, ``core.stage.map_stages``,
+  ``pipelines.annotate.build_pipeline`` makes it (``pipelines.pools.remote_for``, ``core.stage.map_stages``,
   2 batches in flight), the actor given as many CPUs as this process has (so torch gets as many
   threads in both: Ray sets ``OMP_NUM_THREADS`` from the actor's CPUs).
 
@@ -116,18 +116,12 @@ def run_pipeline(cfg, data: list[dict], batch: int) -> dict:
     """The same rows through the real stage on a one-actor pool; times of every output batch."""
     import ray
 
-    from core import placement
     from core.stage import map_stages
+    from pipelines import pools
 
     res, llm = cfg.stages.of(STAGE), cfg.llm(ROLE)
     ds = ray.data.from_items(data, override_num_blocks=math.ceil(len(data) / batch))
-    remote = placement.remote_args(
-        res.resources,
-        num_cpus=res.num_cpus,
-        num_gpus=llm.num_gpus,
-        max_restarts=res.max_restarts,
-        max_task_retries=res.max_task_retries,
-    )
+    remote = pools.remote_for(res, llm)  # what build_pipeline gives a pool
     ds = map_stages(ds, [(stage_class(), {})], cfg, pool=(1, 1), batch_size=batch, remote=remote)
     texts, arrivals = {}, []
     start = time.perf_counter()

@@ -8,7 +8,7 @@ time. The rows are real decoded clips: ``--clips`` generated clips decoded once 
 ``DecodeStage`` + ``CheckStage``, demo media settings), repeated under new names to
 ``--rows-per-actor`` x actors rows. They then go through the real model stage of the pipeline: the
 real stage class (``MODEL_STAGE``, ``VideoClueStage``) and the real OpenAI backend, on an actor pool
-made like ``pipelines.annotate.build_pipeline`` makes it (``pool_bounds``, ``placement.remote_args``,
+made like ``pipelines.annotate.build_pipeline`` makes it (``pool_bounds``, ``pools.remote_for``,
 ``core.stage.map_stages``, 2 batches in flight per actor). Decoding is not timed (it is the subject
 of ``annotate_decode.py``).
 
@@ -107,22 +107,15 @@ def model_stage_dataset(cfg, rows: list[dict]):
     """The model stage's pool over ``rows``, made as ``build_pipeline`` makes a later stage group."""
     import ray
 
-    from core import placement
     from core.stage import map_stages
-    from pipelines.pools import pool_bounds
+    from pipelines import pools
 
     res, llm = getattr(cfg.stages, STAGE), getattr(cfg, ROLE)
     groups = [([stage_class()], res, llm)]
-    ((lo, hi),) = pool_bounds(cfg, groups)
+    ((lo, hi),) = pools.pool_bounds(cfg, groups)
     batch = max(1, min(res.batch_size, math.ceil(len(rows) / hi)))  # build_pipeline's _batch_size
     ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch))
-    remote = placement.remote_args(
-        res.resources,
-        num_cpus=res.num_cpus,
-        num_gpus=llm.num_gpus,
-        max_restarts=res.max_restarts,
-        max_task_retries=res.max_task_retries,
-    )
+    remote = pools.remote_for(res, llm)  # what build_pipeline gives a pool
     chain = [(stage_class(), {})]
     return map_stages(ds, chain, cfg, pool=(lo, hi), batch_size=batch, remote=remote, in_flight=2)
 

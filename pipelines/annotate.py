@@ -133,13 +133,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
             chain, llm, res, pool = [], None, res.replace(resources={}), (1, 1)  # the sink alone
         if i == len(groups) - 1:
             chain.append((sink.WriteStage, {"output": output}))
-        remote = placement.remote_args(
-            pools.resources_of(res, llm),
-            num_cpus=res.num_cpus,
-            num_gpus=pools.gpus(llm) or None,
-            max_restarts=res.max_restarts,
-            max_task_retries=0 if isolate else res.max_task_retries,
-        )
+        remote = pools.remote_for(res, llm, isolate)
         ds = map_stages(
             ds,
             chain,

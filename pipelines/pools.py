@@ -109,3 +109,15 @@ def pool_text(bounds: tuple[int, int | None]) -> str:
 def batch_size_for(configured: int, rows: int, actors: int) -> int:
     """The configured batch, smaller when there are too few rows to keep every actor busy."""
     return max(1, min(configured, math.ceil(rows / max(1, actors))))
+
+
+def remote_for(res: StageConfig, llm, isolate: bool = False) -> dict[str, Any]:
+    """The ``ray_remote_args`` of one pool's actors (``isolate``: no task retries, so a crash
+    re-runs nothing behind the crash isolation's back)."""
+    return placement.remote_args(
+        resources_of(res, llm),
+        num_cpus=res.num_cpus,
+        num_gpus=gpus(llm) or None,
+        max_restarts=res.max_restarts,
+        max_task_retries=0 if isolate else res.max_task_retries,
+    )
