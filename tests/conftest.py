@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,39 @@ def ray_local(s3):
         )
     yield ray
     ray.shutdown()
+
+
+# Actors a finished Ray Train run must not leave behind: while alive, their Ray Data executors keep
+# a share of the session's CPUs reserved, and later Ray Data jobs hang on the rest.
+TRAIN_LEFTOVERS = ("TrainController", "DatasetManager", "SplitCoordinator")
+
+
+def live_actors(classes: tuple[str, ...]) -> list[str]:
+    """Class names of the live actors of ``classes`` (through GCS: the test Ray has no dashboard)."""
+    from ray._private import state
+
+    return sorted(
+        a["ActorClassName"]
+        for a in state.actors().values()
+        if a["State"] != "DEAD" and a["ActorClassName"] in classes
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_train_actors(request):
+    """A test on the session Ray fails if a training run's actors outlive it (they die shortly
+    after their last handle goes, so this waits up to 10 s)."""
+    yield
+    if "ray_local" not in request.fixturenames:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    deadline = time.monotonic() + 10
+    while (left := live_actors(TRAIN_LEFTOVERS)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"{request.node.nodeid} left Ray Train actors alive: {left}"
 
 
 def free_port() -> int:
