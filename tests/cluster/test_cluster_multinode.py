@@ -12,7 +12,6 @@ the sample set (~1 min on 2 cores); ``EMER_TEST_FULL_MULTINODE=1`` adds the thre
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from clip_copies import copies, original
 from cluster_helpers import subprocess_env, tiny_llm_overrides
 
 from core import storage
@@ -36,23 +36,11 @@ def _names(output: str, folder: str) -> list[str]:
     return [n for f in files for n in storage.read_table(f, columns=["name"]).column("name").to_pylist()]
 
 
-def _copies(sample_clips, dest: Path, copies: int) -> tuple[Path, Path, set[str], set[str]]:
-    """The sample set ``copies`` times (symlinked clips, subtitle rows renamed): clips, csv, good, broken."""
-    clips = dest / "clips"
-    clips.mkdir(parents=True)
-    for src in sorted((sample_clips.root / "clips").iterdir()):
-        for i in range(copies):
-            (clips / f"{src.stem}_c{i}{src.suffix}").symlink_to(src)
-    good = {f"{n}_c{i}" for n in sample_clips.clips for i in range(copies)}
-    broken = {f"{n}_c{i}" for n in sample_clips.broken for i in range(copies)}
-    with open(sample_clips.subtitles, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    subtitles = dest / "subtitles.csv"
-    with open(subtitles, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({**r, "name": f"{r['name']}_c{i}"} for r in rows for i in range(copies))
-    return clips, subtitles, good, broken
+def _copies(sample_clips, dest: Path, n: int) -> tuple[str, str, set[str], set[str]]:
+    """``n`` copies of the sample set: clips, subtitles csv, the good names, the broken names."""
+    clips, subtitles, names = copies(sample_clips, dest, n)
+    good = {x for x in names if original(x) in sample_clips.clips}
+    return clips, subtitles, good, set(names) - good
 
 
 def _run(tmp_path: Path, args: list[str]) -> dict:
@@ -100,15 +88,15 @@ def _check_recovery_and_output(report: dict, output: str, good: set[str], broken
 
 
 def test_annotation_survives_a_lost_worker_node(sample_clips, tmp_path):
-    clips, subtitles, good, broken = _copies(sample_clips, tmp_path / "input", copies=3)
+    clips, subtitles, good, broken = _copies(sample_clips, tmp_path / "input", n=3)
     output = str(tmp_path / "out")
     report = _run(
         tmp_path,
         [
             "--input",
-            str(clips),
+            clips,
             "--subtitles",
-            str(subtitles),
+            subtitles,
             "--output",
             output,
             "--annotate.stop_after=check",

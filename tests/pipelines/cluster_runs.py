@@ -1,10 +1,9 @@
-"""Test-side helpers of the cluster scenarios (``cluster_scenario.py``): the input (the sample set a
-few times over) and running a scenario in its own process session, ended by that session afterwards
-(never ``ray stop``: other Rays on this machine stay)."""
+"""Test-side helper of the cluster scenarios (``cluster_scenario.py``): running a scenario in its own
+process session, ended by that session afterwards (never ``ray stop``: other Rays on this machine
+stay). Their input, the sample set a few times over, comes from ``clip_copies``."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -17,25 +16,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-
-
-def copies(sample_clips, dest: Path, n: int) -> tuple[str, str, list[str]]:
-    """The sample set ``n`` times (symlinked clips, subtitle rows renamed): clips, csv, input names."""
-    clips = dest / "clips"
-    clips.mkdir(parents=True)
-    names = []
-    for src in sorted((sample_clips.root / "clips").iterdir()):
-        for i in range(n):
-            (clips / f"{src.stem}_c{i}{src.suffix}").symlink_to(src)
-            names.append(f"{src.stem}_c{i}")
-    with open(sample_clips.subtitles, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    subtitles = dest / "subtitles.csv"
-    with open(subtitles, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({**r, "name": f"{r['name']}_c{i}"} for r in rows for i in range(n))
-    return str(clips), str(subtitles), names
 
 
 def session_pids(sid: int) -> list[int]:

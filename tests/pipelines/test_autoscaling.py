@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from annotate_helpers import check_every_name_once
-from cluster_runs import copies, run_scenario
+from clip_copies import copies, original
+from cluster_runs import run_scenario
 
 from core import placement
 from core.config import ConfigError
@@ -123,7 +124,7 @@ def test_the_model_pool_and_the_cluster_scale_up_then_down(sample_clips, tmp_pat
     assert report["workers_seen"] >= 2, report  # ... on nodes the autoscaler added
     assert report["workers_left"] == 0, report  # and the idle nodes went after the run
     samples, failures = check_every_name_once(output, names)
-    good = {n for n in names if n.rsplit("_c", 1)[0] in sample_clips.clips}
+    good = {n for n in names if original(n) in sample_clips.clips}
     assert set(samples) == good and report["counts"]["pending"] == 0  # the broken inputs failed
     assert {r["stage"] for r in failures.values()} <= {"decode", "check"}, failures
     assert report["audio_requests"] == len(good)  # the audio stage ran once for every sample

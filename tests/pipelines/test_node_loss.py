@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 from annotate_helpers import check_every_name_once
-from cluster_runs import copies, run_scenario
+from clip_copies import copies, original
+from cluster_runs import run_scenario
 
 from core.failures import BlockErrors
 from pipelines.annotate import CRASH_REASON, MAX_RAY_ERRORS, crash_reason
@@ -73,7 +74,7 @@ def test_a_node_lost_during_the_model_stage(sample_clips, tmp_path):
     for row in crashed:  # the rows lost with the node say so, in Ray's words
         assert row["reason"].startswith(CRASH_REASON + ". Ray reported: "), row
         assert f"Nodes lost during the run: {removed['node']} (" in row["reason"], row
-    good = {n for n in names if n.rsplit("_c", 1)[0] in sample_clips.clips}
+    good = {n for n in names if original(n) in sample_clips.clips}
     # the good clips not lost got through; broken ones failed in decode/check unless lost too
     assert set(samples) <= good <= set(samples) | {r["name"] for r in crashed}
     assert {r["stage"] for r in failures.values()} <= {"decode", "check", "crash"}
@@ -90,6 +91,6 @@ def test_rows_lost_with_a_node_are_rerun_and_get_through(sample_clips, tmp_path)
     report = _run(tmp_path, clips, subtitles, output, "--isolate")
     assert report["removed"], report
     samples, failures = check_every_name_once(output, names)
-    assert set(samples) == {n for n in names if n.rsplit("_c", 1)[0] in sample_clips.clips}
+    assert set(samples) == {n for n in names if original(n) in sample_clips.clips}
     assert {r["stage"] for r in failures.values()} == {"decode", "check"}  # the broken inputs only
     assert report["this_run"]["lost_to_crashes"] == 0 and report["counts"]["pending"] == 0
