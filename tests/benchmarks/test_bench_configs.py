@@ -53,3 +53,23 @@ def test_engine_config_is_the_demo_text_model_on_one_actor():
     assert annotate_engine.stage_class().role == annotate_engine.ROLE
     rows = annotate_engine.rows(32)
     assert len({r["description_en"] for r in rows}) == 32
+
+
+def test_engine_summary_cancels_start_up_and_compares_texts():
+    cfg = annotate_engine.annotate_config(2)
+    data = annotate_engine.rows(4)
+    texts = {r["name"]: f"t{i}" for i, r in enumerate(data)}
+    loop = {"load_s": 5.0, "batch_s": [3.0, 2.0, 2.0, 2.0], "texts": texts}  # batches of one row
+
+    def run(names, wall):
+        return {"wall_s": wall, "arrivals": [], "texts": {k: texts[k] for k in names}}
+
+    half, full = list(texts)[:2], list(texts)
+    pairs = [(run(half, 12.0), run(full, 16.0)), (run(half, 10.0), run(full, 15.0))]
+    pairs[1][1]["texts"][full[3]] = "ERROR boom"
+    out = annotate_engine.summary(loop, pairs, data, 1, cfg, 2)
+    # the loop's last two rows take 4 s; the pipeline's two extra rows 4 s and 5 s (median 4.5)
+    assert out["ratio_per_repeat"] == [1.0, 0.8] and out["ratio_pipeline_vs_loop"] == 0.889
+    assert out["pipeline_s"] == {2: [12.0, 10.0], 4: [16.0, 15.0]}
+    assert out["ratio_with_start_up"] == round(14.0 / 15.5, 3) and out["pipeline_start_up_s"] == 6.5
+    assert (out["texts_equal"], out["errors"], out["texts_match"]) == ("11/12", 1, False)
