@@ -22,7 +22,13 @@ whole iteration, start-up included) is printed too. Efficiency(N) = rate(N) / (N
 
 Target: efficiency >= 0.85 at 8 actors. Prints one JSON object.
 
-Measured (2026-12-03, 2 cores shared with other jobs, load average 11.6; 200 ms, 2 in flight per
+Measured (2026-12-04, 2 idle cores, load average ~2.7 from the run itself; 200 ms, 2 in flight
+per actor, batches of 8, 64 rows per actor): rows/s 9.62 / 19.0 / 37.64 / 73.13 at 1 / 2 / 4 / 8
+actors, efficiency vs 1 actor 1.0 / 0.988 / 0.978 / 0.951 (vs the ideal 10 rows/s per actor:
+0.962 / 0.95 / 0.941 / 0.914); plain loop 9.69 rows/s; wall rate with start-up 7.84 / 14.75 /
+23.6 / 33.2 rows/s.
+
+Earlier (2026-12-03, 2 cores shared with other jobs, load average 11.6; 200 ms, 2 in flight per
 actor, batches of 8, 64 rows per actor): rows/s 9.50 / 18.64 / 35.69 / 64.59 at 1 / 2 / 4 / 8
 actors, efficiency vs 1 actor 1.0 / 0.981 / 0.94 / 0.85 (vs the ideal 10 rows/s per actor:
 0.95 / 0.932 / 0.892 / 0.807); the same stage in a plain loop here: 9.24 rows/s. With start-up
