@@ -195,6 +195,8 @@ def main() -> None:
     import ray
     import ray.data
 
+    if args.rows < 2 or args.repeats < 1:
+        ap.error("--rows must be >= 2 and --repeats >= 1")
     cfg = annotate_config(args.cpus)
     batch = min(getattr(cfg.stages, STAGE).batch_size, args.rows // 2)
     if args.rows % (2 * batch):

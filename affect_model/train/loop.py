@@ -153,9 +153,9 @@ def _fit(payload: dict) -> dict:
 def _sigint_restored() -> Iterator[None]:
     """Put back the SIGINT handler that ``fit()`` replaces. Ray Train 2.60's handler holds the
     TrainController's handle, so while it stays installed the controller, its DatasetManager and
-    the training datasets' SplitCoordinators stay alive; their Ray Data executors keep a share of
-    the cluster reserved, and later Ray Data jobs of the same driver were measured to hang on
-    what is left (4 CPUs split 4 ways)."""
+    the training datasets' SplitCoordinators stay alive; Ray Data's autoscaling coordinator keeps
+    giving their executors an equal share of the free CPUs, and later Ray Data jobs of the same
+    driver hung on what was left (the test suite's filter and bad-input jobs did)."""
     main = threading.current_thread() is threading.main_thread()
     old = signal.getsignal(signal.SIGINT) if main else None
     try:

@@ -40,7 +40,7 @@ def _copies(sample_clips, dest: Path, n: int) -> tuple[str, str, set[str], set[s
     """``n`` copies of the sample set: clips, subtitles csv, the good names, the broken names."""
     clips, subtitles, names = copies(sample_clips, dest, n)
     good = {x for x in names if original(x) in sample_clips.clips}
-    return clips, subtitles, good, set(names) - good
+    return clips, subtitles, good, {x for x in names if original(x) in sample_clips.broken}
 
 
 def _run(tmp_path: Path, args: list[str]) -> dict:
