@@ -18,7 +18,9 @@ EMER-Coarse (``OUTPUT/samples/part-*.parquet``): one row per clip that passed th
 Failures (``OUTPUT/failures/``): ``name, stage, reason, outcome, clip``.
 
 EMER-Fine: the reviewed descriptions, a CSV ``name, english`` (MER layout; ``chinese`` and
-``openset`` optional) whose media come from EMER-Coarse rows of the same names.
+``openset`` optional) whose media come from EMER-Coarse rows of the same names. ``emer export fine``
+writes every cell through ``spreadsheet_safe`` (a cell a spreadsheet would run as a formula gets a
+leading ``'``); its readers take the text back with ``from_spreadsheet_safe``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ FAILURE_COLUMNS = (NAME, "stage", "reason", "outcome", CLIP)
 
 # EMER-Fine CSV (MER layout)
 FINE_NAME, FINE_ENGLISH, FINE_CHINESE, FINE_OPENSET = "name", "english", "chinese", "openset"
+# A CSV cell starting with one of these is run as a formula by spreadsheets (OWASP's list)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs: one starting with ``FORMULA_START`` (or with the
+    quote itself, so the escape can be undone) gets a leading ``'``. ``from_spreadsheet_safe`` undoes
+    it exactly; other cells are left as they are."""
+    return "'" + text if text[:1] in (*FORMULA_START, "'") else text
+
+
+def from_spreadsheet_safe(text: str) -> str:
+    """The text ``spreadsheet_safe`` escaped (a cell it left alone comes back as it is)."""
+    return text[1:] if text[:1] == "'" and text[1:2] in (*FORMULA_START, "'") else text
+
 
 TYPES: dict[str, pa.DataType] = {
     NAME: pa.string(),

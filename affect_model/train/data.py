@@ -32,6 +32,7 @@ from core.schema import (
     coarse_schema,
     decode_audio,
     encode_audio,
+    from_spreadsheet_safe,
 )
 
 log = logging.getLogger(__name__)
@@ -97,18 +98,20 @@ def write_coarse(rows: Iterable[Mapping], uri: str) -> int:
 
 
 def read_fine_csv(uri: str) -> dict[str, str]:
-    """EMER-Fine descriptions: ``{name: english}`` from a CSV with columns ``name, english``."""
+    """EMER-Fine descriptions: ``{name: english}`` from a CSV with columns ``name, english`` (a cell
+    ``emer export fine`` escaped for spreadsheets comes back as written: ``from_spreadsheet_safe``)."""
     table = storage.read_table(uri)
     missing = [c for c in ("name", "english") if c not in table.column_names]
     if missing:
         raise ValueError(
             f"{uri}: missing column(s) {', '.join(missing)}; EMER-Fine CSVs have `name, english`"
         )
-    names, texts = table.column("name").to_pylist(), table.column("english").to_pylist()
+    names = [from_spreadsheet_safe(str(n)) for n in table.column("name").to_pylist()]
+    texts = [from_spreadsheet_safe(str(t or "")) for t in table.column("english").to_pylist()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"{uri}: duplicate names {dupes[:5]}; each sample must appear once")
-    return {str(n): str(t or "") for n, t in zip(names, texts)}
+    return dict(zip(names, texts))
 
 
 def split_fine(

@@ -30,7 +30,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--stage 2 --train.fine_uri=FILE.csv --train.fine_media_uri=DATA/samples` reads) and FILE.parquet "
         "beside it with every column (media, quality and review columns). Kept: every row whose newest "
         "decision over all reviewers (DATA/review/*.jsonl) is accept or edit, with the edited fields; "
-        "rejected and unreviewed rows are left out. 'chinese' is empty where the English was edited.",
+        "rejected and unreviewed rows are left out. 'chinese' is empty where the English was edited. "
+        "A cell a spreadsheet would run (starting with = + - @, a tab or a CR) gets a leading ' "
+        "(stage 2 reads the text back). A review-log line that is not a complete decision is named "
+        "(file and line) and skipped; the good ones are exported and the exit code is 1.",
     )
     fine.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
     fine.add_argument("--output", required=True, metavar="FILE.csv", help="the EMER-Fine CSV to write")
@@ -97,12 +100,15 @@ def _export_fine(args: argparse.Namespace) -> int:
         if c["unreviewed_included"]
         else ""
     )
+    for line in c["problems"]:
+        print(f"emer export: {args.data.rstrip('/')}/{line}", file=sys.stderr)
+    bad = f"; {len(c['problems'])} bad review-log line(s) skipped (listed above)" if c["problems"] else ""
     print(
         f"export fine: {c['written']} rows -> {c['csv']} (+ {c['parquet']}); accepted {c['accepted']}, "
-        f"edited {c['edited']}, rejected {c['rejected']}, unreviewed {c['unreviewed']}{extra}",
+        f"edited {c['edited']}, rejected {c['rejected']}, unreviewed {c['unreviewed']}{extra}{bad}",
         flush=True,
     )
-    return 0
+    return 1 if c["problems"] else 0
 
 
 def _export_label_studio(args: argparse.Namespace) -> int:

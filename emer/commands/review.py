@@ -12,7 +12,7 @@ import getpass
 import logging
 import os
 
-from pipelines.fine.review_auth import TOKEN_ENV, is_loopback
+from pipelines.fine.review_auth import TOKEN_ENV, page_url
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help=f"secret every request must carry (default ${TOKEN_ENV}); open the page once as "
         "/?token=SECRET; required for a non-loopback --host",
     )
+    p.add_argument(
+        "--clips",
+        default=None,
+        metavar="DIR",
+        help="the only folder (or s3:// prefix) clips are served from (default: the input folder "
+        "that `emer annotate` recorded in DATA/manifest.json)",
+    )
     p.set_defaults(func=_review)
 
 
@@ -67,8 +74,8 @@ def _review(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get(TOKEN_ENV, "")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port}: must be between 1 and 65535")
-    app = create_app(args.data, reviewer, token=token, host=args.host)
-    where = f"http://{'localhost' if is_loopback(args.host) else args.host}:{args.port}/"
+    app = create_app(args.data, reviewer, token=token, host=args.host, clips=args.clips)
+    where = page_url(args.host, args.port)
     print(
         f"emer review: {args.data} as {reviewer} on {where}" + (" (open it with ?token=…)" if token else "")
     )

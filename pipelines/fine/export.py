@@ -9,6 +9,14 @@ MER layout ``affect_model.train.data.read_fine_csv`` reads; ``openset`` a list l
 edited, since it no longer translates it) and ``FILE.parquet`` beside it with every column:
 EMER-Coarse's (media included, so it is also a media table for ``train.fine_media_uri``), the
 current fields, the quality columns and ``review_*`` columns.
+
+Every CSV cell goes through ``core.schema.spreadsheet_safe``: a description an annotator or an LLM
+started with ``=``, ``+``, ``-``, ``@``, a tab or a CR gets a leading ``'`` so a spreadsheet shows it
+instead of running it (stage 2's ``read_fine_csv`` takes the text back; the Parquet holds it as is).
+
+A review-log line that is not a complete decision (``reviewlog.parse_line``) is skipped, the good
+ones are exported, and each bad line is returned in ``problems`` (file, line, why): ``emer export
+fine`` prints them and exits 1, so a decision lost in a damaged line is never exported silently.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from core.schema import (
     NAME,
     OV_LABELS,
     rows_to_table,
+    spreadsheet_safe,
 )
 from pipelines.fine.reviewlog import Decision, current, newest, read_logs
 from pipelines.fine.view import join_quality, quality_summary, read_quality, read_samples, text_columns
@@ -67,8 +76,7 @@ def plan_rows(data: str, include_unreviewed_passing: bool = False) -> tuple[list
             out.append(_exported(rows[name], d))
     unknown = sorted(set(decisions) - set(rows))
     counts.update(unknown_decisions=len(unknown), log_problems=len(problems), written=len(out))
-    for line in problems:
-        log.warning("export fine: %s", line)
+    counts["problems"] = problems
     if unknown:
         log.warning(
             "export fine: decisions on %d name(s) not in %s/samples, e.g. %s", len(unknown), data, unknown[:5]
@@ -94,14 +102,16 @@ def _exported(row: dict[str, Any], d: Decision | None) -> dict[str, Any]:
 
 
 def fine_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """The EMER-Fine CSV's table: name, english, chinese, openset (a list literal), all strings."""
+    """The EMER-Fine CSV's table: name, english, chinese, openset (a list literal), all strings, each
+    cell ``spreadsheet_safe``."""
     columns = {
         FINE_NAME: [r[NAME] for r in rows],
         FINE_ENGLISH: [r[DESCRIPTION_EN] for r in rows],
         FINE_CHINESE: [r[DESCRIPTION_ZH] for r in rows],
         FINE_OPENSET: [repr([str(x) for x in r[OV_LABELS]]) for r in rows],
     }
-    return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
+    safe = {k: [spreadsheet_safe(str(x)) for x in v] for k, v in columns.items()}
+    return pa.table({k: pa.array(v, pa.string()) for k, v in safe.items()})
 
 
 def full_table(data: str, rows: list[dict[str, Any]]) -> pa.Table:
@@ -117,7 +127,8 @@ def full_table(data: str, rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def export_fine(data: str, output: str, include_unreviewed_passing: bool = False) -> dict[str, Any]:
-    """Write ``output`` (CSV) and the Parquet beside it; returns the counts."""
+    """Write ``output`` (CSV) and the Parquet beside it; returns the counts and ``problems`` (one line
+    per review-log line skipped)."""
     parquet = parquet_beside(output)
     rows, counts = plan_rows(data, include_unreviewed_passing)
     empty = [r[NAME] for r in rows if not r[DESCRIPTION_EN].strip()]

@@ -3,25 +3,32 @@ turns a Label Studio JSON export into review decisions (``pipelines.fine.reviewl
 
 Tasks (Label Studio's import format, plain JSON): ``[{"id", "data": {"video", "name", "subtitle",
 "audio_clue", "video_clue", "description", "ov_labels": "a, b", "description_zh", "quality_flags",
-"base"}, "predictions": [...]}]``; ``base`` is the review log's hash of the fields shown, so an
-import on a row changed since the export is a conflict, not an overwrite. The predictions pre-fill
+"base"}, "predictions": [...]}]``; ``base`` is the review log's ``state_hash`` of the row shown
+(its fields and its newest verdict), so an import on a row changed or decided since the export is a
+conflict, not an overwrite. The predictions pre-fill
 the two text areas with the current description and labels. ``LABEL_CONFIG`` (written beside the
 tasks) is the labeling interface: the video, the clues, a TextArea for the description and one for
 the labels, accept/reject Choices and a reason. An import reads each task's newest annotation that
 was not cancelled: reject, or accept (an edit when a text area differs from what was shown). Tasks
 are keyed by ``data.name`` (Label Studio assigns its own ids).
+
+An export is untrusted input: each task is checked on its own (``check_task``: types, and the text
+sizes of ``reviewlog.MAX_CHARS``); a bad one is reported (which task, why) and skipped, the good ones
+are imported. The file is read up to ``MAX_EXPORT_BYTES``, and a task nested too deep for Python's
+JSON reader is cut out (``MAX_DEPTH``) without losing the tasks around it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from core import storage
 from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, NAME, OV_LABELS
 from pipelines.fine import reviewlog
-from pipelines.fine.reviewlog import Conflict, Decision, content_hash, current, newest, read_logs
+from pipelines.fine.reviewlog import Conflict, Decision, content_hash, current, newest, read_logs, state_hash
 from pipelines.fine.rules import as_labels
 from pipelines.fine.view import quality_summary, read_filtered, read_samples, text_columns
 
@@ -58,8 +65,9 @@ def _rows(data: str, all_rows: bool) -> list[dict[str, Any]]:
     return read_filtered(data, text_columns(data), passing_only=not all_rows).to_pylist()
 
 
-def task_of(i: int, row: dict[str, Any], shown: dict[str, Any], video_url: str) -> dict[str, Any]:
-    """One Label Studio task for ``row`` showing the fields ``shown`` (its current ones)."""
+def task_of(i: int, row: dict[str, Any], decision: Decision | None, video_url: str) -> dict[str, Any]:
+    """One Label Studio task for ``row`` showing its current fields (after its newest ``decision``)."""
+    shown = current(row, decision)
     clip = str(row.get("clip") or "")
     labels = ", ".join(shown[OV_LABELS])
     file = clip.rsplit("/", 1)[-1]
@@ -74,7 +82,7 @@ def task_of(i: int, row: dict[str, Any], shown: dict[str, Any], video_url: str) 
         "ov_labels": labels,
         "description_zh": row.get(DESCRIPTION_ZH) or "",
         "quality_flags": ", ".join(row.get("quality_flags") or []),
-        "base": content_hash(shown),
+        "base": state_hash(row, decision),
     }
     result = [_text("description", shown[DESCRIPTION_EN]), _text("labels", labels)]
     return {"id": i, "data": data, "predictions": [{"model_version": "emer-coarse", "result": result}]}
@@ -88,7 +96,7 @@ def export_tasks(data: str, output: str, video_url: str = "", all_rows: bool = F
     """Write the tasks JSON and ``<output stem>.label_config.xml`` beside it; returns counts and paths."""
     decisions = newest(read_logs(data)[0])
     rows = _rows(data, all_rows)
-    tasks = [task_of(i, r, current(r, decisions.get(r[NAME])), video_url) for i, r in enumerate(rows, 1)]
+    tasks = [task_of(i, r, decisions.get(r[NAME]), video_url) for i, r in enumerate(rows, 1)]
     storage.write_text(output, json.dumps(tasks, indent=1, ensure_ascii=False))
     config = (output[:-5] if output.lower().endswith(".json") else output) + ".label_config.xml"
     storage.write_text(config, LABEL_CONFIG)
@@ -97,30 +105,120 @@ def export_tasks(data: str, output: str, video_url: str = "", all_rows: bool = F
 
 # ---------------------------------------------------------------- import
 
+MAX_EXPORT_BYTES = 256 * 2**20  # a Label Studio export read whole; far above 10k annotated tasks
+MAX_DEPTH = 32  # a task nested deeper is refused (Label Studio's tasks are 6 levels deep)
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')  # a JSON string, a bracket or a comma
 
-def read_export(uri: str) -> list[dict[str, Any]]:
-    """The tasks of a Label Studio JSON export; ValueError naming the file and the fix otherwise."""
+
+def read_export(uri: str) -> list[Any]:
+    """The tasks of a Label Studio JSON export, each still to be checked by ``check_task`` (when the
+    file is nested too deep for ``json.loads``, its tasks are read one by one and a task nested deeper
+    than ``MAX_DEPTH`` comes back as a ``TooDeep``); ValueError naming the file and the fix when the
+    file as a whole is not an export (or is over ``MAX_EXPORT_BYTES``)."""
     if not storage.exists(uri):
         raise FileNotFoundError(f"{uri}: no such file; fix --input")
+    size = storage.file_size(uri)
+    if size > MAX_EXPORT_BYTES:
+        raise ValueError(
+            f"{uri}: {size} bytes, over the {MAX_EXPORT_BYTES} an export is read up to; "
+            "export the project's tasks in parts (Label Studio filters) and import each"
+        )
     try:
-        tasks = json.loads(storage.read_text(uri))
+        text = storage.read_bytes(uri).decode("utf-8-sig")
+        tasks = json.loads(text)
+    except RecursionError:
+        tasks = _split_deep(uri, text)
     except ValueError as err:
-        raise ValueError(f"{uri}: not JSON ({err}); {NOT_EXPORT}") from None
-    is_task = (
-        [isinstance(t, dict) and isinstance(t.get("data"), dict) for t in tasks]
-        if isinstance(tasks, list)
-        else []
-    )
-    if not isinstance(tasks, list) or not all(is_task):
+        raise ValueError(f"{uri}: not JSON ({str(err)[:200]}); {NOT_EXPORT}") from None
+    if not isinstance(tasks, list):
         raise ValueError(f"{uri}: {NOT_EXPORT}")
-    if tasks and not any("annotations" in t for t in tasks):
+    if tasks and not any(isinstance(t, dict) and "annotations" in t for t in tasks):
         raise ValueError(f"{uri}: no task has annotations; {NOT_EXPORT}")
     return tasks
 
 
+class TooDeep(dict):
+    """Stands for a task nested deeper than ``MAX_DEPTH`` (never parsed)."""
+
+
+def _split_deep(uri: str, text: str) -> list[Any]:
+    """The tasks of an export nested too deep for ``json.loads`` as a whole: the top-level array cut
+    into its elements without recursion, each parsed unless nested deeper than ``MAX_DEPTH``."""
+    tasks, depth, deepest, begin = [], 0, 0, None
+    for m in _TOKEN.finditer(text):
+        tok = m.group()
+        if tok[0] == '"':
+            continue
+        if tok in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth == 1:
+                begin, deepest = m.end(), 1
+            continue
+        if depth == 1 and (tok == "," or tok in "]}"):
+            item = text[begin : m.start()]
+            if item.strip():
+                tasks.append(TooDeep() if deepest - 1 > MAX_DEPTH else _loads(uri, item))
+            begin, deepest = m.end(), 1
+        if tok in "]}":
+            depth -= 1
+            if depth == 0:
+                break
+    if depth or text.lstrip()[:1] != "[":
+        raise ValueError(f"{uri}: not JSON (nested too deep to read, and not an array); {NOT_EXPORT}")
+    return tasks
+
+
+def _loads(uri: str, item: str) -> Any:
+    try:
+        return json.loads(item)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{uri}: not JSON ({str(err)[:200]}); {NOT_EXPORT}") from None
+
+
+def _texts(value: Any, where: str, limit: int) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ValueError(f"{where}: must be a list of text")
+    if sum(map(len, value)) > limit:
+        raise ValueError(f"{where}: {sum(map(len, value))} characters, over the {limit} kept")
+    return value
+
+
+def check_task(task: Any) -> None:
+    """ValueError saying what is wrong with one task of an export: its types (an object with a
+    ``data`` object whose ``name`` is text, a list of annotations, each with a list of results of
+    text values) and its sizes (``reviewlog.MAX_CHARS``)."""
+    if isinstance(task, TooDeep):
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        raise ValueError("not a task (an object with a 'data' object)")
+    data, cap = task["data"], reviewlog.MAX_CHARS
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise ValueError("data.name must be the sample name (text)")
+    for key, limit in (("description", cap[DESCRIPTION_EN]), ("ov_labels", cap[OV_LABELS]), ("base", 64)):
+        if not isinstance(data.get(key) or "", str) or len(data.get(key) or "") > limit:
+            raise ValueError(f"data.{key} must be text of at most {limit} characters")
+    annotations = task.get("annotations") or []
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise ValueError("annotations must be a list of objects")
+    limits = {"description": cap[DESCRIPTION_EN], "labels": cap[OV_LABELS], "reason": cap["reason"]}
+    for a in annotations:
+        results = a.get("result") or []
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            raise ValueError("an annotation's result must be a list of objects")
+        for r in results:
+            value, name = r.get("value") or {}, r.get("from_name")
+            if not isinstance(value, dict) or not isinstance(name, (str, type(None))):
+                raise ValueError("a result's from_name must be text and its value an object")
+            if "text" in value:
+                _texts(value["text"], f"result {name!r} text", limits.get(name, cap["reason"]))
+            if "choices" in value:
+                _texts(value["choices"], f"result {name!r} choices", 100)
+
+
 def _results(task: dict[str, Any]) -> dict[str, dict] | None:
     """``from_name -> value`` of the task's newest annotation that was not cancelled (None: none)."""
-    live = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    live = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if not live:
         return None
 
@@ -128,11 +226,12 @@ def _results(task: dict[str, Any]) -> dict[str, dict] | None:
         return str(pair[1].get("updated_at") or pair[1].get("created_at") or ""), pair[0]
 
     results = max(enumerate(live), key=when)[1].get("result") or []
-    return {r.get("from_name"): r.get("value") or {} for r in results if isinstance(r, dict)}
+    return {r.get("from_name"): r.get("value") or {} for r in results}
 
 
 def decision_of(task: dict[str, Any], reviewer: str) -> Decision | None:
-    """The review decision a task's annotation makes (None: not annotated); ValueError if unusable."""
+    """The review decision a task's annotation makes (None: not annotated); ValueError if unusable.
+    ``task`` has passed ``check_task``."""
     data, results = task["data"], _results(task)
     if results is None:
         return None
@@ -167,14 +266,24 @@ def import_tasks(data: str, uri: str, reviewer: str) -> tuple[dict[str, int], li
     problems: list[str] = []
     latest = newest(read_logs(data)[0])  # kept up to date as decisions are appended
     for i, task in enumerate(tasks):
-        where = f"{uri} task {task.get('id', i)} ({task['data'].get('name')!r})"
+        where = f"{uri} task {_task_label(task, i)}"
         try:
+            check_task(task)
             outcome = _import_one(data, task, reviewer, rows, latest)
         except (ValueError, KeyError) as err:
             problems.append(f"{where}: {err}; skipped")
             outcome = "skipped"
         counts[outcome] += 1
     return counts, problems
+
+
+def _task_label(task: Any, i: int) -> str:
+    """``ID ('name')`` of a task for a problem line (its position when it has no usable id)."""
+    data = task.get("data") if isinstance(task, dict) else None
+    ident = task.get("id") if isinstance(task, dict) else None
+    ident = ident if isinstance(ident, (int, str)) and len(str(ident)) <= 40 else f"#{i + 1}"
+    name = data.get("name") if isinstance(data, dict) else None
+    return f"{ident} ({name!r})" if isinstance(name, str) and len(name) <= 200 else f"{ident}"
 
 
 def _import_one(

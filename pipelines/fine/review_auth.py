@@ -3,8 +3,14 @@
 The page binds 127.0.0.1 by default (reach it from elsewhere through port forwarding, see
 docs/review.md). Any other address needs a token, and then every request must carry it: ``?token=``
 on the first visit (answered with a cookie and a redirect that drops it from the address bar) or
-the ``X-Emer-Token`` header. Without a token only loopback ``Host`` headers are served (no DNS
-rebinding), and a POST from another origin is refused either way (no cross-site form posts)."""
+the ``X-Emer-Token`` header. Without a token only loopback ``Host`` headers are served (``localhost``,
+``127.0.0.1``, ``[::1]`` and the loopback address bound, e.g. ``127.0.0.2``: no DNS rebinding).
+
+A POST from another site is refused either way (no cross-site form posts): its ``Origin`` and its
+``Referer``, each when present, must name this page's host, and ``Sec-Fetch-Site``, when present,
+must be ``same-origin`` or ``none``. Browsers send ``Origin`` with every form POST; a POST with
+neither ``Origin`` nor ``Referer`` comes from a script (curl, a test client) and is served, since
+without a token the page answers loopback only and with one the script must carry it."""
 
 from __future__ import annotations
 
@@ -19,6 +25,17 @@ TOKEN_ENV = "EMER_REVIEW_TOKEN"
 COOKIE, HEADER = "emer_review_token", "x-emer-token"
 MIN_TOKEN = 16
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def page_url(host: str, port: int) -> str:
+    """The address to open for a page bound to ``host``: ``localhost`` for the default 127.0.0.1,
+    else the address bound (an IPv6 one in brackets)."""
+    host = (host or "").strip("[]")
+    if host in ("127.0.0.1", "localhost"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def is_loopback(host: str) -> bool:
@@ -52,19 +69,55 @@ def same_token(given: str | None, token: str) -> bool:
     return bool(given) and secrets.compare_digest(given.encode(), token.encode())
 
 
-def refusal(method: str, headers: dict[str, str], cookie: str | None, token: str) -> tuple[int, str] | None:
+def hosts_served(bound: str) -> tuple[str, ...]:
+    """The ``Host`` names a page bound to ``bound`` answers without a token: the loopback names and
+    ``bound`` itself when it is a loopback address (``127.0.0.2``)."""
+    bound = (bound or "").strip("[]").lower()
+    return LOOPBACK_NAMES + ((bound,) if is_loopback(bound) and bound not in LOOPBACK_NAMES else ())
+
+
+def _netloc(url: str) -> str:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:  # "http://[::1" and the like
+        return ""
+
+
+def cross_site(headers: dict[str, str]) -> str | None:
+    """Why a POST looks sent from another site (None: it does not)."""
+    site = headers.get("sec-fetch-site")
+    if site and site not in ("same-origin", "none"):
+        return (
+            f"a form posted from another site refused (Sec-Fetch-Site: {site[:40]}): "
+            "decide on the review page itself"
+        )
+    for name in ("origin", "referer"):
+        value = headers.get(name)
+        if value is not None and _netloc(value) != (headers.get("host") or ""):
+            return f"a form posted from {value[:200]} ({name}) refused: decide on the review page itself"
+    return None
+
+
+def refusal(
+    method: str,
+    headers: dict[str, str],
+    cookie: str | None,
+    token: str,
+    hosts: tuple[str, ...] = LOOPBACK_NAMES,
+) -> tuple[int, str] | None:
     """``(status, message)`` when a request may not be served, None when it may. ``headers`` are the
-    request's (lower-case names), ``cookie`` the value of the token cookie."""
+    request's (lower-case names), ``cookie`` the value of the token cookie, ``hosts`` the ``Host``
+    names served without a token (``hosts_served``)."""
     host_header = headers.get("host") or ""
     try:
         host = urlsplit(f"//{host_header}").hostname or ""
     except ValueError:  # a malformed Host header ("[::1")
         host = ""
-    if not token and host not in LOOPBACK_NAMES:
-        return 403, f"Host {host!r} refused: this review page answers on 127.0.0.1 only"
-    origin = headers.get("origin")
-    if method == "POST" and origin and urlsplit(origin).netloc != host_header:
-        return 403, f"a form posted from {origin} refused: decide on the review page itself"
+    if not token and host not in hosts:
+        return 403, f"Host {host!r} refused: this review page answers on {', '.join(hosts)} only"
+    why = cross_site(headers) if method == "POST" else None
+    if why:
+        return 403, why
     if token and not (same_token(headers.get(HEADER), token) or same_token(cookie, token)):
         return 401, (
             "this review page needs its token: open it once as /?token=TOKEN (the --token or "

@@ -138,7 +138,14 @@ def make_decision(
 ) -> Decision:
     """The decision a submitted form asks for. ``before`` is the row's current fields. Accept and
     save record what the form holds: an ``edit`` when it differs from ``before``, else an ``accept``
-    (``after`` is then ``before`` itself); reject needs a reason."""
+    (``after`` is then ``before`` itself); reject needs a reason. A field over
+    ``reviewlog.MAX_CHARS`` is a ValueError naming it."""
+    for field, limit in reviewlog.MAX_CHARS.items():
+        size = len(form.get(field, ""))
+        if size > limit:
+            raise ValueError(f"{field} has {size} characters: at most {limit} are kept; shorten it")
+    if len(form.get("base", "")) > 64 or len(form.get("action", "")) > 16:
+        raise ValueError("base or action: not a value this page sends; reload the row")
     action = form.get("action", "")
     reason = _text(form.get("reason", ""))
     if action not in reviewlog.ACTIONS:

@@ -4,12 +4,19 @@ support, so the HTML5 player can seek without downloading the whole file first.
 One ``bytes=start-end`` (or ``bytes=-suffix``) range is answered with 206 and ``Content-Range``; a
 range past the end with 416; no range (or several, which players never send) with the whole file.
 A clip that no longer exists is a 404 naming its URI.
+
+Only the dataset's clip folder is served (``clip_refusal``): the ``input`` that ``emer annotate``
+recorded in ``DATA/manifest.json`` (or ``emer review --clips``), and only files with a video or
+audio suffix (``MEDIA_SUFFIXES``). A local clip is resolved first (``..`` and symlinks followed), so
+a row naming ``/etc/passwd``, ``CLIPS/../x.mp4`` or a symlink out of the folder is a 403.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
+import os
 import re
 from collections.abc import Iterator
 
@@ -22,6 +29,41 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+MEDIA_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv")
+MEDIA_SUFFIXES += (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
+
+
+def clip_folder(data: str) -> str | None:
+    """The clip folder ``emer annotate`` read (``input`` in ``DATA/manifest.json``); None when the
+    dataset has no readable manifest naming it."""
+    uri = storage.join(data, "manifest.json")
+    try:
+        folder = json.loads(storage.read_text(uri)).get("input") if storage.exists(uri) else None
+    except (ValueError, AttributeError, OSError) as err:
+        log.warning("review: %s: cannot read its input folder (%s); no clips are served", uri, err)
+        return None
+    return folder if isinstance(folder, str) and folder else None
+
+
+def clip_refusal(uri: str, folder: str | None) -> str | None:
+    """Why the clip at ``uri`` may not be served (None: it may): it must lie inside ``folder`` (after
+    resolving ``..`` and symlinks for a local path) and have a video or audio suffix."""
+    if folder is None:
+        return (
+            "no clip folder known: the dataset's manifest.json names no input folder; "
+            "give emer review --clips DIR (the folder emer annotate read)"
+        )
+    if not uri.lower().endswith(MEDIA_SUFFIXES):
+        return f"{uri}: not a video or audio file ({', '.join(MEDIA_SUFFIXES)}); not served"
+    outside = f"{uri}: outside the dataset's clip folder {folder}; not served"
+    if storage.is_s3(uri) or storage.is_s3(folder):
+        parts = uri.split("/")
+        inside = storage.is_s3(uri) and uri.startswith(folder.rstrip("/") + "/")
+        return None if inside and ".." not in parts and "." not in parts else outside
+    real, root = os.path.realpath(uri), os.path.realpath(folder)
+    if os.path.commonpath([real, root]) != root or not real.lower().endswith(MEDIA_SUFFIXES):
+        return outside
+    return None
 
 
 def clip_size(uri: str) -> int | None:
@@ -61,8 +103,15 @@ def _chunks(uri: str, start: int, length: int) -> Iterator[bytes]:
             yield data
 
 
-def clip_response(uri: str, range_header: str | None) -> Response:
-    """The clip at ``uri`` (whole or one range) as a streamed response."""
+def clip_response(uri: str, range_header: str | None, folder: str | None) -> Response:
+    """The clip at ``uri`` (whole or one range) as a streamed response; 403 when ``clip_refusal``
+    refuses it."""
+    if not uri:
+        return PlainTextResponse("this row names no clip", status_code=404)
+    refused = clip_refusal(uri, folder)
+    if refused:
+        log.warning("review: clip refused: %s", refused)
+        return PlainTextResponse(refused, status_code=403)
     size = clip_size(uri)
     if size is None:
         return PlainTextResponse(f"clip no longer exists: {uri}", status_code=404)

@@ -8,11 +8,19 @@
      "after": {"description_en": ..., "ov_labels": [...]} (reject: null), "reason": "..."}
 
 A row's current fields are EMER-Coarse's, then its newest decision over every reviewer's log
-(``current``). ``append`` refuses with ``Conflict`` when the row changed since the reviewer loaded it
-(``base`` differs from the current fields' hash): a second reviewer sees the other's edit instead of
-overwriting it. A line cut short (a crash mid-write) is reported and skipped, and the next append
-starts on a fresh line, so no complete decision is ever lost. Local folders append under a file lock;
-an ``s3://`` dataset rewrites its reviewer's object (one review server per dataset there).
+(``current``). ``base`` is the hash of the row's state the reviewer saw (``state_hash``): its fields
+and the verdict of its newest decision (none, kept or rejected). ``append`` refuses with ``Conflict``
+when that state changed since the reviewer loaded the row: a second reviewer sees the other's edit,
+or the other's rejection, instead of overwriting it. For a row nobody decided ``base`` is the hash of
+its fields alone (``content_hash``).
+
+Every line is decoded (UTF-8) and checked on its own (``parse_line``: a JSON object with exactly the
+keys above, each of its type); a line that is not a complete decision (cut short by a crash, even
+inside a multi-byte character; ``null``; a number for ``ts``; nested too deep) is reported with its
+file and line number and skipped, the rest is read, and the next append starts on a fresh line.
+Appended decisions are size-checked (``check_sizes``: ``MAX_CHARS`` per field). Local folders append
+under a file lock; an ``s3://`` dataset rewrites its reviewer's object (one review server per
+dataset there).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ REVIEW_DIR = "review"
 ACTIONS = ("accept", "edit", "reject")
 FIELDS = (DESCRIPTION_EN, OV_LABELS)
 REVIEWER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_CHARS = {DESCRIPTION_EN: 10_000, OV_LABELS: 1_000, "reason": 2_000}  # OV_LABELS: joined by ", "
+KEYS = ("reviewer", "name", "action", "base", "before", "after", "reason", "ts")
 _LOCK = threading.Lock()
 
 
@@ -72,10 +82,24 @@ def fields_of(row: dict[str, Any]) -> dict[str, Any]:
     return {DESCRIPTION_EN: str(row.get(DESCRIPTION_EN) or ""), OV_LABELS: list(row.get(OV_LABELS) or [])}
 
 
-def content_hash(fields: dict[str, Any]) -> str:
-    """A short stable hash of a row's reviewable fields (what ``base`` records)."""
-    canonical = json.dumps(fields_of(fields), ensure_ascii=False, sort_keys=True)
+def content_hash(fields: dict[str, Any], verdict: str = "") -> str:
+    """A short stable hash of a row's reviewable fields, and of ``verdict`` when one is given."""
+    state = {**fields_of(fields), **({"verdict": verdict} if verdict else {})}
+    canonical = json.dumps(state, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def verdict_of(decision: Decision | None) -> str:
+    """``""`` (not decided), ``kept`` (accept or edit) or ``rejected``."""
+    if decision is None:
+        return ""
+    return "rejected" if decision.action == "reject" else "kept"
+
+
+def state_hash(row: dict[str, Any], decision: Decision | None) -> str:
+    """What ``base`` records: the hash of the row's current fields and of its newest decision's
+    verdict (``decision``, None when nobody decided it)."""
+    return content_hash(current(row, decision), verdict_of(decision))
 
 
 def check_reviewer(reviewer: str) -> str:
@@ -90,22 +114,76 @@ def log_uri(data: str, reviewer: str) -> str:
     return storage.join(data, REVIEW_DIR, f"{check_reviewer(reviewer)}.jsonl")
 
 
-def parse_log(text: str, source: str) -> tuple[list[Decision], list[str]]:
-    """Decisions of one log's text, and a problem line for every line that is cut short or not one."""
+def check_sizes(decision: Decision) -> None:
+    """ValueError naming the field when what a reviewer wrote (the ``after`` fields, the reason) is
+    over ``MAX_CHARS``."""
+    after = decision.after or {}
+    sizes = {
+        DESCRIPTION_EN: len(after.get(DESCRIPTION_EN) or ""),
+        OV_LABELS: len(", ".join(after.get(OV_LABELS) or [])),
+        "reason": len(decision.reason),
+    }
+    for field, size in sizes.items():
+        if size > MAX_CHARS[field]:
+            raise ValueError(
+                f"{field} has {size} characters: at most {MAX_CHARS[field]} are kept; shorten it"
+            )
+
+
+_JSON_TYPE = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+_JSON_TYPE[list] = "an array"
+
+
+def _fields_ok(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and all(k in value for k in FIELDS)
+        and isinstance(value[DESCRIPTION_EN], str)
+        and isinstance(value[OV_LABELS], list)
+        and all(isinstance(x, str) for x in value[OV_LABELS])
+    )
+
+
+def parse_line(line: bytes) -> Decision:
+    """The decision of one log line; ValueError saying why it is not a complete one."""
+    try:
+        raw = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8 text ({err.reason} at byte {err.start}; cut short?)") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{_JSON_TYPE.get(type(raw), 'a value')}, not a JSON object")
+    if raw.pop("v", None) != 1 or set(raw) != set(KEYS):
+        keys = ", ".join(sorted(raw)[:12])[:200]
+        raise ValueError(f"keys {keys} are not those of a decision (v=1, {', '.join(KEYS)})")
+    wrong = [k for k in ("reviewer", "name", "action", "base", "reason", "ts") if not isinstance(raw[k], str)]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: must be text")
+    if raw["action"] not in ACTIONS:
+        raise ValueError(f"unknown action {raw['action'][:40]!r}")
+    if not _fields_ok(raw["before"]):
+        raise ValueError(f"before: must be {{{DESCRIPTION_EN}: text, {OV_LABELS}: [text, ...]}}")
+    if (raw["after"] is None) != (raw["action"] == "reject") or not (
+        raw["after"] is None or _fields_ok(raw["after"])
+    ):
+        raise ValueError("after: must be null for a reject, else like before")
+    return Decision(**raw)
+
+
+def parse_log(data: bytes | str, source: str) -> tuple[list[Decision], list[str]]:
+    """Decisions of one log, and a problem line (file, line number, why) for every line that is not
+    a complete decision; each line is decoded and checked on its own."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     out, problems = [], []
-    for no, line in enumerate(text.split("\n"), 1):
+    for no, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
-            raw.pop("v", None)
-            dec = Decision(**raw)
-            if dec.action not in ACTIONS:
-                raise ValueError(f"unknown action {dec.action!r}")
-        except (ValueError, TypeError) as err:
+            out.append(parse_line(line))
+        except ValueError as err:
             problems.append(f"{source} line {no}: not a complete decision ({err}); skipped, the rest is read")
-            continue
-        out.append(dec)
     return out, problems
 
 
@@ -117,7 +195,7 @@ def read_logs(data: str) -> tuple[dict[str, list[Decision]], list[str]]:
         return logs, problems
     for uri in storage.list_files(folder, suffixes=[".jsonl"], recursive=False, skip_temp=True):
         reviewer = uri.rsplit("/", 1)[-1].removesuffix(".jsonl")
-        decisions, bad = parse_log(storage.read_text(uri), f"{REVIEW_DIR}/{reviewer}.jsonl")
+        decisions, bad = parse_log(storage.read_bytes(uri), f"{REVIEW_DIR}/{reviewer}.jsonl")
         logs[reviewer] = decisions
         problems += bad
     return logs, problems
@@ -142,13 +220,14 @@ def current(row: dict[str, Any], decision: Decision | None) -> dict[str, Any]:
 
 def append(data: str, decision: Decision, row: dict[str, Any]) -> Decision:
     """Append ``decision`` (stamped now) to its reviewer's log after checking it against the newest
-    decision on the row (``Conflict`` when ``decision.base`` is no longer the row's current hash)."""
+    decision on the row (``Conflict`` when ``decision.base`` is no longer the row's ``state_hash``)."""
     if decision.action not in ACTIONS:
         raise ValueError(f"action {decision.action!r}: must be one of {', '.join(ACTIONS)}")
+    check_sizes(decision)
     with _LOCK, _file_lock(data):
         logs, _ = read_logs(data)
         theirs = newest(logs).get(decision.name)
-        if decision.base != content_hash(current(row, theirs)):
+        if decision.base != state_hash(row, theirs):
             raise Conflict(decision.name, theirs)
         stamped = dataclasses.replace(decision, ts=dt.datetime.now(dt.timezone.utc).isoformat())
         _append_line(log_uri(data, decision.reviewer), stamped.to_json())
@@ -157,8 +236,9 @@ def append(data: str, decision: Decision, row: dict[str, Any]) -> Decision:
 
 def _append_line(uri: str, line: str) -> None:
     if storage.is_s3(uri):
-        old = storage.read_text(uri) if storage.exists(uri) else ""
-        storage.write_text(uri, old + ("" if not old or old.endswith("\n") else "\n") + line + "\n")
+        old = storage.read_bytes(uri) if storage.exists(uri) else b""
+        sep = b"" if not old or old.endswith(b"\n") else b"\n"
+        storage.write_bytes(uri, old + sep + line.encode("utf-8") + b"\n")
         return
     os.makedirs(os.path.dirname(uri), exist_ok=True)
     with open(uri, "a+b") as fh:

@@ -4,6 +4,8 @@ and the quality columns of ``emer filter`` (the page is served and driven by ``b
 from __future__ import annotations
 
 import hashlib
+import json
+import posixpath
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,9 +35,13 @@ def coarse_row(name: str, clip: str) -> dict:
     }
 
 
-def write_coarse(data: str | Path, clips: dict[str, str]) -> None:
-    """EMER-Coarse under ``data`` (local or s3://): one row per ``name -> clip URI``, one shard."""
+def write_coarse(data: str | Path, clips: dict[str, str], clip_dir: str | None = None) -> None:
+    """EMER-Coarse under ``data`` (local or s3://): one row per ``name -> clip URI``, one shard, and
+    a ``manifest.json`` whose ``input`` (the clip folder the page serves from) is ``clip_dir``
+    (default: the folder of the first clip)."""
     write_shard(str(data), [coarse_row(n, c) for n, c in clips.items()], COLUMNS)
+    folder = clip_dir or posixpath.dirname(next(iter(clips.values())))
+    storage.write_text(storage.join(str(data), "manifest.json"), json.dumps({"input": folder}))
 
 
 def write_quality(data: str | Path, flags: dict[str, list[str]]) -> None:

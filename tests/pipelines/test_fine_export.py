@@ -1,6 +1,8 @@
 """The EMER-Fine exports: Label Studio tasks -> a simulated Label Studio export -> ``emer import
 label-studio`` -> ``emer export fine`` holds exactly those accepts, edits and rejects, and stage 2's
-readers take the CSV; conflicts, a re-import, bad import files and names. No Ray: nothing here maps."""
+readers take the CSV; conflicts, a re-import, bad import files and names; hostile tasks (each
+reported and skipped, the good ones imported) and cells a spreadsheet would run (escaped, read back
+as written). No Ray: nothing here maps."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from fine_helpers import CLEAN_ZH, clean_row, with_media, write_coarse
 
+from core.schema import from_spreadsheet_safe, spreadsheet_safe
+from pipelines.fine import labelstudio
 from pipelines.fine.reviewlog import Decision, append, content_hash, read_logs
 
 EDITED = "The person is proud and relieved, because she finally passed the hard exam."
@@ -216,3 +220,113 @@ def test_unreviewed_rows_passing_the_filter_on_request(data, tmp_path, emer):
     )
     tasks = json.loads((tmp_path / "t.json").read_text())
     assert [t["data"]["quality_flags"] for t in tasks] == ["", "too_short", "", "", "too_short"]
+
+
+# ---------------------------------------------------------------- issue #23
+
+DEEP = "[" * 100_000 + "]" * 100_000
+ACCEPT = {"from_name": "verdict", "value": {"choices": ["accept"]}}
+
+
+def _task(data=None, annotations=None, **extra) -> str:
+    data = {"name": "s1"} if data is None else data
+    return json.dumps({"id": 77, "data": data, "annotations": annotations or [], **extra})
+
+
+def _with_text(from_name: str, text) -> str:
+    return _task(annotations=[{"result": [ACCEPT, {"from_name": from_name, "value": {"text": text}}]}])
+
+
+S1 = "task 77 ('s1'):"
+HOSTILE = {  # kind -> (the bad task's JSON text, made on use; its label; words of its problem)
+    "name a list": (lambda: _task({"name": ["s1"]}), "task 77:", "data.name must be the sample name"),
+    "annotations a number": (lambda: _task().replace("[]", "42"), S1, "annotations must be a list"),
+    "an annotation a string": (lambda: _task(annotations=["x"]), S1, "annotations must be a list"),
+    "result a string": (lambda: _task(annotations=[{"result": "x"}]), S1, "result must be a list"),
+    "choices a number": (
+        lambda: _task(annotations=[{"result": [{"from_name": "verdict", "value": {"choices": 1}}]}]),
+        S1,
+        "'verdict' choices: must be a list of text",
+    ),
+    "text a number": (lambda: _with_text("description", 5), S1, "'description' text: must be a list"),
+    "a 60 MB description": (
+        lambda: _with_text("description", ["x" * 60_000_000]),
+        S1,
+        "'description' text: 60000000 characters, over the 10000 kept",
+    ),
+    "a 60 MB shown description": (
+        lambda: _task({"name": "s1", "description": "x" * 60_000_000}),
+        S1,
+        "data.description must be text of at most 10000 characters",
+    ),
+    "data a string": (lambda: _task("s1"), "task 77:", "not a task"),
+    "a number": (lambda: "7", "task #3:", "not a task"),
+    "100k nesting": (
+        lambda: _task({"name": "s1", "x": "DEEP"}).replace('"DEEP"', DEEP),
+        "task #3:",
+        "nested deeper than 32 levels",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_a_hostile_task_is_reported_and_skipped_and_the_good_ones_imported(kind, data, tmp_path, emer):
+    make, label, words = HOSTILE[kind]
+    assert emer("export", "label-studio", "--data", data, "--output", tmp_path / "t.json")[0] == 0
+    tasks = json.loads((tmp_path / "t.json").read_text())
+    for t in tasks:
+        annotate(t, "accept", "2026-12-03T11:00:00Z")
+    good = [json.dumps(t) for t in tasks]
+    (tmp_path / "export.json").write_text("[" + ",".join(good[:2] + [make()] + good[2:]) + "]")
+    rc, out, err = emer("import", "label-studio", "--data", data, "--input", tmp_path / "export.json",
+                        "--reviewer", "alice")  # fmt: skip
+    assert rc == 1 and "accepted 5" in out and "1 skipped" in out, (out, err[:2000])
+    problem = [x for x in err.splitlines() if "export.json task" in x]
+    assert len(problem) == 1 and label in problem[0] and words in problem[0], problem
+    assert len(problem[0]) < 500  # names the task, never echoes it
+    assert [d.name for d in read_logs(str(data))[0]["alice"]] == ["s1", "s2", "s3", "s4", "s5"]
+
+
+def test_an_export_over_the_size_cap_is_refused_before_reading(data, tmp_path, emer, monkeypatch):
+    monkeypatch.setattr(labelstudio, "MAX_EXPORT_BYTES", 1000)
+    (tmp_path / "big.json").write_text(json.dumps([{"data": {"name": "s1"}, "annotations": []}] * 100))
+    rc, _, err = emer(
+        "import", "label-studio", "--data", data, "--input", tmp_path / "big.json", "--reviewer", "al"
+    )
+    assert rc == 2 and "over the 1000 an export is read up to" in err
+
+
+FORMULAS = [
+    "=cmd|' /C calc'!A0",
+    "+1+cmd",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "\t=1+2",
+    "\r=1+2",
+    "'=quoted",
+    "'",
+    "plain",
+]
+
+
+def test_spreadsheet_escape_round_trips():
+    for text in [*FORMULAS, "", "''", "'a", "- a list item"]:
+        assert from_spreadsheet_safe(spreadsheet_safe(text)) == text
+        assert spreadsheet_safe(text)[:1] not in ("=", "+", "-", "@", "\t", "\r")
+    assert spreadsheet_safe("The person is calm.") == "The person is calm."
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_escaped_and_stage_two_reads_the_text(data, tmp_path, emer):
+    from affect_model.train.data import read_fine_csv
+
+    before = {"description_en": clean_row()["description_en"], "ov_labels": ["happy", "joyful"]}
+    names = {f"s{i}": text for i, text in enumerate(FORMULAS[:5], 1)}
+    for name, text in names.items():
+        after = {"description_en": text, "ov_labels": ["happy"]}
+        append(str(data), Decision("eve", name, "edit", content_hash(before), before, after), clean_row(name))
+    assert emer("export", "fine", "--data", data, "--output", tmp_path / "fine.csv")[0] == 0
+    with open(tmp_path / "fine.csv", newline="", encoding="utf-8") as fh:
+        cells = {r["name"]: r["english"] for r in csv.DictReader(fh)}
+    assert cells == {name: "'" + text for name, text in names.items()}  # a spreadsheet shows, never runs
+    assert read_fine_csv(str(tmp_path / "fine.csv")) == names  # stage 2 trains on the text as written
+    assert pq.read_table(tmp_path / "fine.parquet")["description_en"].to_pylist() == list(names.values())

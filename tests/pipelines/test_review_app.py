@@ -1,6 +1,8 @@
 """The review page without a browser (FastAPI's TestClient): the startup errors of ``emer review``,
 the token and loopback rules, decisions into the log, conflicts, the queue order with quality
-flags, clips with Range requests (local and s3://) and the agreement figure."""
+flags, clips with Range requests (local and s3://) and the agreement figure; and the attacks of
+issue #23: oversized and non-UTF-8 bodies, clips outside the clip folder, cross-site posts without
+an Origin, a loopback address other than 127.0.0.1, a save over another reviewer's rejection."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import re
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from review_helpers import digest, write_coarse, write_quality
 
 from core import storage
 from emer.cli import main
 from pipelines.fine import reviewlog
-from pipelines.fine.review_app import create_app
+from pipelines.fine.review_app import MAX_BODY, BadForm, create_app, read_form
 from pipelines.fine.review_data import parse_labels
 
 LOCAL = "http://127.0.0.1:8377"
@@ -224,7 +227,8 @@ def test_agreement_of_two_reviewers_is_shown(data):
         for (n, row), v in zip(rows.items(), verdicts):
             fields = reviewlog.fields_of(row)
             action, after = ("accept", fields) if v == "a" else ("reject", None)
-            decision = reviewlog.Decision(who, n, action, reviewlog.content_hash(row), fields, after, "r")
+            seen = reviewlog.newest(reviewlog.read_logs(str(data))[0]).get(n)  # bob opens it after alice
+            decision = reviewlog.Decision(who, n, action, reviewlog.state_hash(row, seen), fields, after, "r")
             reviewlog.append(str(data), decision, row)
     header = c.get("/row/a").text
     assert "agreement alice–bob: 66.67% (κ 0.4)" in header and "on 3 rows" in header
@@ -235,3 +239,147 @@ def test_agreement_of_two_reviewers_is_shown(data):
 def test_labels_are_split_trimmed_lowered_and_deduplicated():
     assert parse_labels(" Happy, joyful，happy;  very  sad\n") == ["happy", "joyful", "very sad"]
     assert parse_labels("") == []
+
+
+# ---------------------------------------------------------------- issue #23
+
+
+def form_of(page: str, **fields) -> dict:
+    return {"base": base_of(page), "action": "accept", "description_en": "In a the person is calm.",
+            "ov_labels": "calm, neutral", **fields}  # fmt: skip
+
+
+def test_a_save_from_a_page_opened_before_a_rejection_is_a_conflict(data):
+    alice, bob = client(data, "alice"), client(data, "bob")
+    bobs_page = bob.get("/row/a").text  # bob opens the row, then alice rejects it (fields unchanged)
+    r = alice.post("/row/a", data=form_of(alice.get("/row/a").text, action="reject", reason="no face"))
+    assert [x["action"] for x in log_lines(data)] == ["reject"]
+    r = bob.post("/row/a", data=form_of(bobs_page, action="edit", description_en="Bob's text."))
+    assert r.status_code == 409 and "changed by alice (reject" in r.text and "no face" in r.text
+    assert log_lines(data, "bob") == []
+    r = bob.post("/row/a", data=form_of(bob.get("/row/a").text, action="edit", description_en="Bob's text."),
+                 follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303  # after a reload bob sees the rejection and may overrule it
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        (b"action=accept&description_en=" + b"x" * (MAX_BODY + 1), 413, f"over {MAX_BODY} bytes"),
+        (b"action=accept&description_en=" + b"y" * 20_000_000, 413, f"over {MAX_BODY} bytes"),
+        (b"action=accept&description_en=" + b"z" * 20_000, 400, "description_en has 20000 characters"),
+        (b"action=reject&reason=" + b"r" * 3_000, 400, "reason has 3000 characters"),
+        (b"action=edit&ov_labels=" + b"sad%2C+" * 400, 400, "ov_labels has 2000 characters"),
+        (b"action=accept&description_en=caf\xe9", 400, "not UTF-8"),
+        (b"action=accept&description_en=caf%E9", 400, "not UTF-8"),
+        (b"&".join([b"f%d=1" % i for i in range(40)]), 400, "40 fields"),
+    ],
+    ids=["over-cap", "20MB", "long-description", "long-reason", "long-labels", "latin1", "pct-latin1",
+         "many-fields"],
+)  # fmt: skip
+def test_oversized_and_bad_bodies_are_refused(data, body, status, words):
+    c = client(data)
+    body = body.replace(b"action=", b"base=" + base_of(c.get("/row/a").text).encode() + b"&action=", 1)
+    r = c.post("/row/a", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == status and words in r.text
+    assert not log_lines(data)
+
+
+def test_a_body_is_never_read_past_the_cap():
+    import asyncio
+
+    sent = []
+
+    async def endless():  # a 150 MB body sent in chunks, without a Content-Length
+        for _ in range(150 * 16):
+            sent.append(64 * 1024)
+            yield b"d" * (64 * 1024)
+
+    with pytest.raises(BadForm) as err:
+        asyncio.run(read_form(endless(), None))
+    assert err.value.status == 413 and sum(sent) <= MAX_BODY + 64 * 1024
+    with pytest.raises(BadForm):  # an announced length over the cap: nothing is read
+        asyncio.run(read_form(endless(), str(150 * 2**20)))
+    assert sum(sent) <= MAX_BODY + 64 * 1024
+
+
+@pytest.fixture
+def hostile(tmp_path, data):
+    """A second dataset over the same clip folder whose rows name files a page must not serve."""
+    clips = tmp_path / "clips"
+    (tmp_path / "secret.mp4").write_bytes(b"outside the clip folder")
+    (clips / "link.mp4").symlink_to(tmp_path / "secret.mp4")
+    (clips / "notes.txt").write_text("not media")
+    root = tmp_path / "hostile"
+    rows = {"ok": str(clips / "a.mp4"), "passwd": "/etc/passwd", "dotdot": f"{clips}/../secret.mp4",
+            "link": str(clips / "link.mp4"), "txt": str(clips / "notes.txt"), "none": ""}  # fmt: skip
+    write_coarse(root, rows, clip_dir=str(clips))
+    return root
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [("passwd", "not a video or audio file"), ("dotdot", "outside the dataset's clip folder"),
+     ("link", "outside the dataset's clip folder"), ("txt", "not a video or audio file")],
+)  # fmt: skip
+def test_clips_outside_the_clip_folder_are_refused(hostile, name, words):
+    c = client(hostile)
+    r = c.get(f"/clip/{name}")
+    assert r.status_code == 403 and words in r.text and b"root:" not in r.content
+    assert b"outside the clip folder" not in r.content
+    page = c.get(f"/row/{name}").text
+    assert "<video" not in page and escape(words) in page
+    assert c.get("/clip/ok").status_code == 200 and c.get("/clip/none").status_code == 404
+
+
+def test_without_a_known_clip_folder_no_clip_is_served(data, tmp_path, monkeypatch):
+    (data / "manifest.json").unlink()
+    r = client(data).get("/clip/a")
+    assert r.status_code == 403 and "give emer review --clips DIR" in r.text
+    assert client(data, clips=str(tmp_path / "clips")).get("/clip/a").status_code == 200
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw, app=app))
+    assert main(["review", "--data", str(data), "--reviewer", "al", "--clips", str(tmp_path / "clips")]) == 0
+    assert TestClient(served["app"], base_url=LOCAL).get("/clip/a").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"Referer": "http://attacker.example/page"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Sec-Fetch-Site": "same-site"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Origin": LOCAL, "Referer": "http://attacker.example/"}, 403),
+        ({"Referer": LOCAL + "/row/a"}, 303),
+        ({"Origin": LOCAL, "Sec-Fetch-Site": "same-origin"}, 303),
+        ({"Sec-Fetch-Site": "none"}, 303),
+        ({}, 303),  # a script on this machine (no token: loopback only), documented
+    ],
+    ids=["foreign-referer", "cross-site", "same-site", "null-origin", "mixed", "own-referer",
+         "same-origin", "none", "no-headers"],
+)  # fmt: skip
+def test_cross_site_posts_are_refused_by_referer_and_fetch_metadata(data, headers, status):
+    c = client(data)
+    r = c.post("/row/a", data=form_of(c.get("/row/a").text), headers=headers, follow_redirects=False)
+    assert r.status_code == status, r.text
+    assert len(log_lines(data)) == (status == 303)
+    if status == 403:
+        assert "refused" in r.text
+
+
+def test_a_loopback_address_other_than_127_0_0_1_is_served_and_printed(data, capsys, monkeypatch):
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw, app=app))
+    monkeypatch.delenv("EMER_REVIEW_TOKEN", raising=False)
+    assert (
+        main(["review", "--data", str(data), "--reviewer", "al", "--host", "127.0.0.2", "--port", "9001"])
+        == 0
+    )
+    url = re.search(r"on (http://\S+/)", capsys.readouterr().out).group(1)
+    assert url == "http://127.0.0.2:9001/" and served["host"] == "127.0.0.2"
+    assert TestClient(served["app"], base_url=url).get("/row/a").status_code == 200
+    assert TestClient(served["app"], base_url="http://localhost:9001").get("/row/a").status_code == 200
+    assert TestClient(served["app"], base_url="http://127.0.0.3:9001").get("/row/a").status_code == 403
+    assert main(["review", "--data", str(data), "--reviewer", "al", "--host", "::1", "--port", "9002"]) == 0
+    assert "on http://[::1]:9002/" in capsys.readouterr().out

@@ -1,10 +1,19 @@
-"""The EMER-Fine review log: append-only decisions, conflicts between reviewers, a line cut short,
-and the agreement of two reviewers."""
+"""The EMER-Fine review log: append-only decisions, conflicts between reviewers (an edit, and a
+rejection), a line cut short, the table of bad lines (issue #23: each one skipped, counted and named
+by the page and by `emer export fine`) and the agreement of two reviewers."""
 
 from __future__ import annotations
 
-import pytest
+import csv
+import json
+import re
 
+import pytest
+from fastapi.testclient import TestClient
+from markupsafe import escape
+from review_helpers import write_coarse
+
+from pipelines.fine.review_app import create_app
 from pipelines.fine.reviewlog import (
     Conflict,
     Decision,
@@ -14,6 +23,7 @@ from pipelines.fine.reviewlog import (
     current,
     newest,
     read_logs,
+    state_hash,
 )
 
 ROW = {"name": "s1", "description_en": "The person is happy.", "ov_labels": ["happy"]}
@@ -32,7 +42,7 @@ def test_decisions_append_and_the_newest_wins(tmp_path):
     logs, problems = read_logs(data)
     assert not problems and [d.action for d in logs["alice"]] == ["edit"]
     assert current(ROW, newest(logs)["s1"]) == edit
-    append(data, decide("alice", "accept", content_hash(edit), edit), ROW)
+    append(data, decide("alice", "accept", state_hash(ROW, newest(logs)["s1"]), edit), ROW)
     assert len((tmp_path / "review" / "alice.jsonl").read_text().splitlines()) == 2  # appended, not rewritten
 
 
@@ -78,3 +88,76 @@ def test_agreement_of_two_reviewers():
 def test_bad_reviewer_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="reviewer '../x'"):
         append(str(tmp_path), decide("../x", "accept", content_hash(ROW), dict(ROW)), ROW)
+
+
+def test_a_save_over_a_rejection_made_meanwhile_is_a_conflict(tmp_path):
+    data, base = str(tmp_path), content_hash(ROW)  # both opened the row before anyone decided it
+    append(data, decide("alice", "reject", base, None, reason="no face"), ROW)
+    edit = {"description_en": "Bob's text.", "ov_labels": ["sad"]}
+    with pytest.raises(Conflict, match="changed by alice \\(reject"):
+        append(data, decide("bob", "edit", base, edit), ROW)
+    with pytest.raises(Conflict):  # an accept over it too: it would silently overrule the rejection
+        append(data, decide("bob", "accept", base, dict(ROW)), ROW)
+    seen = newest(read_logs(data)[0])["s1"]
+    append(data, decide("bob", "edit", state_hash(ROW, seen), edit), ROW)  # after a reload: fine
+    assert current(ROW, newest(read_logs(data)[0])["s1"]) == edit
+
+
+def _line(**changes) -> bytes:
+    """A decision line on row ``a`` (Chinese in it), with ``changes``."""
+    before = {"description_en": "In a the person is calm.", "ov_labels": ["calm", "neutral"]}
+    raw = {"v": 1, "reviewer": "alice", "name": "a", "action": "edit", "base": "0" * 16, "before": before,
+           "after": {"description_en": "这个人很平静。", "ov_labels": ["calm"]}, "reason": "",
+           "ts": "2026-12-03T12:00:00+00:00", **changes}  # fmt: skip
+    return json.dumps(raw, ensure_ascii=False).encode()
+
+
+CUT = _line()[: _line().index("平".encode()) + 1]  # a crash inside the 3 bytes of 平
+
+BAD_LINES = {  # kind -> (the line as written, words of the reason)
+    "cut inside a UTF-8 character": (CUT, "not UTF-8 text"),
+    "null": (b"null", "null, not a JSON object"),
+    "a number": (b"42", "a number, not a JSON object"),
+    "a string": (b'"accept"', "a string, not a JSON object"),
+    "a number for ts": (_line(ts=1764763200), "ts: must be text"),
+    "a list for name": (_line(name=["a"]), "name: must be text"),
+    "an unknown action": (_line(action="approve"), "unknown action 'approve'"),
+    "after on a reject": (_line(action="reject"), "after: must be null for a reject"),
+    "labels not a list": (_line(before={"description_en": "x", "ov_labels": "calm"}), "before: must be"),
+    "deep nesting": (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deep"),
+    "another key": (_line(extra=1), "keys action, after, base, before, extra"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_LINES))
+def test_a_bad_log_line_is_skipped_counted_and_named(kind, tmp_path, emer):
+    line, words = BAD_LINES[kind]
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.mp4").write_bytes(b"clip")
+    data = tmp_path / "coarse"
+    write_coarse(data, {n: str(clips / "a.mp4") for n in "abc"})
+    row_a = {"name": "a", "description_en": "In a the person is calm.", "ov_labels": ["calm", "neutral"]}
+    append(str(data), Decision("alice", "a", "accept", content_hash(row_a), row_a, row_a), row_a)
+    log = data / "review" / "alice.jsonl"
+    log.write_bytes(log.read_bytes() + line)  # line 2, no newline after it (as a crash leaves it)
+    where = f"review/alice.jsonl line 2: not a complete decision ({words}"
+
+    logs, problems = read_logs(str(data))
+    assert [d.name for d in logs["alice"]] == ["a"] and len(problems) == 1 and where in problems[0]
+
+    page = TestClient(create_app(str(data), "bob"), base_url="http://127.0.0.1:8377")
+    for path in ("/", "/row/a", "/stats"):
+        assert page.get(path).status_code == 200, path
+    html = page.get("/row/b").text
+    assert '<span id="log-problem-count">1</span> bad line' in html and escape(where) in html
+    base = re.search(r'name="base" value="(\w+)"', html).group(1)
+    form = {"base": base, "action": "reject", "reason": "blurry"}
+    assert page.post("/row/b", data=form, follow_redirects=False).status_code == 303
+    assert [d.name for d in read_logs(str(data))[0]["bob"]] == ["b"]
+
+    rc, out, err = emer("export", "fine", "--data", data, "--output", tmp_path / "fine.csv")
+    assert rc == 1 and f"{data}/{where}" in err, err
+    assert "1 rows" in out and "1 bad review-log line(s) skipped" in out
+    with open(tmp_path / "fine.csv", newline="") as fh:
+        assert [r["name"] for r in csv.DictReader(fh)] == ["a"]  # the good decisions are exported
