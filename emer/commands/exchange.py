@@ -83,7 +83,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "label-studio` and append one decision per annotated task (its newest annotation not cancelled: "
         "reject, accept, or edit when a text area was changed) to DATA/review/NAME.jsonl, through the "
         "review log's conflict check. A task that cannot be used (unknown name, no choice, a row changed "
-        "since the export) is reported and skipped; the other tasks' decisions are kept (exit 1 then). "
+        "since the export, wrong types, text over the review limits, nested too deep) is reported "
+        "and skipped; the other tasks' decisions are kept (exit 1 then). Files over 256 MiB are refused. "
         "Importing the same export again adds nothing.",
     )
     li.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)

@@ -318,6 +318,7 @@ def test_spreadsheet_escape_round_trips():
 
 def test_csv_cells_a_spreadsheet_would_run_are_escaped_and_stage_two_reads_the_text(data, tmp_path, emer):
     from affect_model.train.data import read_fine_csv
+    from evaluation.tables import label_lists, read_table
 
     before = {"description_en": clean_row()["description_en"], "ov_labels": ["happy", "joyful"]}
     names = {f"s{i}": text for i, text in enumerate(FORMULAS[:5], 1)}
@@ -329,4 +330,6 @@ def test_csv_cells_a_spreadsheet_would_run_are_escaped_and_stage_two_reads_the_t
         cells = {r["name"]: r["english"] for r in csv.DictReader(fh)}
     assert cells == {name: "'" + text for name, text in names.items()}  # a spreadsheet shows, never runs
     assert read_fine_csv(str(tmp_path / "fine.csv")) == names  # stage 2 trains on the text as written
+    gt = read_table(str(tmp_path / "fine.csv"))  # evaluation reads its names and labels, never escaped
+    assert gt.names == list(names) and label_lists(gt, "openset") == [["happy"]] * len(names)
     assert pq.read_table(tmp_path / "fine.parquet")["description_en"].to_pylist() == list(names.values())
