@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import platform
 import warnings
 from collections import Counter
@@ -112,7 +113,8 @@ def write_manifest_and_card(
     manifest = {
         "dataset": "EMER-Coarse",
         "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": input_uri,
+        # absolute, so that `emer review`, started from any folder, serves the clips from it
+        "input": input_uri if storage.is_s3(input_uri) else os.path.abspath(input_uri),
         "subtitles": subtitles_uri,
         "output": output,
         "counts": counts,

@@ -12,22 +12,20 @@ the labels, accept/reject Choices and a reason. An import reads each task's newe
 was not cancelled: reject, or accept (an edit when a text area differs from what was shown). Tasks
 are keyed by ``data.name`` (Label Studio assigns its own ids).
 
-An export is untrusted input: each task is checked on its own (``check_task``: types, and the text
-sizes of ``reviewlog.MAX_CHARS``); a bad one is reported (which task, why) and skipped, the good ones
-are imported. The file is read up to ``MAX_EXPORT_BYTES``, and a task nested too deep for Python's
-JSON reader is cut out (``MAX_DEPTH``) without losing the tasks around it.
+An export is untrusted input (``labelstudio_read``): each task is checked on its own; a bad one is
+reported (which task, why) and skipped, the good ones are imported.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any
 
 from core import storage
 from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, NAME, OV_LABELS
 from pipelines.fine import reviewlog
+from pipelines.fine.labelstudio_read import check_task, read_export
 from pipelines.fine.reviewlog import Conflict, Decision, content_hash, current, newest, read_logs, state_hash
 from pipelines.fine.rules import as_labels
 from pipelines.fine.view import quality_summary, read_filtered, read_samples, text_columns
@@ -52,10 +50,6 @@ LABEL_CONFIG = """<View>
   <TextArea name="reason" toName="video" maxSubmissions="1" rows="1" placeholder="why (optional)"/>
 </View>
 """
-NOT_EXPORT = (
-    "not a Label Studio JSON export (a list of tasks, each with data and annotations); in Label "
-    "Studio use Export -> JSON (not JSON-MIN or CSV), and give that file, not the tasks emer wrote"
-)
 
 
 def _rows(data: str, all_rows: bool) -> list[dict[str, Any]]:
@@ -104,116 +98,6 @@ def export_tasks(data: str, output: str, video_url: str = "", all_rows: bool = F
 
 
 # ---------------------------------------------------------------- import
-
-MAX_EXPORT_BYTES = 256 * 2**20  # a Label Studio export read whole; far above 10k annotated tasks
-MAX_DEPTH = 32  # a task nested deeper is refused (Label Studio's tasks are 6 levels deep)
-_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')  # a JSON string, a bracket or a comma
-
-
-def read_export(uri: str) -> list[Any]:
-    """The tasks of a Label Studio JSON export, each still to be checked by ``check_task`` (when the
-    file is nested too deep for ``json.loads``, its tasks are read one by one and a task nested deeper
-    than ``MAX_DEPTH`` comes back as a ``TooDeep``); ValueError naming the file and the fix when the
-    file as a whole is not an export (or is over ``MAX_EXPORT_BYTES``)."""
-    if not storage.exists(uri):
-        raise FileNotFoundError(f"{uri}: no such file; fix --input")
-    size = storage.file_size(uri)
-    if size > MAX_EXPORT_BYTES:
-        raise ValueError(
-            f"{uri}: {size} bytes, over the {MAX_EXPORT_BYTES} an export is read up to; "
-            "export the project's tasks in parts (Label Studio filters) and import each"
-        )
-    try:
-        text = storage.read_bytes(uri).decode("utf-8-sig")
-        tasks = json.loads(text)
-    except RecursionError:
-        tasks = _split_deep(uri, text)
-    except ValueError as err:
-        raise ValueError(f"{uri}: not JSON ({str(err)[:200]}); {NOT_EXPORT}") from None
-    if not isinstance(tasks, list):
-        raise ValueError(f"{uri}: {NOT_EXPORT}")
-    if tasks and not any(isinstance(t, dict) and "annotations" in t for t in tasks):
-        raise ValueError(f"{uri}: no task has annotations; {NOT_EXPORT}")
-    return tasks
-
-
-class TooDeep(dict):
-    """Stands for a task nested deeper than ``MAX_DEPTH`` (never parsed)."""
-
-
-def _split_deep(uri: str, text: str) -> list[Any]:
-    """The tasks of an export nested too deep for ``json.loads`` as a whole: the top-level array cut
-    into its elements without recursion, each parsed unless nested deeper than ``MAX_DEPTH``."""
-    tasks, depth, deepest, begin = [], 0, 0, None
-    for m in _TOKEN.finditer(text):
-        tok = m.group()
-        if tok[0] == '"':
-            continue
-        if tok in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-            if depth == 1:
-                begin, deepest = m.end(), 1
-            continue
-        if depth == 1 and (tok == "," or tok in "]}"):
-            item = text[begin : m.start()]
-            if item.strip():
-                tasks.append(TooDeep() if deepest - 1 > MAX_DEPTH else _loads(uri, item))
-            begin, deepest = m.end(), 1
-        if tok in "]}":
-            depth -= 1
-            if depth == 0:
-                break
-    if depth or text.lstrip()[:1] != "[":
-        raise ValueError(f"{uri}: not JSON (nested too deep to read, and not an array); {NOT_EXPORT}")
-    return tasks
-
-
-def _loads(uri: str, item: str) -> Any:
-    try:
-        return json.loads(item)
-    except (ValueError, RecursionError) as err:
-        raise ValueError(f"{uri}: not JSON ({str(err)[:200]}); {NOT_EXPORT}") from None
-
-
-def _texts(value: Any, where: str, limit: int) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise ValueError(f"{where}: must be a list of text")
-    if sum(map(len, value)) > limit:
-        raise ValueError(f"{where}: {sum(map(len, value))} characters, over the {limit} kept")
-    return value
-
-
-def check_task(task: Any) -> None:
-    """ValueError saying what is wrong with one task of an export: its types (an object with a
-    ``data`` object whose ``name`` is text, a list of annotations, each with a list of results of
-    text values) and its sizes (``reviewlog.MAX_CHARS``)."""
-    if isinstance(task, TooDeep):
-        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-        raise ValueError("not a task (an object with a 'data' object)")
-    data, cap = task["data"], reviewlog.MAX_CHARS
-    if not isinstance(data.get("name"), str) or not data["name"]:
-        raise ValueError("data.name must be the sample name (text)")
-    for key, limit in (("description", cap[DESCRIPTION_EN]), ("ov_labels", cap[OV_LABELS]), ("base", 64)):
-        if not isinstance(data.get(key) or "", str) or len(data.get(key) or "") > limit:
-            raise ValueError(f"data.{key} must be text of at most {limit} characters")
-    annotations = task.get("annotations") or []
-    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-        raise ValueError("annotations must be a list of objects")
-    limits = {"description": cap[DESCRIPTION_EN], "labels": cap[OV_LABELS], "reason": cap["reason"]}
-    for a in annotations:
-        results = a.get("result") or []
-        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-            raise ValueError("an annotation's result must be a list of objects")
-        for r in results:
-            value, name = r.get("value") or {}, r.get("from_name")
-            if not isinstance(value, dict) or not isinstance(name, (str, type(None))):
-                raise ValueError("a result's from_name must be text and its value an object")
-            if "text" in value:
-                _texts(value["text"], f"result {name!r} text", limits.get(name, cap["reason"]))
-            if "choices" in value:
-                _texts(value["choices"], f"result {name!r} choices", 100)
 
 
 def _results(task: dict[str, Any]) -> dict[str, dict] | None:

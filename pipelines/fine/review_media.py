@@ -34,15 +34,20 @@ MEDIA_SUFFIXES += (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
 
 
 def clip_folder(data: str) -> str | None:
-    """The clip folder ``emer annotate`` read (``input`` in ``DATA/manifest.json``); None when the
-    dataset has no readable manifest naming it."""
+    """The clip folder ``emer annotate`` read (``input`` in ``DATA/manifest.json``, absolute); None
+    when the dataset has no readable manifest naming it (or a relative one not found from here)."""
     uri = storage.join(data, "manifest.json")
     try:
         folder = json.loads(storage.read_text(uri)).get("input") if storage.exists(uri) else None
     except (ValueError, AttributeError, OSError) as err:
         log.warning("review: %s: cannot read its input folder (%s); no clips are served", uri, err)
         return None
-    return folder if isinstance(folder, str) and folder else None
+    if not isinstance(folder, str) or not folder:
+        return None
+    if not storage.is_s3(folder) and not os.path.isabs(folder) and not os.path.isdir(folder):
+        log.warning("review: %s: input %r is relative and not found from here; no clips served", uri, folder)
+        return None  # written by an older emer from another folder: --clips names it
+    return folder
 
 
 def clip_refusal(uri: str, folder: str | None) -> str | None:

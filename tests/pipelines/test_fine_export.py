@@ -15,7 +15,7 @@ import pytest
 from fine_helpers import CLEAN_ZH, clean_row, with_media, write_coarse
 
 from core.schema import from_spreadsheet_safe, spreadsheet_safe
-from pipelines.fine import labelstudio
+from pipelines.fine import labelstudio_read
 from pipelines.fine.reviewlog import Decision, append, content_hash, read_logs
 
 EDITED = "The person is proud and relieved, because she finally passed the hard exam."
@@ -288,7 +288,7 @@ def test_a_hostile_task_is_reported_and_skipped_and_the_good_ones_imported(kind,
 
 
 def test_an_export_over_the_size_cap_is_refused_before_reading(data, tmp_path, emer, monkeypatch):
-    monkeypatch.setattr(labelstudio, "MAX_EXPORT_BYTES", 1000)
+    monkeypatch.setattr(labelstudio_read, "MAX_EXPORT_BYTES", 1000)
     (tmp_path / "big.json").write_text(json.dumps([{"data": {"name": "s1"}, "annotations": []}] * 100))
     rc, _, err = emer(
         "import", "label-studio", "--data", data, "--input", tmp_path / "big.json", "--reviewer", "al"

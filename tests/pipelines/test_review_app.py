@@ -336,6 +336,8 @@ def test_without_a_known_clip_folder_no_clip_is_served(data, tmp_path, monkeypat
     (data / "manifest.json").unlink()
     r = client(data).get("/clip/a")
     assert r.status_code == 403 and "give emer review --clips DIR" in r.text
+    (data / "manifest.json").write_text(json.dumps({"input": "clips-relative-to-another-folder"}))
+    assert "give emer review --clips DIR" in client(data).get("/clip/a").text
     assert client(data, clips=str(tmp_path / "clips")).get("/clip/a").status_code == 200
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw, app=app))
