@@ -385,3 +385,17 @@ def test_a_loopback_address_other_than_127_0_0_1_is_served_and_printed(data, cap
     assert TestClient(served["app"], base_url="http://127.0.0.3:9001").get("/row/a").status_code == 403
     assert main(["review", "--data", str(data), "--reviewer", "al", "--host", "::1", "--port", "9002"]) == 0
     assert "on http://[::1]:9002/" in capsys.readouterr().out
+
+
+def test_the_manifest_names_the_clip_folder_absolute_for_a_page_started_anywhere(data, tmp_path, monkeypatch):
+    from pipelines.card import write_manifest_and_card
+    from pipelines.config import AnnotateConfig
+    from pipelines.inputs import Listing
+    from pipelines.sink import OutputState
+
+    monkeypatch.chdir(tmp_path)  # `emer annotate --input clips` from tmp_path
+    listing = Listing([], [], [], [], 0)
+    write_manifest_and_card(AnnotateConfig(), listing, OutputState(), {}, "clips", "s.csv", str(data))
+    assert json.loads((data / "manifest.json").read_text())["input"] == str(tmp_path / "clips")
+    monkeypatch.chdir(data)  # the page started elsewhere still serves the clips
+    assert client(data).get("/clip/a").status_code == 200
