@@ -58,13 +58,21 @@ def test_the_blocker_hides_the_heavy_libraries():
     ]
 
 
+def test_every_model_module_imports_without_the_heavy_libraries():
+    names = sorted(f"affect_model.model.{p.stem}" for p in (ROOT / "affect_model" / "model").glob("[!_]*.py"))
+    assert "affect_model.model.affectgpt" in names and "affect_model.model.checkpoint" in names
+    res = _run_blocked("-m", *names, "gpu_models", "gpu_measure")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip() == f"imported {len(names) + 2}"
+
+
 @pytest.mark.slow
 def test_cpu_dry_run_without_heavy_libraries_prints_every_figure(tmp_path):
     out = tmp_path / "gpu_train.json"
     res = _run_blocked(
         "benchmarks/gpu_train.py",
         *("--out", str(out), "--root", str(tmp_path / "models")),
-        *("--batch-cap", "2", "--gen-batch-cap", "2", "--steps", "1"),
+        *("--batch-cap", "2", "--gen-batch-cap", "2", "--steps", "1", "--warmup", "0"),
     )
     assert res.returncode == 0, res.stderr[-3000:]
     printed = json.loads(res.stdout)

@@ -2,7 +2,7 @@
 bare CUDA image ``benchmarks/gpu_train.py`` is meant for):
 
     python tests/benchmarks/without_heavy_libs.py SCRIPT [ARGS...]
-    python tests/benchmarks/without_heavy_libs.py -m MODULE [MODULE...]   # import them, print "imported"
+    python tests/benchmarks/without_heavy_libs.py -m MODULE [MODULE...]   # import them (benchmarks/ too)
 
 Each blocked name is ``None`` in ``sys.modules``, so ``import ray`` raises ``ModuleNotFoundError`` and
 ``importlib.util.find_spec("deepspeed")`` answers None, as where it is absent (transformers and
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import os
 import runpy
 import sys
+from pathlib import Path
 
 BLOCKED = ("ray", "deepspeed", "vllm", "decord", "openai", "soundfile", "av")
 
@@ -43,9 +45,6 @@ def check_clean() -> None:
     loaded = sorted(n for n, m in sys.modules.items() if blocked(n) and m is not None)
     if loaded:
         print(f"blocked modules were loaded: {loaded}", file=sys.stderr, flush=True)
-        sys.stderr.flush()
-        import os
-
         os._exit(3)
 
 
@@ -53,12 +52,13 @@ def main(argv: list[str]) -> None:
     install()
     atexit.register(check_clean)
     if argv[0] == "-m":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
         for name in argv[1:]:
             importlib.import_module(name)
         print("imported", len(argv) - 1)
         return
     sys.argv = argv
-    sys.path.insert(0, str(__import__("pathlib").Path(argv[0]).resolve().parent))
+    sys.path.insert(0, str(Path(argv[0]).resolve().parent))
     runpy.run_path(argv[0], run_name="__main__")
 
 
