@@ -12,10 +12,11 @@ built directly on the GPU), activation checkpointing in the frozen LLM, EMER-lik
 bisection, catching out-of-memory and freeing it; every row at the longest answer), step time,
 samples/s, peak memory and MFU at that batch on cached features, the same with live encoders (their
 ratio), generation tokens/s (``AffectGPT.generate``, as ``emer infer``) at the largest batch, and
-whether DeepSpeed could run. Flags bound every search and phase; the defaults finish within 8 minutes
-on one H100. Progress goes to stderr, the JSON to stdout and ``--out``.
+whether DeepSpeed could run. Flags bound every search and phase; the defaults are sized to finish
+within 8 minutes on one H100 (not yet checked on one). Progress goes to stderr, the JSON to stdout
+and ``--out``.
 
-Without CUDA (or with ``--dry-run``) the same code paths run on the tiny debug config in well under 2
+Without CUDA (or with ``--dry-run``) the same code paths run on the tiny debug config in under 2
 minutes (``make bench-gpu``): plumbing only, labelled as a dry run, never a GPU figure.
 """
 
@@ -225,7 +226,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--search-s", type=float, default=90.0, help="seconds one batch search may take (default 90)"
     )
-    p.add_argument("--budget-s", type=float, default=420.0, help="seconds for all layouts (default 420)")
+    p.add_argument("--budget-s", type=float, default=390.0, help="seconds for all layouts (default 390)")
     p.add_argument("--root", type=Path, help="folder for config-only towers (default: a new temp folder)")
     args = p.parse_args(argv)
     args.dry_run = args.dry_run or not (args.real or torch.cuda.is_available())

@@ -194,3 +194,22 @@ def test_real_size_layouts_are_config_only_folders(tmp_path):
         assert sorted(p.name for p in Path(cfg.llm_model).iterdir()) == ["config.json"]
         assert (cfg.fusion, cfg.lora) == (layout.preset().fusion, layout.preset().lora)
     assert flops.model_config(cfg.vision_model).image_size == 224
+
+
+@pytest.mark.gpu
+def test_real_size_path_on_cuda_cut_to_two_layers(tmp_path):
+    """On a CUDA machine: the real-size path (two layers per tower) measures memory, MFU and generation."""
+    res = _run_blocked(
+        "benchmarks/gpu_train.py",
+        *("--real", "--layers", "2", "--root", str(tmp_path), "--start-batch", "2", "--batch-cap", "8"),
+        *("--gen-batch-cap", "8", "--gen-tokens", "8", "--steps", "1", "--search-s", "60"),
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    printed = json.loads(res.stdout)
+    assert printed["device"]["type"] == "cuda" and "CHECK" in printed["label"]
+    for lay in printed["layouts"].values():
+        assert lay["max_batch"]["batch"] >= 2 and lay["train"]["peak_mem_gb"] > 0
+        mfu = lay["train"]["mfu"]
+        assert (mfu is None) == (printed["device"]["bf16_peak_tflops"] is None)
+        assert mfu is None or 0 < mfu < 1
+        assert lay["generate"]["tokens_per_s"] > 0 and lay["generate"]["peak_mem_gb"] > 0
