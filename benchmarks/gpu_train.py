@@ -257,7 +257,11 @@ def main(argv: list[str] | None = None) -> dict:
     peak = result["device"]["bf16_peak_tflops"]
     for layout in models.LAYOUTS:
         if layout.name in args.layouts:
-            result["layouts"][layout.name] = run_layout(layout, args, root, device, peak, budget)
+            try:
+                result["layouts"][layout.name] = run_layout(layout, args, root, device, peak, budget)
+            except Exception as err:  # noqa: BLE001 - e.g. the model does not fit: the other layouts still run
+                log(f"{layout.name} failed: {type(err).__name__}: {err}")
+                result["layouts"][layout.name] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
             measure.free(device)  # the layout's model and optimizer went with run_layout's frame
     result["wall_s"] = round(time.monotonic() - START, 1)
     if device.type == "cpu":
