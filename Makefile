@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 PYTEST_ARGS ?=
 
-.PHONY: setup models demo test lint bench system-deps apt cluster-bundle
+.PHONY: setup models demo test lint bench bench-gpu system-deps apt cluster-bundle
 
 setup: $(STAMP)
 
@@ -69,6 +69,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# AffectGPT training + generation on one device (docs/gpu.md). Without CUDA: the tiny dry run (< 2 min).
+# Needs only torch, transformers, peft, accelerate, safetensors, numpy, pyarrow, pyyaml: it uses .venv
+# when there is one, else python3 (a bare CUDA image). GPU_OUT: where the JSON goes (also printed).
+GPU_OUT ?= runs/bench-gpu/gpu_train.json
+bench-gpu:
+	PYTHONPATH=. $(if $(wildcard $(PY)),$(PY),python3) benchmarks/gpu_train.py --out $(GPU_OUT)
 
 # What `ray up ray_cluster.yaml` mounts as ~/emer: the git-tracked files only (no .env, keys, tokens);
 # refuses a tracked secret-looking file. Rerun after changing the code, before `ray up`.

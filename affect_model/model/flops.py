@@ -147,18 +147,24 @@ def audio_tower(cfg, audio_model: str | None = None, window: str | None = None) 
 
 
 def sample_flops(cfg, answer_words: int = 150, subtitle_tokens: int = 64, audio: dict | None = None) -> dict:
-    """Per-sample FLOPs by tower: encoders forward, Q-Formers and LLM forward and training step.
+    """Per-sample FLOPs by tower: encoders forward, Q-Formers and LLM forward and training step, for an
+    LLM sequence estimated from ``answer_words`` and ``subtitle_tokens`` (see ``tower_flops``)."""
+    slots = sum(cfg.slot_lengths().values())
+    llm_tokens = slots + TEMPLATE_TOKENS + subtitle_tokens + math.ceil(answer_words * TOKENS_PER_WORD)
+    return tower_flops(cfg, llm_tokens, audio)
 
-    Training: the frozen LLM runs forward + backward to its inputs (no weight gradients: 2x forward),
-    the trained Q-Formers forward + backward with weight gradients (3x forward)."""
+
+def tower_flops(cfg, llm_tokens: int, audio: dict | None = None) -> dict:
+    """One sample's FLOPs by tower for an LLM sequence of ``llm_tokens`` positions.
+
+    Training: the frozen LLM runs forward + backward to its inputs (no weight gradients: 2x forward,
+    4N per token), the trained Q-Formers forward + backward with weight gradients (3x forward, 6N)."""
     vcfg = model_config(cfg.vision_model)
     vcfg = getattr(vcfg, "vision_config", None) or vcfg
     frame_flops, frame_tokens = vision_tower(vcfg)
     vtokens = cfg.frames * (1 if cfg.video_tokens == "pooled" else frame_tokens)
     audio = audio or audio_tower(cfg)
     lcfg = model_config(cfg.llm_model)
-    slots = sum(cfg.slot_lengths().values())
-    llm_tokens = slots + TEMPLATE_TOKENS + subtitle_tokens + math.ceil(answer_words * TOKENS_PER_WORD)
     q = qformer(cfg, cfg.video_queries, vtokens, vcfg.hidden_size, cfg.qformer_layers, lcfg.hidden_size)
     q += qformer(
         cfg, cfg.audio_queries, audio["tokens"], audio["width"], cfg.qformer_layers, lcfg.hidden_size
