@@ -88,7 +88,7 @@ def test_audio_decoding_stops_at_the_cap(tmp_path, backend):
     assert d.duration_s == pytest.approx(10.0, abs=0.2)
     assert cap - 0.1 <= d.audio_s <= cap + 0.1, d.audio_s
     row = {"duration_s": d.duration_s, "has_audio": True, "audio_s": d.audio_s, "faces": None}
-    assert "does not match video" in media.check_clip(row, CFG)
+    assert "is longer than video" in media.check_clip(row, CFG)
 
 
 def test_s3_clip_is_streamed_and_capped(s3, sample_clips, monkeypatch):
