@@ -151,8 +151,8 @@ def build_listing(input_uri: str, subtitles_uri: str, cfg) -> Listing:
         )
     orphans = sorted(set(subs) - set(clips))
     log.info(
-        "input: %d clips (%d rejected while listing), %d subtitle rows, %d clips without subtitle, %d subtitles "
-        "without clip",
+        "input: %d clips (%d rejected while listing), %d subtitle rows, %d clips without subtitle, "
+        "%d subtitles without clip",
         len(clips),
         len(rejected),
         len(subs),
