@@ -134,6 +134,8 @@ def test_child_runner_times_out_recovers_and_reports_a_dead_child():
     runner = ChildRunner(timeout_s=0.5)
     try:
         assert runner.run(operator.add, 1, 2) == 3
+        # the decoders were imported before the first job: their import is not a clip's decode time
+        assert runner.run(eval, "__import__('sys').modules.keys() >= {'av', 'decord', 'PIL.Image'}")
         first = runner.pid
         with pytest.raises(DecodeTimeout, match="timed out after 0.5 s"):
             runner.run(time.sleep, 30)
