@@ -6,9 +6,12 @@ data reader, inference and evaluation read them, with no renaming or conversion 
 EMER-Coarse (``OUTPUT/samples/part-*.parquet``): one row per clip that passed the checks.
 - identity and subtitle: ``name`` (clip file stem), ``clip`` (source URI), ``subtitle_en``,
   ``subtitle_zh``, ``subtitle_missing``; probe values ``duration_s``, ``fps``, ``width``, ``height``,
-  ``num_video_frames``, ``audio_s`` (and ``faces`` when the face check ran);
+  ``num_video_frames``, ``audio_s`` (the audio track's own length), ``audio_shortfall_s`` (seconds of
+  silence appended to ``audio`` because the track ends before the video; 0.0 when it does not;
+  absent, read as null, in shards written before schema version 2) (and ``faces`` when the face
+  check ran);
 - media (when ``annotate.store_media``): ``frames`` (JPEG bytes, in time order) and ``audio`` (a FLAC
-  file's bytes, 16 kHz mono);
+  file's bytes, 16 kHz mono, at least as long as the video: a shorter track is padded with silence);
 - the method's outputs: ``audio_clue``, ``video_clue`` (S0 pre-labels), or ``av_clue`` (one
   audio-video model's pre-label, ``annotate.clues: omni``; the other two are then null),
   ``description_en`` (the S2 merged description), ``description_zh`` (its translation),
@@ -32,7 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: ``audio_shortfall_s`` added (older shards lack it; readers take it as null)
 SAMPLE_RATE = 16000  # Hz: every waveform in emer is 16 kHz mono
 
 OK, REJECTED, FAILED = "ok", "rejected", "failed"
@@ -56,6 +59,7 @@ BASE_COLUMNS = (
     "height",
     "num_video_frames",
     "audio_s",
+    "audio_shortfall_s",
 )
 MEDIA_COLUMNS = (FRAMES, AUDIO)
 LLM_COLUMNS = ("audio_clue", "video_clue", "av_clue", DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, "ov_raw")
@@ -96,6 +100,7 @@ TYPES: dict[str, pa.DataType] = {
     "num_video_frames": pa.int32(),
     "has_audio": pa.bool_(),
     "audio_s": pa.float64(),
+    "audio_shortfall_s": pa.float64(),
     "faces": pa.list_(pa.int32()),
     FRAMES: pa.list_(pa.binary()),
     AUDIO: pa.binary(),

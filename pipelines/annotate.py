@@ -47,6 +47,7 @@ class Plan:
     state: sink.OutputState
     todo: list[dict[str, Any]]  # input rows to process in this run
     skipped: int  # names already finished
+    listing_failed: int = 0  # inputs rejected while listing (unsafe id, link out) recorded by this run
 
 
 def plan_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, output: str) -> Plan:
@@ -63,7 +64,7 @@ def plan_annotation(cfg: AnnotateConfig, input_uri: str, subtitles_uri: str, out
     fresh = [r for r in listing.rejected if r["name"] not in state.outcome or cfg.retry_failed]
     if fresh:
         sink.write_shard(output, fresh, sink.FAILURE_COLUMNS)
-    return Plan(listing, state, todo, len(listing.rows) - len(todo))
+    return Plan(listing, state, todo, len(listing.rows) - len(todo), len(fresh))
 
 
 ON_CHANGE = ("refuse", "accept", "new")
@@ -219,6 +220,7 @@ def run_annotation(
     state = sink.reconcile(output)
     stats = {
         "attempted": len(plan.todo),
+        "listing_failed": plan.listing_failed,
         "skipped_finished": plan.skipped,
         "lost_to_crashes": len(lost),
         "orphans_removed": plan.state.orphans_removed,
@@ -290,21 +292,30 @@ def _run_rows(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str, isol
 
 
 def check_outcome(cfg: AnnotateConfig, manifest: dict[str, Any]) -> None:
-    """Raise ``RunFailed`` (exit 1, outputs kept) after an early stop, or when this run's failed rows
-    exceed ``cfg.max_failure_fraction``, or when none of its rows gave a sample."""
+    """Raise ``RunFailed`` (exit 1, outputs kept) after an early stop, when this run's failed rows
+    exceed ``cfg.max_failure_fraction``, when none of its rows gave a sample, or when the output holds
+    no sample at all. The inputs rejected while listing (``listing_failed``) count as rows of this
+    run that failed."""
     r, c = manifest["this_run"], manifest["counts"]
     if r.get("stopped_early"):
         raise RunFailed(
             f"annotate stopped early: {r['stopped_early']}; {c['pending']} inputs not attempted, the "
             f"{c['ok']} finished samples are kept: {FATAL_HINT}"
         )
-    attempted = r["attempted"]
+    listed = r.get("listing_failed", 0)
+    total, failed = r["attempted"] + listed, r["failed"] + listed
     kept = f"the {c['ok']} finished samples are kept"
-    check_failure_budget("annotate", r["failed"], attempted, cfg.max_failure_fraction, kept)
-    if attempted and not r["ok"]:
+    check_failure_budget("annotate", failed, total, cfg.max_failure_fraction, kept)
+    if total and not r["ok"]:
         raise RunFailed(
-            f"annotate: none of the {attempted} rows processed gave a sample ({r['rejected']} rejected, "
-            f"{r['failed']} failed): see failures/ for the reasons"
+            f"annotate: none of the {total} rows processed gave a sample ({r['rejected']} rejected, "
+            f"{failed} failed, {listed} of them while listing): see failures/ for the reasons"
+        )
+    if not c["ok"]:
+        raise RunFailed(
+            f"annotate: the output holds no samples ({c['inputs']} inputs: {c['rejected']} rejected, "
+            f"{c['failed']} failed, {c['pending']} pending): check --input (clips with the suffixes "
+            f"{', '.join(cfg.extensions)}) and see failures/ for the reasons"
         )
 
 

@@ -26,7 +26,7 @@ from core.config import dump_yaml, to_plain
 from core.fingerprint import fingerprint
 from core.llm.tiny import MARKER as TINY_MARKER
 from core.plots import pyplot
-from core.schema import CONFIG_FINGERPRINT, OV_LABELS
+from core.schema import CONFIG_FINGERPRINT, OV_LABELS, SCHEMA_VERSION
 from pipelines import provenance, sink
 from pipelines.config import RESUME_IGNORED
 
@@ -55,9 +55,11 @@ SCHEMA_DOC = {
     "subtitle_en / subtitle_zh": "subtitle text (empty when the clip had no subtitle row)",
     "subtitle_missing": "true when the subtitle CSV had no row for the clip",
     "duration_s, fps, width, height, num_video_frames": "video stream metadata (source size)",
-    "audio_s": "decoded audio length in seconds",
+    "audio_s": "decoded audio track length in seconds",
+    "audio_shortfall_s": "seconds of silence appended to `audio` where the track ends before the video "
+    "(0 when it does not)",
     "frames": "list of JPEG frames sampled uniformly, frame_size x frame_size",
-    "audio": "16 kHz mono 16-bit FLAC",
+    "audio": "16 kHz mono 16-bit FLAC, padded with silence to the video length",
     "audio_clue / video_clue": "S0 clues of the audio / video LLM",
     "description_en / description_zh": "disambiguated description (S2) and its translation",
     OV_LABELS: "open-vocabulary emotion labels (lower-case)",
@@ -112,6 +114,7 @@ def write_manifest_and_card(
     failures = _read(output, sink.FAILURES, ["name", "stage", "outcome"])
     manifest = {
         "dataset": "EMER-Coarse",
+        "schema_version": SCHEMA_VERSION,
         "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         # absolute, so that `emer review`, started from any folder, serves the clips from it
         "input": input_uri if storage.is_s3(input_uri) else os.path.abspath(input_uri),
@@ -233,8 +236,10 @@ def _about(m: dict[str, Any]) -> list[str]:
         "",
         "## How it was made",
         "",
-        "Clips are decoded (frames uniformly sampled, audio at 16 kHz) and filtered (duration, audio "
-        "present and consistent with the video). An audio LLM and a video LLM describe the emotion "
+        "Clips are decoded (frames uniformly sampled, audio at 16 kHz; audio that ends before the video "
+        "is padded with silence, see `audio_shortfall_s`) and filtered (duration, audio present and not "
+        "grossly mismatched with the video: under `av_min_audio_fraction` of it, or longer than it "
+        "beyond `av_tolerance_s`). An audio LLM and a video LLM describe the emotion "
         "clues without the subtitle (S0); a text LLM merges both clues with the quoted subtitle (S2), "
         "the description is translated, and the open-vocabulary labels are extracted from it. Method "
         "and prompts: EMER (Lian et al.), AffectGPT section 3, MER2024 sections 2.1 and 2.3.",

@@ -1,7 +1,9 @@
 """``AnnotateConfig``: the ``annotate`` section of the run config (all defaults, all checks).
 
 Media (frames sampled per clip, frame size, JPEG quality), the clip filter (duration bounds from
-MER2024: 2-16 s, audio present, audio length consistent with the video, optional face count), the
+MER2024: 2-16 s, audio present, audio length consistent with the video: shorter audio is padded with
+silence unless it covers under ``av_min_audio_fraction`` of the video, longer audio may exceed it by
+``max(av_tolerance_s, av_tolerance_ratio * duration)``; optional face count), the
 subtitle language that feeds the prompts, the LLM of each role (one ``LLMConfig`` each, prompts
 overridable there: ``audio`` and ``video`` clues, or one ``omni`` model that hears and sees the clip;
 the text steps ``disambiguate``, ``translate_en_zh``, ``translate_zh_en`` and ``ov``, each of which
@@ -147,8 +149,9 @@ class AnnotateConfig(Config):
     min_duration_s: float = 2.0
     max_duration_s: float = 16.0
     require_audio: bool = True
-    av_tolerance_s: float = 0.5  # audio may differ from the video duration by max(this, ratio * duration)
+    av_tolerance_s: float = 0.5  # audio may be longer than the video by max(this, ratio * duration)
     av_tolerance_ratio: float = 0.1
+    av_min_audio_fraction: float = 0.5  # shorter audio is padded with silence; under this share: rejected
     face_check: bool = False  # OpenCV Haar cascade; needs opencv-python-headless
     face_min_fraction: float = 0.5  # share of sampled frames that must show exactly one face
     # prompts and models
@@ -208,6 +211,7 @@ class AnnotateConfig(Config):
             )
         check_range(out, "annotate.av_tolerance_s", self.av_tolerance_s, 0.0, None)
         check_range(out, "annotate.av_tolerance_ratio", self.av_tolerance_ratio, 0.0, 1.0)
+        check_range(out, "annotate.av_min_audio_fraction", self.av_min_audio_fraction, 0.0, 1.0)
         check_range(out, "annotate.face_min_fraction", self.face_min_fraction, 0.0, 1.0)
         check_choice(out, "annotate.subtitle_language", self.subtitle_language, LANGUAGES)
         check_choice(out, "annotate.translate", self.translate, TRANSLATIONS)

@@ -27,6 +27,9 @@ from pipelines import media
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0  # a child must be up (imports done) within this
+# Imported by the child before it says it is ready: ``pipelines.media`` imports its decoders lazily,
+# and on a loaded machine their import alone can outlast a short per-clip timeout of the first clip.
+DECODERS = ("av", "decord", "PIL.Image")
 
 
 class DecodeTimeout(Exception):
@@ -47,6 +50,11 @@ def _serve(conn, parent_pid: int, preload: str) -> None:
     """The child's loop: (fn, args) in, ("ok", result) or ("err", exception) out."""
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     importlib.import_module(preload)
+    for name in DECODERS:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the job that needs it reports it
+            pass
     conn.send(("ready", os.getpid()))
     while True:
         try:

@@ -3,6 +3,12 @@
 An id that is not a plain name (letters, digits, ``_``, ``-``, ``.``; no leading dot, no ``..``, at
 most 128 characters) could escape its folder or key prefix downstream: it is rejected with a reason,
 never rewritten. The same id in two files (another folder or container) is an error naming both.
+A local clip that is a symbolic link (or lies under a linked folder) whose target resolves outside
+the input folder is rejected the same way and never opened: a link planted in a shared input folder
+must not make the decoder read, and the dataset store, a file from elsewhere (``/etc/passwd``,
+another user's video). A link that stays inside the folder is an ordinary input under its own name
+(the same media may then appear under two ids). S3 has no links. The check runs at listing time: a
+file swapped for a link after it is not caught, so keep the input folder unwritable while a run reads it.
 Subtitles come in the MER layout (``name, chinese, english``); a clip without a row gets an empty
 subtitle and ``subtitle_missing``; rows without a clip are reported.
 """
@@ -13,6 +19,7 @@ import csv
 import dataclasses
 import io
 import logging
+import os
 import posixpath
 import re
 from typing import Any
@@ -28,7 +35,7 @@ SUBTITLE_COLUMNS = ("name", "chinese", "english")
 @dataclasses.dataclass
 class Listing:
     rows: list[dict[str, Any]]  # one per clip with a safe id: name, clip, subtitle fields
-    rejected: list[dict[str, Any]]  # failure rows for unsafe ids
+    rejected: list[dict[str, Any]]  # failure rows (stage "list"): unsafe ids, links out of the folder
     orphan_subtitles: list[str]  # subtitle rows without a clip
     missing_subtitles: list[str]  # clips without a subtitle row
     subtitle_rows: int
@@ -45,6 +52,26 @@ def unsafe_id_reason(name: str) -> str | None:
         f"unsafe sample id {name!r}: ids may hold only letters, digits, '_', '-' and '.' (no leading "
         "dot, no '..', at most 128 characters); rename the file"
     )
+
+
+def link_out_reason(uri: str, root: str | None) -> str | None:
+    """Why local clip ``uri`` is refused because its real path (links resolved) leaves ``root`` (the
+    input folder's real path; None for S3, which has no links), or None."""
+    if root is None:
+        return None
+    real = os.path.realpath(uri)
+    if os.path.commonpath([real, root]) == root:
+        return None
+    return (
+        f"clip {uri} is a symbolic link (or lies under a linked folder) that leads out of the input "
+        "folder: it is not opened; copy the file into the input folder, or pass the folder that holds "
+        "it as --input"
+    )
+
+
+def input_root(input_uri: str) -> str | None:
+    """The real path (links resolved) of a local input folder; None for an ``s3://`` prefix."""
+    return None if storage.is_s3(input_uri) else os.path.realpath(storage.filesystem(input_uri)[1])
 
 
 def list_clips(input_uri: str, extensions: list[str]) -> dict[str, str]:
@@ -99,9 +126,10 @@ def read_subtitles(uri: str) -> dict[str, dict[str, str]]:
 def build_listing(input_uri: str, subtitles_uri: str, cfg) -> Listing:
     clips = list_clips(input_uri, cfg.extensions)
     subs = read_subtitles(subtitles_uri)
+    root = input_root(input_uri)
     rows, rejected, missing = [], [], []
     for name, uri in clips.items():
-        reason = unsafe_id_reason(name)
+        reason = unsafe_id_reason(name) or link_out_reason(uri, root)
         if reason:
             rejected.append(
                 {"name": name, "stage": "list", "reason": reason, "outcome": "failed", "clip": uri}
@@ -123,8 +151,8 @@ def build_listing(input_uri: str, subtitles_uri: str, cfg) -> Listing:
         )
     orphans = sorted(set(subs) - set(clips))
     log.info(
-        "input: %d clips (%d rejected ids), %d subtitle rows, %d clips without subtitle, %d subtitles "
-        "without clip",
+        "input: %d clips (%d rejected while listing), %d subtitle rows, %d clips without subtitle, "
+        "%d subtitles without clip",
         len(clips),
         len(rejected),
         len(subs),

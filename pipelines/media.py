@@ -9,7 +9,9 @@ check turns it into a reason). Decoders read local paths (``pipelines.fetch`` ma
 A clip over ``max_duration_s`` is refused before anything is decoded: from the video stream's
 duration in the container (``probe_duration``), else from decord's frame count, as ``Rejected``.
 Audio is decoded only up to ``audio_cap_s`` (the max duration plus the A/V tolerance and 1 s), so a
-track longer than its video still fails the length check without being decoded whole.
+track longer than its video still fails the length check without being decoded whole. Audio that
+ends before its video (an ordinary ``ffmpeg -shortest`` file) is padded with silence to the video's
+length (``pad_audio``; the padding is ``audio_shortfall_s``); only a gross mismatch is rejected.
 ``check_clip`` returns the reason a decoded clip is rejected, or None.
 """
 
@@ -46,17 +48,31 @@ class Rejected(MediaError):
 @dataclasses.dataclass
 class Decoded:
     frames: list[bytes]  # JPEG, time order
-    audio: np.ndarray | None  # 16 kHz mono float32; None = no audio stream
+    audio: np.ndarray | None  # 16 kHz mono float32, padded to the video length; None = no audio stream
     duration_s: float  # of the video stream: frame count / fps
     fps: float
     width: int  # source size
     height: int
     num_video_frames: int
     faces: list[int] | None = None  # faces per sampled frame, when the face check ran
+    audio_shortfall_s: float = 0.0  # seconds of silence appended to ``audio`` (see ``pad_audio``)
 
     @property
     def audio_s(self) -> float:
-        return 0.0 if self.audio is None else len(self.audio) / SAMPLE_RATE
+        """Seconds of the decoded audio track itself (without the padding)."""
+        return 0.0 if self.audio is None else len(self.audio) / SAMPLE_RATE - self.audio_shortfall_s
+
+
+def pad_audio(audio: np.ndarray | None, duration_s: float) -> tuple[np.ndarray | None, float]:
+    """``audio`` padded with silence at the end to ``duration_s`` seconds, and the seconds added.
+
+    Audio as long as the video or longer, missing (None) or empty is returned as it is (0.0 added):
+    the check judges those."""
+    want = int(round(duration_s * SAMPLE_RATE))
+    if audio is None or audio.size == 0 or audio.size >= want:
+        return audio, 0.0
+    padded = np.concatenate([audio, np.zeros(want - audio.size, dtype=audio.dtype)])
+    return padded, (want - audio.size) / SAMPLE_RATE
 
 
 def sample_indices(total: int, n: int) -> list[int]:
@@ -262,13 +278,24 @@ def decode_clip(path: str, cfg, faces: FaceCounter | None = None) -> Decoded:
     counts = [faces.count(f) for f in frames] if faces is not None else None
     if audio is not None and not np.isfinite(audio).all():
         raise MediaError("audio holds NaN/inf samples")
-    return Decoded(frames=encode_jpeg(frames, cfg.jpeg_quality), audio=audio, faces=counts, **meta, **size)
+    audio, shortfall = pad_audio(audio, meta["duration_s"])
+    return Decoded(
+        frames=encode_jpeg(frames, cfg.jpeg_quality),
+        audio=audio,
+        faces=counts,
+        audio_shortfall_s=shortfall,
+        **meta,
+        **size,
+    )
 
 
 def check_clip(row: dict, cfg) -> str | None:
     """Why a decoded clip is rejected, or None to keep it.
 
-    ``row`` holds ``duration_s``, ``has_audio``, ``audio_s`` and ``faces`` (None when not counted).
+    ``row`` holds ``duration_s``, ``has_audio``, ``audio_s`` (the audio track's own length) and
+    ``faces`` (None when not counted). Audio shorter than its video is kept (it was padded with
+    silence) unless it covers under ``av_min_audio_fraction`` of the video; audio longer than the
+    video by more than ``max(av_tolerance_s, av_tolerance_ratio * duration)`` is rejected.
     """
     duration = row["duration_s"]
     if duration < cfg.min_duration_s:
@@ -277,12 +304,9 @@ def check_clip(row: dict, cfg) -> str | None:
         return too_long(duration, cfg.max_duration_s)
     if not row["has_audio"]:
         return "no audio stream" if cfg.require_audio else None
-    allowed = max(cfg.av_tolerance_s, cfg.av_tolerance_ratio * duration)
-    if abs(row["audio_s"] - duration) > allowed:
-        return (
-            f"audio length {row['audio_s']:.2f} s does not match video {duration:.2f} s "
-            f"(tolerance {allowed:.2f} s): damaged or mismatched file"
-        )
+    reason = av_mismatch(row["audio_s"], duration, cfg)
+    if reason:
+        return reason
     faces = row.get("faces")
     if faces is not None:
         one = sum(1 for c in faces if c == 1)
@@ -291,6 +315,22 @@ def check_clip(row: dict, cfg) -> str | None:
                 f"face check: {one} of {len(faces)} frames show exactly one face "
                 f"(need {cfg.face_min_fraction:.0%})"
             )
+    return None
+
+
+def av_mismatch(audio_s: float, duration: float, cfg) -> str | None:
+    """Why the audio length is a gross mismatch with the video's, or None (see ``check_clip``)."""
+    allowed = max(cfg.av_tolerance_s, cfg.av_tolerance_ratio * duration)
+    if audio_s > duration + allowed:
+        return (
+            f"audio length {audio_s:.2f} s is longer than video {duration:.2f} s by more than "
+            f"{allowed:.2f} s (annotate.av_tolerance_s / av_tolerance_ratio): damaged or mismatched file"
+        )
+    if audio_s < cfg.av_min_audio_fraction * duration:
+        return (
+            f"audio length {audio_s:.2f} s covers under {cfg.av_min_audio_fraction:.0%} of video "
+            f"{duration:.2f} s (annotate.av_min_audio_fraction): damaged or mismatched file"
+        )
     return None
 
 

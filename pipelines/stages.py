@@ -48,6 +48,7 @@ class DecodeStage(Stage):
         "num_video_frames",
         "has_audio",
         "audio_s",
+        "audio_shortfall_s",
         "faces",
         "frames",
         "audio",
@@ -91,6 +92,7 @@ class DecodeStage(Stage):
             num_video_frames=d.num_video_frames,
             has_audio=d.audio is not None,
             audio_s=d.audio_s,
+            audio_shortfall_s=d.audio_shortfall_s,
             faces=d.faces,
             frames=d.frames,
             audio=encode_audio(d.audio) if d.audio is not None and d.audio.size else None,
@@ -115,7 +117,8 @@ class DecodeStage(Stage):
 
 
 class CheckStage(Stage):
-    """Duration bounds, audio present and consistent with the video, optional face count."""
+    """Duration bounds, audio present and not grossly mismatched with the video (a shorter track was
+    padded in decode), optional face count."""
 
     name = "check"
     needs = ("duration_s", "has_audio", "audio_s")

@@ -1,10 +1,23 @@
-"""The sample set several times over, for runs that need more rows than it has: each clip symlinked
-``n`` times as ``<stem>_c<i>`` and the subtitle rows renamed to match."""
+"""The sample set several times over, for runs that need more rows than it has: each clip hard-linked
+(copied across file systems) ``n`` times as ``<stem>_c<i>`` and the subtitle rows renamed to match.
+
+Not symlinked: ``emer annotate`` refuses a symlink that leads out of its input folder
+(``pipelines.inputs``), and the sample set lies outside the folders made here."""
 
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from pathlib import Path
+
+
+def link_clip(src: Path, dest: Path) -> None:
+    """``dest`` as a hard link to ``src`` (no copy of the bytes), or a copy on another file system."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
 
 
 def copies(sample_clips, dest: Path, n: int) -> tuple[str, str, list[str]]:
@@ -14,7 +27,7 @@ def copies(sample_clips, dest: Path, n: int) -> tuple[str, str, list[str]]:
     names = []
     for src in sorted((sample_clips.root / "clips").iterdir()):
         for i in range(n):
-            (clips / f"{src.stem}_c{i}{src.suffix}").symlink_to(src)
+            link_clip(src, clips / f"{src.stem}_c{i}{src.suffix}")
             names.append(f"{src.stem}_c{i}")
     with open(sample_clips.subtitles, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

@@ -7,6 +7,7 @@ import os
 
 import pytest
 from annotate_helpers import all_inputs, check_every_name_once
+from clip_copies import link_clip
 from llm_fixtures import fake_openai_server
 
 from emer.cli import main
@@ -103,6 +104,43 @@ def test_more_failures_than_allowed_exit_non_zero_and_keep_the_rows(
     check_every_name_once(str(out), all_inputs(sample_clips))
 
 
+@pytest.mark.timeout(300)
+def test_inputs_refused_while_listing_count_against_the_budget(ray_local, sample_clips, tmp_path, capsys):
+    """Before: 6 of 10 inputs failed (refused while listing) and the run exited 0; a folder of only
+    bad names ended "2 inputs -> 0 samples, 2 failed" with exit 0."""
+    clips, subs = tmp_path / "clips", str(sample_clips.subtitles)
+    clips.mkdir()
+    for name in sample_clips.clips[:4]:
+        link_clip(sample_clips.root / "clips" / f"{name}.mp4", clips / f"{name}.mp4")
+    for i in range(6):  # names no sample id may have
+        (clips / f"bad name {i}.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    args = ["annotate", "--input", str(clips), "--subtitles", subs, *FAST]
+    assert main([*args, "--output", str(out)]) == 1
+    std = capsys.readouterr()
+    assert "10 inputs -> 4 samples, 0 rejected, 6 failed" in std.out
+    assert "annotate: 6 of 10 rows failed (60%, allowed 50%" in std.err
+    assert "the 4 finished samples are kept" in std.err
+    check_every_name_once(str(out), [*sample_clips.clips[:4], *(f"bad name {i}" for i in range(6))])
+
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    for name in ("bad name", "-rf"):
+        (only_bad / f"{name}.mp4").write_bytes(b"x")
+    out = tmp_path / "out_bad"
+    assert main(["annotate", "--input", str(only_bad), "--subtitles", subs, *FAST, "--output", str(out)]) == 1
+    std = capsys.readouterr()
+    assert "2 inputs -> 0 samples, 0 rejected, 2 failed" in std.out
+    assert "annotate: 2 of 2 rows failed (100%" in std.err
+    check_every_name_once(str(out), ["bad name", "-rf"])  # the rows are kept
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out_empty"
+    assert main(["annotate", "--input", str(empty), "--subtitles", subs, *FAST, "--output", str(out)]) == 1
+    assert "the output holds no samples (0 inputs" in capsys.readouterr().err
+
+
 def role_flags(url: str, env: str) -> list[str]:
     out = []
     for role in ("audio", "video", "text"):
@@ -126,7 +164,7 @@ def test_a_wrong_key_stops_the_run_early_then_it_resumes(
     clips = tmp_path / "clips"
     clips.mkdir()
     for name in sample_clips.clips:  # good clips only: every row reaches the LLM stages
-        (clips / f"{name}.mp4").symlink_to(sample_clips.root / "clips" / f"{name}.mp4")
+        link_clip(sample_clips.root / "clips" / f"{name}.mp4", clips / f"{name}.mp4")
     out = tmp_path / "out"
     # The workers of the session's Ray hold AWS_SECRET_ACCESS_KEY (from the s3 fixture): the key sent.
     args = [

@@ -116,3 +116,31 @@ def test_subtitles_from_s3(s3, tmp_path):
     uri = s3.uri("inputs-test/subs.csv")
     storage.write_text(uri, "name,chinese,english\nq,问,ask\n")
     assert read_subtitles(uri) == {"q": {"chinese": "问", "english": "ask"}}
+
+
+def test_links_out_of_the_input_folder_are_refused_and_links_inside_are_inputs(tmp_path):
+    """Before: ``link.mp4 -> /etc/passwd`` was listed as a clip, and the decoder opened it."""
+    outside = tmp_path / "private"
+    touch(outside / "hidden.mp4")
+    clips = tmp_path / "clips"
+    real = touch(clips / "real.mp4")
+    (clips / "passwd.mp4").symlink_to("/etc/passwd")
+    (clips / "rel.mp4").symlink_to("../private/hidden.mp4")  # relative, resolved from its folder
+    (clips / "inside.mp4").symlink_to(real)  # a link that stays in the folder: an ordinary input
+    (clips / "linked").symlink_to(outside / "more", target_is_directory=True)  # a linked folder
+    touch(outside / "more" / "deep.mp4")
+    subs = write_csv(tmp_path / "s.csv", "name,chinese,english\n")
+    listing = build_listing(str(clips), subs, CFG)
+    assert [r["name"] for r in listing.rows] == ["inside", "real"]
+    refused = {r["name"]: r for r in listing.rejected}
+    assert sorted(refused) == ["deep", "passwd", "rel"]
+    for r in refused.values():
+        assert (r["stage"], r["outcome"]) == ("list", "failed")
+        assert "symbolic link" in r["reason"] and "leads out of the input folder" in r["reason"]
+        assert r["clip"] in r["reason"]
+    # the input folder reached through a link of its own: the links are judged from its real path
+    alias = tmp_path / "alias"
+    alias.symlink_to(clips, target_is_directory=True)
+    via = build_listing(str(alias), subs, CFG)
+    assert [r["name"] for r in via.rows] == ["inside", "real"]
+    assert sorted(r["name"] for r in via.rejected) == ["deep", "passwd", "rel"]

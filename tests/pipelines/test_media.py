@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import numpy as np
 import pytest
 
-from core.schema import decode_audio, encode_audio
+from core.config import ConfigError
+from core.schema import SAMPLE_RATE, decode_audio, encode_audio
 from pipelines import media
 from pipelines.config import AnnotateConfig
 
@@ -88,33 +90,47 @@ def test_audio_backends_agree(sample_clips):
     assert media.probe_and_audio(clip(sample_clips, "broken_noaudio"), "ffmpeg")[1] is None
 
 
-def test_audio_shorter_than_video_is_caught(sample_clips, tmp_path):
-    """A file whose audio ends long before its video (as damaged files decode) is rejected."""
-    src, out = clip(sample_clips, sample_clips.clips[0]), str(tmp_path / "cut_audio.mp4")
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            src,
-            "-map",
-            "0:v",
-            "-map",
-            "0:a",
-            "-c:v",
-            "copy",
-            "-af",
-            "atrim=0:1",
-            "-c:a",
-            "aac",
-            out,
-        ],
+def av_clip(path, video_s: float, audio_s: float, shortest: bool = True) -> str:
+    """An H.264/AAC mp4 of ``video_s`` s of test pattern and ``audio_s`` s of tone, as ``ffmpeg
+    -shortest`` makes it with libx264's default preset: its lookahead keeps the whole video."""
+    cmd = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size=64x48:rate=25:d={video_s}"]
+    cmd += ["-f", "lavfi", "-i", f"sine=frequency=300:sample_rate=16000:d={audio_s}"]
+    cmd += ["-c:v", "libx264", "-threads", "1", "-c:a", "aac", *(["-shortest"] if shortest else [])]
+    subprocess.run([*cmd, str(path)], check=True, capture_output=True)
+    return str(path)
+
+
+def stream_seconds(path: str) -> dict[str, float]:
+    """Stream type -> duration, as ffprobe reads the container."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,duration", "-of", "csv=p=0", path],
         check=True,
-    )
-    stage, reason = decode_and_check(out)
-    assert stage == "check" and "does not match video" in reason
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {kind: float(sec) for kind, sec in (line.split(",") for line in out.split())}
+
+
+def test_a_shortest_clip_whose_audio_ends_early_is_kept_with_its_audio_padded(tmp_path):
+    """Before: 'audio length 3.44 s does not match video 4.00 s', rejected."""
+    path = av_clip(tmp_path / "short_audio.mp4", 4.0, 3.44)
+    assert stream_seconds(path) == {"video": pytest.approx(4.0), "audio": pytest.approx(3.44)}
+    d = media.decode_clip(path, CFG)
+    assert d.duration_s == pytest.approx(4.0)
+    assert d.audio_s == pytest.approx(3.44, abs=0.05)
+    assert d.audio_shortfall_s == pytest.approx(0.56, abs=0.05)
+    assert len(d.audio) == 4 * SAMPLE_RATE  # padded to the video's length
+    assert not d.audio[-int(0.5 * SAMPLE_RATE) :].any() and np.abs(d.audio[: SAMPLE_RATE // 2]).max() > 0.1
+    assert decode_and_check(path) == ("ok", None)
+
+
+def test_audio_under_half_the_video_is_rejected_naming_both_lengths(tmp_path):
+    path = av_clip(tmp_path / "cut_audio.mp4", 4.0, 1.5, shortest=False)
+    assert stream_seconds(path) == {"video": pytest.approx(4.0), "audio": pytest.approx(1.5)}
+    stage, reason = decode_and_check(path)
+    assert stage == "check", reason
+    assert re.search(r"audio length 1\.[45]\d s covers under 50% of video 4\.00 s", reason), reason
+    assert "annotate.av_min_audio_fraction" in reason
 
 
 def test_flac_round_trip():
@@ -134,11 +150,29 @@ def test_check_rules():
     assert "no audio" in media.check_clip({**ok, "has_audio": False}, CFG)
     assert media.check_clip({**ok, "has_audio": False}, CFG.replace(require_audio=False)) is None
     assert media.check_clip({**ok, "audio_s": 5.45}, CFG) is None  # within max(0.5 s, 10 %)
-    assert "does not match" in media.check_clip({**ok, "audio_s": 4.2}, CFG)
-    assert media.check_clip({**ok, "duration_s": 12.0, "audio_s": 11.0}, CFG) is None  # 10 % of 12 s
+    assert "is longer than video 5.00 s" in media.check_clip({**ok, "audio_s": 5.6}, CFG)
+    assert media.check_clip({**ok, "duration_s": 12.0, "audio_s": 13.1}, CFG) is None  # 10 % of 12 s
+    assert "is longer than video" in media.check_clip({**ok, "duration_s": 12.0, "audio_s": 13.3}, CFG)
+    # shorter audio is padded in decode: only under av_min_audio_fraction of the video is rejected
+    assert media.check_clip({**ok, "audio_s": 4.2}, CFG) is None
+    assert media.check_clip({**ok, "audio_s": 2.5}, CFG) is None
+    assert "covers under 50% of video 5.00 s" in media.check_clip({**ok, "audio_s": 2.49}, CFG)
+    strict = CFG.replace(av_min_audio_fraction=0.9)
+    assert "audio length 4.20 s covers under 90%" in media.check_clip({**ok, "audio_s": 4.2}, strict)
     faces = CFG.replace(face_check=True)
     assert media.check_clip({**ok, "faces": [1, 1, 0, 2]}, faces) is None
     assert "face check" in media.check_clip({**ok, "faces": [1, 0, 0, 2]}, faces)
+
+
+def test_pad_audio_and_the_fraction_is_validated():
+    tone = np.full(SAMPLE_RATE, 0.5, np.float32)
+    padded, added = media.pad_audio(tone, 1.5)
+    assert len(padded) == 24000 and added == 0.5 and not padded[SAMPLE_RATE:].any()
+    same, added = media.pad_audio(tone, 0.5)
+    assert same is tone and added == 0.0  # longer than the video: left as it is
+    assert media.pad_audio(None, 2.0) == (None, 0.0)
+    with pytest.raises(ConfigError, match=r"annotate.av_min_audio_fraction = 1.5"):
+        CFG.replace(av_min_audio_fraction=1.5)
 
 
 def test_face_counter_finds_one_real_face():

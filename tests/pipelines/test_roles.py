@@ -7,6 +7,7 @@ import json
 
 import pytest
 from annotate_helpers import all_inputs, check_every_name_once, openai_config
+from clip_copies import link_clip
 
 from core import storage
 from core.config import ConfigError
@@ -85,7 +86,7 @@ def test_each_step_calls_its_own_model_and_rows_record_what_made_them(ray_local,
     part = tmp_path / "part"  # the first run sees three clips; the accepted mix adds the rest
     part.mkdir()
     for name in ("sample_00000000", "sample_00000003", "sample_00000004"):
-        (part / f"{name}.mp4").symlink_to(sample_clips.root / "clips" / f"{name}.mp4")
+        link_clip(sample_clips.root / "clips" / f"{name}.mp4", part / f"{name}.mp4")
     out = str(tmp_path / "out")
     with fake_server() as server:
         cfg = _per_role(server.url)
