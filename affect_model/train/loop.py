@@ -71,7 +71,7 @@ def run_training(
     model_cfg, cfg = absolute_paths(run_cfg.model, run_cfg.train)
     check_tracking(cfg)
     run_cfg = run_cfg.replace(model=model_cfg, train=cfg)
-    task = task or AffectGPTTask(run_cfg.model, cached=cfg.use_cached_features)
+    task = task or AffectGPTTask(run_cfg.model, cached=cfg.use_cached_features, seed=cfg.seed)
     evaluate = getattr(run_cfg, "evaluate", None)
     payload = {
         "train": cfg,

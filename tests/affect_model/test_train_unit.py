@@ -40,6 +40,18 @@ def test_lr_warms_up_linearly_then_decays_by_cosine():
     assert lr_factor(30, 4, 12, cosine=False) == 1.0
 
 
+def test_official_warmup_from_warmup_lr_then_constant():
+    """The official recipe: 1e-6 -> 1e-5 linearly over 5000 steps, then 1e-5 (min_lr = init_lr)."""
+    cfg = TrainConfig(lr=1e-5, warmup_lr=1e-6, warmup_steps=5000, cosine=False)
+    lrs = [
+        cfg.lr * lr_factor(s, 5000, 300000, False, 0.0, cfg.warmup_start_ratio)
+        for s in (0, 2500, 5000, 299999)
+    ]
+    assert lrs == pytest.approx([1e-6, 5.5e-6, 1e-5, 1e-5])
+    with pytest.raises(ConfigError, match="train.warmup_lr = 0.1: must not exceed train.lr"):
+        TrainConfig(lr=1e-5, warmup_lr=0.1)
+
+
 def test_engine_optimizer_follows_warmup_and_accumulates():
     torch.manual_seed(0)
     cfg = TrainConfig(
