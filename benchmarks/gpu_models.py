@@ -2,8 +2,9 @@
 synthetic EMER-like batches. Imports only model code (``affect_model.model``, ``core``), never the
 training package (Ray, DeepSpeed), so it runs on a bare CUDA image.
 
-A layout is a name, a preset (``affect_model.model.config``) and the switches a CPU dry run copies onto
-the tiny debug config. Real-size towers come from the configs table in ``affect_model.model.flops``
+A layout is a name, the YAML presets it composes (``configs/``, the only copy of the papers' settings;
+composed by ``core.config``, no application code) plus dotted overrides, and the switches a CPU dry run
+copies onto the tiny debug config. Real-size towers come from the configs table in ``affect_model.model.flops``
 (Qwen2.5-7B, Vicuna-7B, CLIP ViT-L/14, HuBERT-large: written in the code, nothing is downloaded),
 saved as config-only folders; ``random_weights`` makes ``from_pretrained`` build them from the config
 with random weights, directly on the current device (``torch.device`` context) in the requested dtype.
@@ -15,7 +16,7 @@ import contextlib
 import dataclasses
 import math
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ import torch
 
 from affect_model.model import encoders, flops
 from affect_model.model.affectgpt import AffectGPT
-from affect_model.model.config import ModelConfig, debug_config, paper_affectgpt, paper_affectgpt_prefusion
+from affect_model.model.config import ModelConfig, debug_config
 from affect_model.model.prompt import IGNORE, SLOT_TEXT, PromptBuilder
+from core.config import compose
 from core.llm.tiny import build_tiny_tokenizer
 
 # EMER-like answer lengths (descriptions of clues and emotions): log-normal, clipped, seeded.
@@ -35,20 +37,44 @@ SUBTITLE = (
 )
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def preset(*names: str, overrides: tuple[str, ...] = ()) -> ModelConfig:
+    """The ``model`` section of the composed YAML presets ``names`` (``configs/NAME.yaml``) plus dotted
+    ``overrides`` such as ``model.layout=qformer``."""
+    data, _ = compose([CONFIGS / f"{name}.yaml" for name in names], overrides)
+    return ModelConfig.from_dict(data.get("model") or {}, source="+".join(names))
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """One model configuration to measure. ``switches``: the preset's fields a CPU dry run copies onto
-    the tiny debug config (sizes and towers stay tiny there)."""
+    """One model configuration to measure: the presets it composes and dotted ``overrides``.
+    ``switches``: the preset's fields a CPU dry run copies onto the tiny debug config (sizes and towers
+    stay tiny there)."""
 
     name: str
-    preset: Callable[[], ModelConfig]
+    configs: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
     switches: tuple[str, ...] = ("fusion", "lora", "chat_format")
 
+    def preset(self) -> ModelConfig:
+        return preset(*self.configs, overrides=self.overrides)
 
-# Adding a layout (e.g. the official AffectGPT one) is one entry here.
+
+# The official layout's Qwen2.5-7B towers in the Q-Former layout (the pre-#25 pre-fusion preset).
+_QFORMER_QWEN = ("model.layout=qformer", "model.chat_format=auto", "model.target=description")
+_QFORMER_QWEN += ("model.media_sampling=emer", "model.vision_projection=false", "model.do_sample=false")
+_QFORMER_QWEN += ("model.encoder_dtype=bfloat16", "model.llm_dtype=bfloat16")
 LAYOUTS = (
-    Layout("qformer/vicuna-7b/stage1", paper_affectgpt),
-    Layout("qformer/qwen2.5-7b/prefusion", paper_affectgpt_prefusion),
+    Layout("qformer/vicuna-7b/stage1", ("stage1",)),
+    Layout("qformer/qwen2.5-7b/prefusion", ("stage1", "affectgpt-qwen25"), _QFORMER_QWEN),
+    Layout(
+        "affectgpt/qwen2.5-7b/official",
+        ("stage1", "affectgpt-qwen25"),
+        ("model.encoder_dtype=bfloat16", "model.llm_dtype=bfloat16"),  # bf16 like every layout here
+        switches=("layout", "fusion", "lora"),
+    ),
 )
 
 

@@ -6,7 +6,7 @@ Ray, DeepSpeed, vLLM, decord, network), from the repository root:
     PYTHONPATH=. python3 benchmarks/gpu_train.py --out $OUT/gpu_train.json
 
 Per layout in ``gpu_models.LAYOUTS`` (the Q-Former layout with the Vicuna-7B stage-1 preset and with the
-Qwen2.5-7B pre-fusion preset): real-size towers with random weights (frozen LLM and encoders in bf16,
+Qwen2.5-7B towers and pre-fusion, and the official AffectGPT layout of ``affectgpt-qwen25``): real-size towers with random weights (frozen LLM and encoders in bf16,
 built directly on the GPU), activation checkpointing in the frozen LLM, EMER-like answer lengths
 (``gpu_models.ANSWER_LENGTHS``); it measures the largest micro-batch that trains (doubling, then
 bisection, catching out-of-memory and freeing it; every row at the longest answer), step time,

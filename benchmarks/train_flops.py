@@ -4,8 +4,10 @@ Counts FLOPs analytically from each tower's transformers config (layers, widths,
 ``affect_model.model.flops``, whose formulas the unit tests check against ``FlopCounterMode`` on tiny
 instances); real checkpoints' configs come from a built-in table, so nothing is downloaded. Frozen
 encoders run forward only, the frozen LLM forward + backward to its inputs (2x forward), the trained
-Q-Formers forward + backward (3x forward). For the audio tower it also prints the alternatives
-(Whisper-large-v3 padded to 30 s per clip, as before #15; Whisper on the real clip length;
+Q-Formers (or the official layout's attention heads) forward + backward (3x forward). A preset in the
+official layout (``model.layout affectgpt``) is also reported beside the Q-Former layout on the same
+towers (tokens into the LLM and training TFLOPs per sample). For the audio tower it also prints the
+alternatives (Whisper-large-v3 padded to 30 s per clip, as before #15; Whisper on the real clip length;
 HuBERT-large) and checks per preset that no encoder costs more than the LLM's training step.
 
     .venv/bin/python benchmarks/train_flops.py [--answer-words 150] [--subtitle-tokens 64]
@@ -66,11 +68,31 @@ def preset_report(cfg, answer_words: int, subtitle_tokens: int) -> dict:
     }
 
 
+def layout_comparison(cfg, answer_words: int, subtitle_tokens: int) -> dict:
+    """The official layout beside the Q-Former layout on the same towers (v1's Q-Former sizes: 32 video
+    / 8 audio queries, 2 layers, 16 fusion queries) and our chat prompt: tokens and training TFLOPs."""
+    from affect_model.model import flops
+
+    qformer = cfg.replace(layout="qformer", chat_format="auto", target="description", fusion="qformer")
+    out = {}
+    for name, c in (("affectgpt", cfg), ("qformer", qformer)):
+        cost = flops.sample_flops(c, answer_words, subtitle_tokens)
+        out[name] = {
+            "llm_tokens": cost["llm_tokens"],
+            "slot_tokens": sum(c.slot_lengths().values()),
+            "glue_train_tflop": round(cost["train"]["qformers"] / 1e12, 6),
+            "train_tflop_total": round(sum(cost["train"].values()) / 1e12, 4),
+        }
+    return out
+
+
 def report(answer_words: int, subtitle_tokens: int) -> dict:
     out, skipped = {}, {}
     for name, cfg in presets().items():
         try:
             out[name] = preset_report(cfg, answer_words, subtitle_tokens)
+            if cfg.layout == "affectgpt":
+                out[name]["layouts"] = layout_comparison(cfg, answer_words, subtitle_tokens)
         except (OSError, ValueError) as err:  # a preset on local folders that are not there
             skipped[name] = f"{type(err).__name__}: {str(err)[:160]}"
     title = "AffectGPT per-sample FLOPs per tower (analytic)"

@@ -3,7 +3,9 @@
 ``extract_labels(descriptions, complete, llm)`` renders the registry's ``ov_extract`` prompt
 (MER2024 2.3; ``llm.prompts`` may replace it, ``llm.examples`` add few-shot turns) for each description
 and takes any ``complete(requests) -> answers`` callable (``core.llm.Completer``). Answers that hold
-no list are asked again; what stays unreadable becomes an empty prediction and is reported.
+no list are asked again; what stays unreadable becomes an empty prediction and is reported. An answer
+to the official AffectGPT OV-label question (``The character's emotional state is a, b.``) is read
+directly (``core.llm.labels.parse_ov_answer``), without asking the LLM.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from core.llm.base import LLMConfig, LLMRequest, request_for
-from core.llm.labels import parse_label_list
+from core.llm.labels import parse_label_list, parse_ov_answer
 from core.llm.prompts import REASK_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,10 @@ def extract_labels(
 ) -> tuple[list[list[str]], list[int]]:
     """(labels per description, indices whose answer never parsed). Empty descriptions give []."""
     out: list[list[str] | None] = [None if d.strip() else [] for d in descriptions]
+    for i, d in enumerate(descriptions):
+        direct = parse_ov_answer(d) if out[i] is None else None
+        if direct is not None:
+            out[i] = direct
     pending = [i for i, v in enumerate(out) if v is None]
     suffix = ""
     for attempt in range(reask + 1):

@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 class Describer(Stage):
     """Stage: rows -> ``name, description, error``. ``cfg``: the weights folder; kwargs ``cached``
-    (rows hold encoder outputs) and ``max_new_tokens``. A row that cannot be described is recorded as
-    failed with its reason; the other rows of its batch are still described."""
+    (rows hold encoder outputs), ``max_new_tokens`` and ``question`` (the official prompt's question:
+    ``description``, or ``ovlabel``: the answer is then the official OV-label sentence). A row that
+    cannot be described is recorded as failed with its reason; the other rows of its batch are still
+    described."""
 
     name = "infer"
     needs = ("name",)
@@ -46,7 +48,8 @@ class Describer(Stage):
         cached = bool(self.options.get("cached"))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = from_pretrained(self.cfg, load_encoders=not cached).to(self.device).eval()
-        self.task = AffectGPTTask(self.model.config, cached=cached)
+        question = self.options.get("question") or "description"
+        self.task = AffectGPTTask(self.model.config, cached=cached, question=question)
         self.max_new_tokens = self.options.get("max_new_tokens") or self.model.config.max_new_tokens
 
     def _describe(self, rows: list[dict]) -> list[str]:
@@ -121,7 +124,12 @@ def run_inference(run_cfg: Any) -> dict:
     ds, references = _inputs(cfg)
     remote = placement.remote_args(num_cpus=ic.cpus_per_actor, num_gpus=ic.gpus_per_actor or None)
     group = ic.batch_size if ic.group_by_length else 0  # map batches of several generate batches
-    options = {"cached": cfg.use_cached_features, "max_new_tokens": ic.max_new_tokens, "group": group}
+    options = {
+        "cached": cfg.use_cached_features,
+        "max_new_tokens": ic.max_new_tokens,
+        "group": group,
+        "question": ic.question,
+    }
     batch = ic.batch_size * (ic.length_bucket_size if group else 1)
     described = map_stages(
         ds, [(Describer, options)], weights, pool=(ic.actors, ic.actors), batch_size=batch, remote=remote

@@ -5,7 +5,9 @@ Video frames and 2-second audio clips go through frozen encoders (``encode_video
 then through one Q-Former per modality; optional pre-fusion (paper 002) fuses both query outputs
 outside the LLM. Linear projections map every query token into the LLM's embedding space, where the
 tokens replace the prompt's slot positions (``slot_ids``). Only Q-Formers, fusion, projections (and
-LoRA adapters when ``lora`` is on) train. Nothing here knows about Ray or DeepSpeed.
+LoRA adapters when ``lora`` is on) train. ``layout = "affectgpt"`` swaps the Q-Formers for the
+official attention heads (``affect_model.model.official``: one token per modality and one fused token).
+Nothing here knows about Ray or DeepSpeed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from torch import nn
 
 from affect_model.model import encoders
 from affect_model.model.config import ModelConfig
-from affect_model.model.prompt import IGNORE, SLOT_AUDIO, SLOT_FUSION, SLOT_VIDEO
+from affect_model.model.official import OfficialHeads
+from affect_model.model.prompt import (
+    IGNORE,
+    SLOT_AUDIO,
+    SLOT_FUSION,
+    SLOT_TEXT,
+    SLOT_VIDEO,
+    add_prompt_tokens,
+)
 from affect_model.model.qformer import ModalityQFormer, build_fusion
 
 log = logging.getLogger(__name__)
@@ -32,6 +42,8 @@ def load_tokenizer(cfg: ModelConfig):
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer_path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.unk_token or tok.eos_token
+    if cfg.chat_format == "affectgpt":
+        add_prompt_tokens(tok)
     return tok
 
 
@@ -39,6 +51,11 @@ def _load_llm(cfg: ModelConfig) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     llm = AutoModelForCausalLM.from_pretrained(cfg.llm_model, dtype=encoders.torch_dtype(cfg.llm_dtype))
+    return wrap_llm(llm, cfg)
+
+
+def wrap_llm(llm: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """Freeze the LLM, turn on gradient checkpointing and add LoRA as ``cfg`` says."""
     llm.requires_grad_(False)
     if cfg.gradient_checkpointing:
         llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -47,6 +64,7 @@ def _load_llm(cfg: ModelConfig) -> nn.Module:
 
         lora = LoraConfig(
             task_type="CAUSAL_LM",
+            inference_mode=False,
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
@@ -67,35 +85,48 @@ class AffectGPT(nn.Module):
         enc_dtype = encoders.torch_dtype(cfg.encoder_dtype)
         self.vision = self.audio = None
         if cfg.use_video and load_encoders:
-            self.vision = encoders.VisionEncoder(cfg.vision_model, enc_dtype, cfg.video_tokens)
+            self.vision = encoders.VisionEncoder(
+                cfg.vision_model, enc_dtype, cfg.video_tokens, projection=cfg.vision_projection
+            )
         if cfg.use_audio and load_encoders:
             self.audio = encoders.AudioEncoder.from_config(cfg, enc_dtype)
         self.llm = _load_llm(cfg)
         width = self.llm.get_input_embeddings().embedding_dim
         self.video_qformer = self.video_proj = self.audio_qformer = self.audio_proj = self.fusion_proj = None
+        self.heads = self.fusion = None
+        vw = aw = 0
         if cfg.use_video:
             vw = (
                 self.vision.hidden_size
                 if self.vision is not None
-                else encoders.vision_width(cfg.vision_model)
+                else encoders.vision_width(cfg.vision_model, cfg.vision_projection)
             )
-            self.video_qformer = ModalityQFormer(cfg, vw, cfg.video_queries, cfg.frames)
-            self.video_proj = nn.Linear(cfg.qformer_hidden, width)
         if cfg.use_audio:
             aw = self.audio.hidden_size if self.audio is not None else encoders.audio_width(cfg.audio_model)
-            self.audio_qformer = ModalityQFormer(cfg, aw, cfg.audio_queries, cfg.audio_clips)
-            self.audio_proj = nn.Linear(cfg.qformer_hidden, width)
-        self.fusion = build_fusion(cfg)
-        if self.fusion is not None:
-            self.fusion_proj = nn.Linear(cfg.qformer_hidden, width)
+        if cfg.layout == "affectgpt":
+            self.heads = OfficialHeads(vw, aw, width, fusion=cfg.fusion != "none")
+        else:
+            self._build_qformers(cfg, vw, aw, width)
         self.train(False)
         log.info(
-            "AffectGPT: %d trainable / %d total parameters (fusion=%s, lora=%s)",
+            "AffectGPT (%s layout): %d trainable / %d total parameters (fusion=%s, lora=%s)",
+            cfg.layout,
             sum(p.numel() for p in self.trainable_parameters()),
             sum(p.numel() for p in self.parameters()),
             cfg.fusion,
             cfg.lora,
         )
+
+    def _build_qformers(self, cfg: ModelConfig, vw: int, aw: int, width: int) -> None:
+        if cfg.use_video:
+            self.video_qformer = ModalityQFormer(cfg, vw, cfg.video_queries, cfg.frames)
+            self.video_proj = nn.Linear(cfg.qformer_hidden, width)
+        if cfg.use_audio:
+            self.audio_qformer = ModalityQFormer(cfg, aw, cfg.audio_queries, cfg.audio_clips)
+            self.audio_proj = nn.Linear(cfg.qformer_hidden, width)
+        self.fusion = build_fusion(cfg)
+        if self.fusion is not None:
+            self.fusion_proj = nn.Linear(cfg.qformer_hidden, width)
 
     # ------------------------------------------------------------ trainable state
 
@@ -149,6 +180,11 @@ class AffectGPT(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Projected query tokens per slot (``video``, ``audio``, ``fusion``), each ``[B, Q, llm_width]``.
         Cached ``*_embeds`` take precedence over raw inputs."""
+        if self.heads is not None:
+            video = self._features(video_embeds, pixel_values, "pixel_values", self.encode_video)
+            audio = self._features(audio_embeds, audio_features, "audio_features", self.encode_audio)
+            # one pooled feature per frame / clip: [B, T, 1, D] -> [B, T, D]
+            return self.heads(video.flatten(2), audio.flatten(2), frame_mask, clip_mask)
         out: dict[str, torch.Tensor] = {}
         hidden: dict[str, torch.Tensor] = {}
         branches = (
@@ -196,8 +232,9 @@ class AffectGPT(nn.Module):
     def embed_inputs(
         self, input_ids: torch.Tensor, slot_ids: torch.Tensor, tokens: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """LLM input embeddings with every slot position replaced by its projected query tokens."""
-        emb = self.llm.get_input_embeddings()(input_ids)
+        """LLM input embeddings with every slot position replaced by its projected query tokens (slot
+        ids are embedded as id 0 first: the official prompt's added tokens lie past the LLM's table)."""
+        emb = self.llm.get_input_embeddings()(input_ids.masked_fill(slot_ids != SLOT_TEXT, 0))
         for name, slot in (("video", SLOT_VIDEO), ("audio", SLOT_AUDIO), ("fusion", SLOT_FUSION)):
             mask = slot_ids == slot
             have = tokens.get(name)
@@ -249,13 +286,18 @@ class AffectGPT(nn.Module):
         generation_kwargs: dict | None = None,
         **media,
     ) -> list[str]:
-        """Greedy (by default) descriptions for a prompt-only batch (``SampleEncoder(with_answer=False)``),
-        one string per row. Padding may be on either side."""
+        """Answers for a prompt-only batch (``SampleEncoder(with_answer=False)``), one string per row:
+        greedy, or sampled with ``top_p`` when ``model.do_sample``; cut at ``model.stop`` when set.
+        Padding may be on either side."""
         if labels is not None and bool((labels != IGNORE).any()):
             raise ValueError("generate: the batch holds answers; build it with with_answer=False")
         embeds = self._inputs_embeds(input_ids, slot_ids, media)
         embeds, attention_mask = _left_align(embeds, attention_mask)
-        kwargs = {"do_sample": False, **(generation_kwargs or {})}
+        cfg = self.config
+        kwargs = {"do_sample": cfg.do_sample, **({"top_p": cfg.top_p} if cfg.do_sample else {})}
+        if cfg.stop:
+            kwargs.update(stop_strings=[cfg.stop], tokenizer=self.tokenizer)
+        kwargs.update(generation_kwargs or {})
         out = self.llm.generate(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -264,7 +306,8 @@ class AffectGPT(nn.Module):
             eos_token_id=self.tokenizer.eos_token_id,
             **kwargs,
         )
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [(t.split(cfg.stop)[0] if cfg.stop else t).strip() for t in texts]
 
 
 def _left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,11 @@
-"""``ModelConfig``: the ``model`` section of the run config, plus presets for the papers' settings.
+"""``ModelConfig``: the ``model`` section of the run config (the papers' settings live in configs/*.yaml).
 
 Frozen parts (vision tower, audio encoder, LLM, tokenizer) are referenced by Hugging Face id or local
-path and loaded with ``from_pretrained``; everything else describes the trainable glue: one BLIP-2
-Q-Former per modality, optional audio-video pre-fusion, linear projections and optional LoRA.
+path and loaded with ``from_pretrained``; everything else describes the trainable glue. Two layouts:
+``qformer`` (one BLIP-2 Q-Former per modality, optional audio-video pre-fusion, linear projections)
+and ``affectgpt`` (the official ICML-2025 code: attention pooling to one token per modality and the
+attention pre-fusion on raw features, named like the official checkpoint; see
+``affect_model.model.official``). Both take optional LoRA on the LLM.
 ``debug_config(root)`` builds tiny random-weight checkpoints in ``root`` (see ``affect_model.model.tiny``)
 and points a config at them, so tests go through the same loading code as real models.
 """
@@ -20,6 +23,10 @@ FUSIONS = ("none", "qformer", "attention")
 TOKEN_MODES = ("pooled", "all")
 AUDIO_WINDOWS = ("clip", "padded")
 SLOTS = ("video", "audio", "fusion", "subtitle")
+LAYOUTS = ("qformer", "affectgpt")
+CHAT_FORMATS = ("auto", "plain", "affectgpt")
+MEDIA_SAMPLING = ("emer", "affectgpt")
+TARGETS = ("description", "ovlabel", "hybrid")
 
 # Our own wording of the task the papers train on (audio + video + subtitle -> emotion description).
 DEFAULT_PROMPT = (
@@ -37,11 +44,14 @@ DEFAULT_SYSTEM = "You are an expert in multimodal emotion recognition."
 class ModelConfig(Config):
     """AffectGPT architecture. Keys are ``model.<field>`` in the run config."""
 
+    # qformer: Q-Formers (+ optional pre-fusion); affectgpt: the official attention layout (1 token each)
+    layout: str = "qformer"
     # frozen parts: Hugging Face ids or local / s3-synced folders
     vision_model: str = "openai/clip-vit-large-patch14"
     audio_model: str = "facebook/hubert-large-ll60k"
     llm_model: str = "Qwen/Qwen2.5-7B-Instruct"
     tokenizer: str = ""  # empty: the LLM's folder
+    vision_projection: bool = False  # CLIP image features with the projection (image_embeds), as official
     encoder_dtype: str = "bfloat16"
     llm_dtype: str = "bfloat16"
     # inputs
@@ -53,6 +63,8 @@ class ModelConfig(Config):
     audio_tokens: str = "pooled"  # pooled: one feature per clip; all: every encoder frame of the clip
     audio_layers: int = 4  # per clip: mean of the encoder's last N hidden states (AffectGPT: 4)
     audio_window: str = "clip"  # Whisper only. clip: real clip length; padded: each clip padded to 30 s
+    # emer: uniform frames + consecutive clips with masks; affectgpt: the official frame / clip sampling
+    media_sampling: str = "emer"
     use_video: bool = True
     use_audio: bool = True
     use_subtitle: bool = True
@@ -77,7 +89,12 @@ class ModelConfig(Config):
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     gradient_checkpointing: bool = False
     # prompt
-    chat_format: str = "auto"  # auto: the tokenizer's chat template if it has one, else plain
+    # auto: the tokenizer's chat template if it has one, else plain; affectgpt: the official literal
+    # template (###Human: ... ###Assistant: , answer + ### + eos, five added special tokens)
+    chat_format: str = "auto"
+    # what a training sample asks for: description, ovlabel (the OV labels) or hybrid (either, per
+    # sample, as the official label_type: hybird); only with chat_format affectgpt for ovlabel / hybrid
+    target: str = "description"
     system_prompt: str = DEFAULT_SYSTEM
     prompt: str = DEFAULT_PROMPT
     max_subtitle_tokens: int = 128
@@ -85,6 +102,9 @@ class ModelConfig(Config):
     max_length: int = 1024  # LLM positions of one training sample; the answer is cut to fit; 0 = no cap
     max_answer_tokens: int = 1024  # answer tokens incl. the closing eos (also capped by max_length)
     max_new_tokens: int = 1200  # generation (emer infer and the per-epoch evaluation)
+    do_sample: bool = False  # generation: sampling (official: true) or greedy
+    top_p: float = 1.0  # nucleus sampling (official: 0.9); only with do_sample
+    stop: str = ""  # generation stops after this string (official: ###); "" = at eos only
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -98,7 +118,11 @@ class ModelConfig(Config):
         check_choice(out, "model.audio_window", self.audio_window, AUDIO_WINDOWS)
         check_choice(out, "model.subtitle_language", self.subtitle_language, ("en", "zh"))
         check_choice(out, "model.fusion", self.fusion, FUSIONS)
-        check_choice(out, "model.chat_format", self.chat_format, ("auto", "plain"))
+        check_choice(out, "model.chat_format", self.chat_format, CHAT_FORMATS)
+        check_choice(out, "model.layout", self.layout, LAYOUTS)
+        check_choice(out, "model.media_sampling", self.media_sampling, MEDIA_SAMPLING)
+        check_choice(out, "model.target", self.target, TARGETS)
+        check_range(out, "model.top_p", self.top_p, 0.01, 1.0)
         for key, lo, hi in (
             ("frames", 1, 256),
             ("audio_clips", 1, 256),
@@ -138,7 +162,30 @@ class ModelConfig(Config):
             )
         if self.lora and not self.lora_targets:
             out.append("model.lora_targets = []: must name at least one module when model.lora is true")
-        out.extend(self._prompt_problems())
+        out.extend(self._layout_problems())
+        if self.chat_format != "affectgpt":
+            out.extend(self._prompt_problems())
+        return out
+
+    def _layout_problems(self) -> list[str]:
+        out = []
+        if self.layout == "affectgpt":
+            if not (self.use_video and self.use_audio):
+                out.append(
+                    "model.layout = 'affectgpt': needs model.use_video and model.use_audio (as official)"
+                )
+            if self.fusion not in ("none", "attention"):
+                out.append(
+                    f"model.fusion = {self.fusion!r}: model.layout = 'affectgpt' takes none or attention"
+                )
+            if self.video_tokens != "pooled" or self.audio_tokens != "pooled":
+                out.append("model.layout = 'affectgpt': model.video_tokens / audio_tokens must be 'pooled'")
+            if self.chat_format != "affectgpt":
+                out.append("model.layout = 'affectgpt': set model.chat_format = 'affectgpt' (its prompt)")
+        if self.target != "description" and self.chat_format != "affectgpt":
+            out.append(
+                f"model.target = {self.target!r}: the OV-label question needs model.chat_format = 'affectgpt'"
+            )
         return out
 
     def _prompt_problems(self) -> list[str]:
@@ -166,6 +213,12 @@ class ModelConfig(Config):
 
     def slot_lengths(self) -> dict[str, int]:
         """How many LLM input positions each multimodal slot takes (0 when that slot is off)."""
+        if self.layout == "affectgpt":  # num_{video,audio,multi}_query_token: 1
+            return {
+                "video": int(self.use_video),
+                "audio": int(self.use_audio),
+                "fusion": int(self.fusion != "none"),
+            }
         return {
             "video": self.video_queries if self.use_video else 0,
             "audio": self.audio_queries if self.use_audio else 0,
@@ -177,44 +230,18 @@ def _switch(slot: str) -> str:
     return "fusion" if slot == "fusion" else f"use_{slot}"
 
 
-# ---------------------------------------------------------------- presets
-
-
-def paper_affectgpt() -> ModelConfig:
-    """AffectGPT of the EMER-Coarse paper (Video-LLaMA based, section 4): frozen encoders and LLM,
-    only the Q-Formers and projections train; 8 frames, 32 video / 8 audio queries, 2-layer Q-Formers,
-    no pre-fusion, no LoRA. Video-LLaMA's EVA ViT-g / ImageBind towers have no transformers class, so
-    the nearest supported ones stand in: CLIP ViT-L/14 and HuBERT-large (as the AffectGPT framework,
-    which uses chinese-hubert-large: a drop-in id); the LLM is Vicuna-7B."""
-    return ModelConfig(
-        vision_model="openai/clip-vit-large-patch14",
-        audio_model="facebook/hubert-large-ll60k",
-        llm_model="lmsys/vicuna-7b-v1.5",
-        chat_format="plain",
-        fusion="none",
-        lora=False,
-    )
-
-
-def paper_affectgpt_prefusion(fusion: str = "attention") -> ModelConfig:
-    """AffectGPT of the MER-Caption paper (002): audio-video pre-fusion outside the LLM (attention or
-    Q-Former), CLIP ViT-L/14 + HuBERT-large, Qwen2.5-7B-Instruct with LoRA."""
-    return ModelConfig(
-        vision_model="openai/clip-vit-large-patch14",
-        audio_model="facebook/hubert-large-ll60k",
-        llm_model="Qwen/Qwen2.5-7B-Instruct",
-        fusion=fusion,
-        lora=True,
-        lora_r=16,
-        lora_alpha=32,
-    )
+# ---------------------------------------------------------------- tiny debug config
 
 
 def debug_config(root: str | Path, **changes) -> ModelConfig:
     """A tiny config for tests and demos: builds (once) tiny random-weight CLIP vision, Whisper encoder
-    and Qwen2 checkpoints under ``root`` and references them by path. ``changes`` override fields."""
+    and Qwen2 checkpoints under ``root`` and references them by path. ``changes`` override fields;
+    ``layout="affectgpt"`` gives the official layout (a tiny full CLIP with its projection, HuBERT,
+    the official prompt, sampling and attention pre-fusion)."""
 
-    paths = build_tiny_models(root, audio=changes.pop("audio_kind", "whisper"))
+    official = changes.get("layout") == "affectgpt"
+    audio = changes.pop("audio_kind", "hubert" if official else "whisper")
+    paths = build_tiny_models(root, audio=audio, vision="clip-full" if official else "clip-vision")
     base = dict(
         vision_model=paths["vision"],
         audio_model=paths["audio"],
@@ -237,5 +264,16 @@ def debug_config(root: str | Path, **changes) -> ModelConfig:
         max_answer_tokens=24,
         max_new_tokens=8,
     )
+    if official:
+        base.update(
+            vision_projection=True,
+            chat_format="affectgpt",
+            media_sampling="affectgpt",
+            fusion="attention",
+            target="hybrid",
+            audio_clips=8,
+            frames=8,
+            stop="###",
+        )
     base.update(changes)
     return ModelConfig(**base)

@@ -2,10 +2,12 @@
 
 ``VisionEncoder`` loads the vision half of CLIP / SigLIP (or any ``AutoModel`` vision tower) from a
 full or vision-only checkpoint and maps ``pixel_values [B, T, 3, H, W]`` to ``[B, T, N, D]`` (N = 1:
-the pooled frame embedding, or every patch token). ``AudioEncoder`` loads a Whisper encoder (from an
-encoder-only or a full Whisper checkpoint) or a waveform model (HuBERT, WavLM, wav2vec 2.0) and maps
-one input per clip ``[B, C, ...]`` to ``[B, C, M, D]`` (M = 1 pooled, or the clip's encoder frames).
-Both stay frozen and in eval mode; they run under ``torch.no_grad``.
+the pooled frame embedding, or every patch token). With ``projection`` it loads a full CLIP's vision
+tower with its image projection and returns CLIP's image features (``image_embeds``, D = the
+projection width: 768 for ViT-L/14), as the official AffectGPT code does. ``AudioEncoder`` loads a
+Whisper encoder (from an encoder-only or a full Whisper checkpoint) or a waveform model (HuBERT,
+WavLM, wav2vec 2.0) and maps one input per clip ``[B, C, ...]`` to ``[B, C, M, D]`` (M = 1 pooled,
+or the clip's encoder frames). Both stay frozen and in eval mode; they run under ``torch.no_grad``.
 
 Audio features per clip are the mean of the encoder's last ``layers`` hidden states (4 by default, as
 the AffectGPT framework does with chinese-hubert-large), pooled over time when ``tokens="pooled"``.
@@ -50,9 +52,35 @@ def _vision_config(cfg):
     return getattr(cfg, "vision_config", None) or cfg
 
 
-def vision_width(path: str) -> int:
-    """Feature width of the vision tower at ``path`` (reads only its config)."""
-    return int(_vision_config(_auto_config(path)).hidden_size)
+def vision_width(path: str, projection: bool = False) -> int:
+    """Feature width of the vision tower at ``path`` (reads only its config); ``projection``: the
+    width of CLIP's image features (its ``projection_dim``)."""
+    cfg = _auto_config(path)
+    if projection:
+        return int(_projection_dim(path, cfg))
+    return int(_vision_config(cfg).hidden_size)
+
+
+def _projection_dim(path: str, cfg) -> int:
+    dim = getattr(cfg, "projection_dim", None)
+    if cfg.model_type not in ("clip", "clip_vision_model") or dim is None:
+        raise ValueError(
+            f"{path}: model.vision_projection needs a CLIP checkpoint with its image projection "
+            f"(e.g. openai/clip-vit-large-patch14), got model_type {cfg.model_type!r}"
+        )
+    return int(dim)
+
+
+def load_projected_clip(path: str, dtype: torch.dtype) -> nn.Module:
+    """CLIP's vision tower with its image projection (``CLIPVisionModelWithProjection``) from a full
+    CLIP checkpoint (or a vision-with-projection one); its output's ``image_embeds`` are the features."""
+    from transformers import CLIPVisionModelWithProjection
+
+    cfg = _auto_config(path)
+    dim = _projection_dim(path, cfg)
+    vision = getattr(cfg, "vision_config", None) or cfg
+    vision.projection_dim = dim  # a full CLIP keeps it at the top level
+    return CLIPVisionModelWithProjection.from_pretrained(path, config=vision, dtype=dtype)
 
 
 def audio_kind(path: str) -> str:
@@ -127,11 +155,20 @@ def load_audio_encoder(path: str, dtype: torch.dtype) -> nn.Module:
 class VisionEncoder(nn.Module):
     """Frozen vision tower applied frame by frame."""
 
-    def __init__(self, path: str, dtype: torch.dtype = torch.float32, tokens: str = "pooled") -> None:
+    def __init__(
+        self, path: str, dtype: torch.dtype = torch.float32, tokens: str = "pooled", projection: bool = False
+    ) -> None:
         super().__init__()
-        self.model = _freeze(load_vision_tower(path, dtype))
+        if projection and tokens != "pooled":
+            raise ValueError(
+                "VisionEncoder: projection=True gives one image feature per frame (tokens='pooled')"
+            )
+        loaded = load_projected_clip(path, dtype) if projection else load_vision_tower(path, dtype)
+        self.model = _freeze(loaded)
         self.tokens = tokens
-        self.hidden_size = int(_vision_config(self.model.config).hidden_size)
+        self.projection = projection
+        cfg = self.model.config
+        self.hidden_size = int(cfg.projection_dim if projection else _vision_config(cfg).hidden_size)
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -143,7 +180,9 @@ class VisionEncoder(nn.Module):
         b, t = pixel_values.shape[:2]
         flat = pixel_values.flatten(0, 1).to(self.model.dtype)
         out = self.model(pixel_values=flat)
-        if self.tokens == "pooled":
+        if self.projection:
+            feats = out.image_embeds.unsqueeze(1)
+        elif self.tokens == "pooled":
             pooled = getattr(out, "pooler_output", None)
             feats = (pooled if pooled is not None else out.last_hidden_state.mean(1)).unsqueeze(1)
         else:

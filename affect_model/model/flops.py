@@ -14,6 +14,9 @@ import math
 from affect_model.model import encoders
 
 TEMPLATE_TOKENS = 40  # system prompt + instruction around the slots (LLaMA tokenizer, about)
+# the official ###Human template with its question + bos + the answer's ### (90 + 2 with SmolLM2's
+# BPE tokenizer as a stand-in for Qwen2.5's: both byte-level BPEs of English text)
+OFFICIAL_TEMPLATE_TOKENS = 92
 TOKENS_PER_WORD = 1.3
 WHISPER_WINDOW_POSITIONS = 1500  # 30 s
 
@@ -35,6 +38,7 @@ def _real_size() -> dict:
             num_hidden_layers=24,
             num_attention_heads=16,
             patch_size=14,
+            projection_dim=768,
         ),
         "lmsys/vicuna-7b-v1.5": LlamaConfig(vocab_size=32000, num_hidden_layers=32),
         "Qwen/Qwen2.5-7B-Instruct": Qwen2Config(
@@ -123,6 +127,17 @@ def qformer(cfg, queries: int, enc_tokens: int, enc_width: int, layers: int, llm
     return layers * (self_part + cross) + 2 * queries * h * llm_width
 
 
+def official_heads(video: int, audio: int, llm: int, frames: int, clips: int, fusion: bool) -> int:
+    """The official attention heads (``affect_model.model.official``): per-step scores, weighted sums,
+    projections into the LLM and the attention pre-fusion on time means."""
+    m = max(video, audio)
+    total = 2 * frames * video + 2 * frames * video + 2 * video * llm  # scores, weighted sum, projection
+    total += 2 * clips * audio + 2 * clips * audio + 2 * audio * llm
+    if fusion:
+        total += 2 * video * m + 2 * audio * m + 2 * (2 * m) * m + 2 * m * 2 + 2 * 2 * m + 2 * m * llm
+    return total
+
+
 def audio_tower(cfg, audio_model: str | None = None, window: str | None = None) -> dict:
     """Forward FLOPs and encoder positions of one sample's ``audio_clips`` clips."""
     path = audio_model or cfg.audio_model
@@ -147,32 +162,44 @@ def audio_tower(cfg, audio_model: str | None = None, window: str | None = None) 
 
 
 def sample_flops(cfg, answer_words: int = 150, subtitle_tokens: int = 64, audio: dict | None = None) -> dict:
-    """Per-sample FLOPs by tower: encoders forward, Q-Formers and LLM forward and training step, for an
-    LLM sequence estimated from ``answer_words`` and ``subtitle_tokens`` (see ``tower_flops``)."""
+    """Per-sample FLOPs by tower: encoders forward, the trained glue and the LLM, forward and training
+    step, for an LLM sequence estimated from ``answer_words`` and ``subtitle_tokens`` and the layout's
+    prompt template (see ``tower_flops``)."""
     slots = sum(cfg.slot_lengths().values())
-    llm_tokens = slots + TEMPLATE_TOKENS + subtitle_tokens + math.ceil(answer_words * TOKENS_PER_WORD)
+    template = OFFICIAL_TEMPLATE_TOKENS if cfg.layout == "affectgpt" else TEMPLATE_TOKENS
+    llm_tokens = slots + template + subtitle_tokens + math.ceil(answer_words * TOKENS_PER_WORD)
     return tower_flops(cfg, llm_tokens, audio)
 
 
 def tower_flops(cfg, llm_tokens: int, audio: dict | None = None) -> dict:
-    """One sample's FLOPs by tower for an LLM sequence of ``llm_tokens`` positions.
+    """One sample's FLOPs by tower for an LLM sequence of ``llm_tokens`` positions: encoders forward,
+    the trained glue (Q-Formers, or the official attention heads for ``layout = "affectgpt"``) and the LLM.
 
     Training: the frozen LLM runs forward + backward to its inputs (no weight gradients: 2x forward,
-    4N per token), the trained Q-Formers forward + backward with weight gradients (3x forward, 6N)."""
+    4N per token; LoRA's small extra matmuls are left out), the trained glue forward + backward with
+    weight gradients (3x forward, 6N)."""
     vcfg = model_config(cfg.vision_model)
     vcfg = getattr(vcfg, "vision_config", None) or vcfg
     frame_flops, frame_tokens = vision_tower(vcfg)
+    vwidth = vcfg.hidden_size
+    if cfg.vision_projection:  # CLIP's image projection on the pooled feature
+        frame_flops += 2 * vcfg.hidden_size * vcfg.projection_dim
+        vwidth = vcfg.projection_dim
     vtokens = cfg.frames * (1 if cfg.video_tokens == "pooled" else frame_tokens)
     audio = audio or audio_tower(cfg)
     lcfg = model_config(cfg.llm_model)
-    q = qformer(cfg, cfg.video_queries, vtokens, vcfg.hidden_size, cfg.qformer_layers, lcfg.hidden_size)
-    q += qformer(
-        cfg, cfg.audio_queries, audio["tokens"], audio["width"], cfg.qformer_layers, lcfg.hidden_size
-    )
+    if cfg.layout == "affectgpt":
+        fusion = cfg.fusion != "none"
+        glue = official_heads(vwidth, audio["width"], lcfg.hidden_size, cfg.frames, cfg.audio_clips, fusion)
+    else:
+        glue = qformer(cfg, cfg.video_queries, vtokens, vwidth, cfg.qformer_layers, lcfg.hidden_size)
+        glue += qformer(
+            cfg, cfg.audio_queries, audio["tokens"], audio["width"], cfg.qformer_layers, lcfg.hidden_size
+        )
     forward = {
         "video": cfg.frames * frame_flops if cfg.use_video else 0,
         "audio": audio["flops"] if cfg.use_audio else 0,
-        "qformers": q,
+        "qformers": glue,  # the trained glue: Q-Formers, or the official heads
         "llm": causal_llm(lcfg, llm_tokens),
     }
     train = {**forward, "qformers": 3 * forward["qformers"], "llm": 2 * forward["llm"]}

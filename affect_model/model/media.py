@@ -6,6 +6,13 @@ feature extractor (``WhisperFeatureExtractor`` -> log-mel per clip, of the clip'
 ``audio_window = "padded"``; ``Wav2Vec2FeatureExtractor`` -> waveform per clip, normalised as the
 checkpoint's preprocessor config says). Frames are sampled uniformly to ``frames``; audio is cut into
 ``audio_clips`` clips of ``clip_seconds`` (consecutive, or spread evenly over longer audio).
+
+``media_sampling = "affectgpt"`` samples as the official code: frames at ``arange(0, n, n / k)``
+(every frame when there are fewer, the last one repeated up to k), each resized to the processor's
+input size without keeping the aspect ratio before the processor runs (as the official decoder reads
+224 x 224); audio shorter than one clip is zero-padded to it, then exactly ``audio_clips`` clips start
+evenly from 0 to the end (overlapping when the audio is shorter than all of them end to end). Every
+frame and clip is real (masks all true).
 """
 
 from __future__ import annotations
@@ -45,6 +52,22 @@ def clip_starts(n_samples: int, clip: int, k: int) -> list[int]:
     if count <= k:
         return [i * clip for i in range(count)]
     return [int(round(x)) for x in np.linspace(0, n_samples - clip, k)]
+
+
+def official_indices(n: int, k: int) -> list[int]:
+    """The official frame indices: ``arange(0, n, n / min(n, k))`` floored, the last repeated up to k."""
+    if n <= 0:
+        return []
+    idx = [int(x) for x in np.arange(0, n, n / min(n, k))][:k]
+    return idx + [idx[-1]] * (k - len(idx))
+
+
+def official_clip_starts(n_samples: int, clip: int, k: int, sample_rate: int) -> list[int]:
+    """Start samples of the official k clips over ``n_samples`` (already padded to at least one clip):
+    start i at ``i * (duration - clip) / (k - 1)`` seconds, cut at ``int(seconds * rate)``."""
+    duration, seconds = n_samples / sample_rate, clip / sample_rate
+    step = max(duration - seconds, 0.0) / max(k - 1, 1)
+    return [int(i * step * sample_rate) for i in range(k)]
 
 
 class MediaProcessor:
@@ -93,12 +116,16 @@ class MediaProcessor:
     def video(self, frames: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
         """JPEG bytes -> ``pixel_values [T, 3, H, W]`` and ``frame_mask [T]`` (False for padding)."""
         t = self.cfg.frames
-        idx = uniform_indices(len(frames), t)
+        official = self.cfg.media_sampling == "affectgpt"
+        idx = official_indices(len(frames), t) if official else uniform_indices(len(frames), t)
         images = [decode_jpeg(frames[i]) for i in idx]
         mask = torch.zeros(t, dtype=torch.bool)
         if not images:
             size = self._image_size()
             return torch.zeros(t, 3, *size), mask
+        if official:
+            h, w = self._image_size()
+            images = [im.resize((w, h)) for im in images]  # aspect ratio not kept (Pillow default filter)
         pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"].float()
         mask[:] = True
         return pixels, mask
@@ -114,7 +141,11 @@ class MediaProcessor:
         wave = decode_audio(waveform)
         clip, c = self.cfg.clip_samples, self.cfg.audio_clips
         clips = np.zeros((c, clip), dtype=np.float32)
-        starts = clip_starts(len(wave), clip, c)
+        if self.cfg.media_sampling == "affectgpt":
+            wave = np.pad(wave, (0, max(0, clip - len(wave))))
+            starts = official_clip_starts(len(wave), clip, c, self.cfg.sample_rate)
+        else:
+            starts = clip_starts(len(wave), clip, c)
         for i, s in enumerate(starts):
             piece = wave[s : s + clip]
             clips[i, : len(piece)] = piece

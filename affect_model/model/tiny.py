@@ -168,16 +168,22 @@ def build_tiny_hubert(out_dir: str | Path) -> str:
     return _build(out_dir, "HubertModel", make)
 
 
-def build_tiny_models(root: str | Path, audio: str = "whisper") -> dict[str, str]:
-    """Build (once) the tiny vision tower, audio encoder (``whisper`` or ``hubert``) and LLM + tokenizer
-    under ``root``; returns ``{"vision": path, "audio": path, "llm": path}``."""
+def build_tiny_models(
+    root: str | Path, audio: str = "whisper", vision: str = "clip-vision"
+) -> dict[str, str]:
+    """Build (once) the tiny vision tower (``clip-vision``, or ``clip-full``: a full CLIP with its image
+    projection), audio encoder (``whisper`` or ``hubert``) and LLM + tokenizer under ``root``; returns
+    ``{"vision": path, "audio": path, "llm": path}``."""
 
     root = Path(root)
     audio_builders = {"whisper": build_tiny_whisper_encoder, "hubert": build_tiny_hubert}
+    vision_builders = {"clip-vision": build_tiny_clip_vision, "clip-full": build_tiny_clip_full}
     if audio not in audio_builders:
         raise ValueError(f"tiny audio encoder {audio!r}: must be one of {', '.join(audio_builders)}")
+    if vision not in vision_builders:
+        raise ValueError(f"tiny vision tower {vision!r}: must be one of {', '.join(vision_builders)}")
     return {
-        "vision": build_tiny_clip_vision(root / "clip-vision"),
+        "vision": vision_builders[vision](root / vision),
         "audio": audio_builders[audio](root / f"{audio}-encoder"),
         "llm": build_tiny_text_llm(root / "qwen2-llm"),
     }

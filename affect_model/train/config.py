@@ -47,12 +47,14 @@ class InferConfig(Config):
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     max_new_tokens: int = 0  # 0 = model.max_new_tokens
+    question: str = "description"  # what the official prompt asks: description | ovlabel
     group_by_length: bool = True  # generate batches of similar prompt length (output order is kept)
     length_bucket_size: int = 8  # batches per length-sorted buffer (an actor's map batch)
 
     def problems(self) -> list[str]:
         out: list[str] = []
         check_choice(out, "train.infer.split", self.split, ("test", "train", "all", "rows"))
+        check_choice(out, "train.infer.question", self.question, ("description", "ovlabel"))
         check_range(out, "train.infer.batch_size", self.batch_size, 1, None)
         check_range(out, "train.infer.actors", self.actors, 1, None)
         check_range(out, "train.infer.cpus_per_actor", self.cpus_per_actor, 0, None)
@@ -92,6 +94,7 @@ class TrainConfig(Config):
     lr: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 100
+    warmup_lr: float = 0.0  # lr at warm-up step 0 (official: 1e-6, rising to train.lr); 0 = lr/(warmup+1)
     cosine: bool = True  # False = constant after warm-up
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
@@ -153,6 +156,9 @@ class TrainConfig(Config):
         check_range(out, "train.cpus_per_worker", self.cpus_per_worker, 0, None)
         check_range(out, "train.lr", self.lr, 0, None)
         check_range(out, "train.min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_range(out, "train.warmup_lr", self.warmup_lr, 0, None)
+        if self.warmup_lr > self.lr:
+            out.append(f"train.warmup_lr = {self.warmup_lr}: must not exceed train.lr ({self.lr})")
         check_range(out, "train.weight_decay", self.weight_decay, 0, None)
         check_range(out, "train.grad_clip", self.grad_clip, 0, None)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -167,6 +173,11 @@ class TrainConfig(Config):
         if self.strategy == "ddp" and self.precision == "fp16":
             out.append("train.precision = 'fp16': plain DDP here runs bf16 or fp32; use deepspeed for fp16")
         return out
+
+    @property
+    def warmup_start_ratio(self) -> float:
+        """``warmup_lr`` as a fraction of ``lr`` (0: the default ramp)."""
+        return self.warmup_lr / self.lr if self.lr else 0.0
 
     @property
     def name(self) -> str:

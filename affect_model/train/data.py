@@ -21,7 +21,7 @@ import torch
 
 from affect_model.model.config import ModelConfig
 from affect_model.model.media import MediaProcessor
-from affect_model.model.prompt import IGNORE, SLOT_TEXT, PromptBuilder
+from affect_model.model.prompt import IGNORE, SLOT_TEXT, PromptBuilder, ov_answer
 from core import storage
 from core.schema import (
     AUDIO,
@@ -154,7 +154,13 @@ def load_fine(csv_uri: str, media_uri: str, split: str = "train", seed: int = 0)
 
 class SampleEncoder:
     """One row (dict) -> tensors for ``AffectGPT``. Rows holding cached ``video_embeds`` [T, N, D] /
-    ``audio_embeds`` [C, M, D] (with ``frame_mask`` / ``clip_mask``) skip media preprocessing."""
+    ``audio_embeds`` [C, M, D] (with ``frame_mask`` / ``clip_mask``) skip media preprocessing.
+
+    ``model.target`` picks what a training row asks for: its description, its OV labels (the official
+    answer ``The character's emotional state is a, b.``) or, ``hybrid``, either one per encoding
+    (drawn from ``seed``, the row's name and how often this encoder has encoded it, so an epoch's draw
+    differs from the last and a rerun repeats it; a row without OV labels asks for its description).
+    Prompt-only rows (``with_answer=False``) ask ``question`` (default: description)."""
 
     def __init__(
         self,
@@ -162,34 +168,60 @@ class SampleEncoder:
         tokenizer,
         media: MediaProcessor | None = None,
         target_column: str = DESCRIPTION_EN,
+        seed: int = 0,
+        question: str = "description",
     ) -> None:
         self.cfg = cfg
         self.prompt = PromptBuilder(cfg, tokenizer)
         self.media = media
         self.target_column = target_column
+        self.seed = seed
+        self.question = question
+        self._draws: dict[str, int] = {}
 
-    def _texts(self, row: Mapping, with_answer: bool) -> tuple[str, str | None]:
-        answer = None
+    def _kind(self, row: Mapping, peek: bool = False) -> str:
+        """``description`` or ``ovlabel``: what this encoding of ``row`` asks for."""
+        if self.cfg.target != "hybrid":
+            return self.cfg.target
+        if not list(row.get(OV_LABELS) or []):
+            return "description"
+        name = str(row.get("name", "?"))
+        n = self._draws.get(name, 0)
+        if not peek:
+            self._draws[name] = n + 1
+        return random.Random(f"{self.seed}:{name}:{n}").choice(("description", "ovlabel"))
+
+    def _texts(self, row: Mapping, with_answer: bool, peek: bool = False) -> tuple[str, str | None, str]:
+        answer, kind = None, self.question
+        name = str(row.get("name", "?"))
         if with_answer:
-            answer = row.get(self.target_column)
-            if not answer or not str(answer).strip():
-                name = str(row.get("name", "?"))
-                raise ValueError(f"sample {name}: empty target {self.target_column!r}; drop it or fill it in")
+            kind = self._kind(row, peek)
+            if kind == "ovlabel":
+                labels = [str(x) for x in list(row.get(OV_LABELS) or []) if str(x).strip()]
+                if not labels:
+                    raise ValueError(f"sample {name}: no {OV_LABELS!r} for model.target = 'ovlabel'")
+                answer = ov_answer(labels)
+            else:
+                answer = row.get(self.target_column)
+                if not answer or not str(answer).strip():
+                    raise ValueError(
+                        f"sample {name}: empty target {self.target_column!r}; drop it or fill it in"
+                    )
         subtitle = (row.get(f"subtitle_{self.cfg.subtitle_language}") or "") if self.cfg.use_subtitle else ""
-        return subtitle, None if answer is None else str(answer)
+        return subtitle, None if answer is None else str(answer), kind
 
     def text_length(self, row: Mapping, with_answer: bool = True) -> int:
         """Tokens of the row's ``input_ids`` (prompt, slots, answer), without touching its media; an
         unusable target counts 0 (the encoder reports it when the row is encoded)."""
         try:
-            return len(self.prompt.encode(*self._texts(row, with_answer))["input_ids"])
+            return len(self.prompt.encode(*self._texts(row, with_answer, peek=True))["input_ids"])
         except ValueError:
             return 0
 
     def __call__(self, row: Mapping, with_answer: bool = True) -> dict:
         name = str(row.get("name", "?"))
-        subtitle, answer = self._texts(row, with_answer)
-        encoded = self.prompt.encode(subtitle, answer)
+        subtitle, answer, kind = self._texts(row, with_answer)
+        encoded = self.prompt.encode(subtitle, answer, kind)
         item: dict = {"name": name, **{k: torch.tensor(v) for k, v in encoded.items()}}
         if self.cfg.use_video:
             item.update(self._media(row, "video_embeds", "frame_mask", "frames", name))

@@ -121,7 +121,9 @@ class DeepSpeedEngine(Engine):
         config = deepspeed_config(cfg, world_size, use_gpu)
 
         def scheduler(opt):
-            return make_scheduler(opt, cfg.warmup_steps, total_steps, cfg.cosine, cfg.min_lr_ratio)
+            return make_scheduler(
+                opt, cfg.warmup_steps, total_steps, cfg.cosine, cfg.min_lr_ratio, cfg.warmup_start_ratio
+            )
 
         self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model,
@@ -212,7 +214,12 @@ class DDPEngine(Engine):
             param_groups(self.module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8
         )
         self.scheduler = make_scheduler(
-            self.optimizer, cfg.warmup_steps, total_steps, cfg.cosine, cfg.min_lr_ratio
+            self.optimizer,
+            cfg.warmup_steps,
+            total_steps,
+            cfg.cosine,
+            cfg.min_lr_ratio,
+            cfg.warmup_start_ratio,
         )
         self.device = device
 

@@ -71,7 +71,7 @@ def run_training(
     model_cfg, cfg = absolute_paths(run_cfg.model, run_cfg.train)
     check_tracking(cfg)
     run_cfg = run_cfg.replace(model=model_cfg, train=cfg)
-    task = task or AffectGPTTask(run_cfg.model, cached=cfg.use_cached_features)
+    task = task or AffectGPTTask(run_cfg.model, cached=cfg.use_cached_features, seed=cfg.seed)
     evaluate = getattr(run_cfg, "evaluate", None)
     payload = {
         "train": cfg,
@@ -247,7 +247,10 @@ class _Loop:
 
     def _micro_batches(self, epoch: int, limit: int):
         """(index, batch) of this epoch: one pass over the shard, or with ``train.iters_per_epoch``
-        passes until ``limit`` micro-batches (every pass read to its end, as all workers must)."""
+        passes until ``limit`` micro-batches (every pass read to its end, as all workers must). Once
+        the run's last step is done no new pass starts: every rank is at the same step, so all of them
+        stop after the same pass (before, ``train.max_steps`` below ``iters_per_epoch`` cycled the
+        data up to the epoch's full length just to drain it)."""
         i, passes = 0, 0
         while True:
             start = i
@@ -255,7 +258,7 @@ class _Loop:
                 yield i, batch
                 i += 1
             passes += 1
-            if not self.cfg.iters_per_epoch or i >= limit:
+            if not self.cfg.iters_per_epoch or i >= limit or self.state["step"] >= self.total:
                 return
             if i == start:
                 raise RuntimeError(f"rank {self.rank}: a pass over the training shard gave no batch")

@@ -12,14 +12,23 @@ import torch
 
 
 def lr_factor(
-    step: int, warmup_steps: int, total_steps: int, cosine: bool = True, min_ratio: float = 0.0
+    step: int,
+    warmup_steps: int,
+    total_steps: int,
+    cosine: bool = True,
+    min_ratio: float = 0.0,
+    start_ratio: float = 0.0,
 ) -> float:
     """Multiplier of the base lr at optimizer step ``step`` (0-based).
 
-    Linear warm-up from ``1/(warmup+1)`` to 1 over ``warmup_steps`` steps, then cosine decay to
-    ``min_ratio`` at ``total_steps`` (constant 1 after warm-up when ``cosine`` is False).
+    Linear warm-up over ``warmup_steps`` steps: from ``1/(warmup+1)`` to 1, or, with ``start_ratio`` > 0,
+    from ``start_ratio`` at step 0 to 1 at step ``warmup_steps`` (the official AffectGPT / LAVIS ramp:
+    ``warmup_lr + (lr - warmup_lr) * step / warmup_steps``); then cosine decay to ``min_ratio`` at
+    ``total_steps`` (constant 1 after warm-up when ``cosine`` is False).
     """
     if warmup_steps > 0 and step < warmup_steps:
+        if start_ratio > 0:
+            return start_ratio + (1.0 - start_ratio) * step / warmup_steps
         return (step + 1) / (warmup_steps + 1)
     if not cosine or total_steps <= warmup_steps:
         return 1.0
@@ -28,10 +37,14 @@ def lr_factor(
 
 
 def make_lr_lambda(
-    warmup_steps: int, total_steps: int, cosine: bool = True, min_ratio: float = 0.0
+    warmup_steps: int,
+    total_steps: int,
+    cosine: bool = True,
+    min_ratio: float = 0.0,
+    start_ratio: float = 0.0,
 ) -> Callable[[int], float]:
     def fn(step: int) -> float:
-        return lr_factor(step, warmup_steps, total_steps, cosine, min_ratio)
+        return lr_factor(step, warmup_steps, total_steps, cosine, min_ratio, start_ratio)
 
     return fn
 
@@ -42,9 +55,10 @@ def make_scheduler(
     total_steps: int,
     cosine: bool = True,
     min_ratio: float = 0.0,
+    start_ratio: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, make_lr_lambda(warmup_steps, total_steps, cosine, min_ratio)
+        optimizer, make_lr_lambda(warmup_steps, total_steps, cosine, min_ratio, start_ratio)
     )
 
 

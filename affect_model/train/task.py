@@ -40,9 +40,13 @@ class AffectGPTTask:
     """AffectGPT as seen by the training loop. ``cached``: rows carry frozen-encoder outputs
     (``video_embeds`` / ``audio_embeds``), so the encoders are not even loaded."""
 
-    def __init__(self, model_cfg: ModelConfig, cached: bool = False) -> None:
+    def __init__(
+        self, model_cfg: ModelConfig, cached: bool = False, seed: int = 0, question: str = "description"
+    ) -> None:
         self.model_cfg = model_cfg
         self.cached = cached
+        self.seed = seed  # the hybrid target's draws (model.target = hybrid)
+        self.question = question  # what prompt-only batches ask (the official prompt only)
         self._encoder = None
 
     def build(self, activation_checkpointing: bool = False) -> torch.nn.Module:
@@ -54,7 +58,9 @@ class AffectGPTTask:
     def _sample_encoder(self, module):
         if self._encoder is None:
             media = None if self.cached else MediaProcessor(self.model_cfg)
-            self._encoder = SampleEncoder(self.model_cfg, module.tokenizer, media)
+            self._encoder = SampleEncoder(
+                self.model_cfg, module.tokenizer, media, seed=self.seed, question=self.question
+            )
         return self._encoder
 
     def collate(

@@ -72,6 +72,23 @@ _MAX_WORDS = 4  # a longer item is prose, not a label
 _MAX_LITERAL = 20000  # longer answers skip the literal readers
 
 
+# The official AffectGPT code's answer to its OV-label question (MERTools base_dataset.py): a model
+# trained with model.target ovlabel / hybrid answers in this sentence, read back by parse_ov_answer.
+OV_ANSWER = "The character's emotional state is {}."
+_OV_ANSWER = re.compile(r"^\s*The character's emotional state is (.*?)\.?\s*(?:###.*)?$", re.S)
+
+
+def format_ov_answer(labels: list[str]) -> str:
+    """The official OV-label answer sentence for ``labels``."""
+    return OV_ANSWER.format(", ".join(str(x).strip() for x in labels if str(x).strip()))
+
+
+def parse_ov_answer(text: str | None) -> list[str] | None:
+    """The labels of an official OV-label answer, or None when ``text`` is not one (e.g. a description)."""
+    match = _OV_ANSWER.match(str(text or ""))
+    return None if match is None else parse_ov_labels(match.group(1))
+
+
 def parse_ov_labels(text: str | None) -> list[str]:
     """Emotion labels in ``text`` (an LLM's list answer): lower-cased, unique, in first-seen order."""
     return parse_label_list(text) or []

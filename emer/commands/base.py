@@ -1,6 +1,7 @@
 """General subcommands: ``emer demo`` (the whole method end to end on the embedded default),
-``emer config`` (print the merged run config with each key's source) and ``emer models prepare``
-(fill the embedded default's models cache)."""
+``emer config`` (print the merged run config with each key's source), ``emer models prepare``
+(fill the embedded default's models cache) and ``emer models import-affectgpt`` /
+``export-affectgpt`` (official AffectGPT ``.pth`` checkpoints <-> emer checkpoint folders)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 from core.config import dump_yaml_with_sources
 from emer import models
 from emer.demo import run_demo
-from emer.runconfig import load_run_config_with_sources
+from emer.runconfig import load_run_config, load_run_config_with_sources
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -63,6 +64,51 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     prep.add_argument("--dir", default=None, help="models folder (default: $EMER_MODELS or .cache/models)")
     prep.add_argument("--quiet", action="store_true", help="one summary line instead of the JSON")
     prep.set_defaults(func=_models_prepare)
+    _register_official(msub, common)
+
+
+def _register_official(msub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    imp = msub.add_parser(
+        "import-affectgpt",
+        parents=[common],
+        help="convert an official AffectGPT .pth into an emer checkpoint folder",
+        description="Read an official AffectGPT checkpoint (MERTools MER2025_Track23, {'model': ...}) "
+        "with torch.load(weights_only=True), check every key and shape against the official model of "
+        "the config's model section (model.layout affectgpt; default preset affectgpt-qwen25) and write "
+        "an emer checkpoint folder (trainable.safetensors + affectgpt_config.json) that `emer train` "
+        "(train.init_from) and `emer infer` (--checkpoint) take.",
+    )
+    imp.add_argument("checkpoint", metavar="CKPT.pth", help="the official checkpoint (local path or s3://)")
+    imp.add_argument("--output", metavar="DIR", required=True, help="emer checkpoint folder to write")
+    imp.set_defaults(func=_models_import)
+    exp = msub.add_parser(
+        "export-affectgpt",
+        parents=[common],
+        help="write an emer checkpoint as an official AffectGPT .pth",
+        description="Write the trainable weights of an emer training run or weights folder "
+        "(model.layout affectgpt) as {'model': ...} with the official key names and key set, "
+        "loadable by the official code (ckpt / ckpt_2 in its config).",
+    )
+    exp.add_argument("source", metavar="RUN_OR_CKPT", help="training run folder or its weights/ folder")
+    exp.add_argument("--output", metavar="FILE.pth", required=True, help="the .pth file to write")
+    exp.set_defaults(func=_models_export)
+
+
+def _models_import(args: argparse.Namespace) -> int:
+    from affect_model.model.official_checkpoint import import_official  # heavy: torch, imported on use
+
+    run = load_run_config(args.config or ["affectgpt-qwen25"], args.overrides)
+    print(json.dumps(import_official(args.checkpoint, run.model, args.output)))
+    return 0
+
+
+def _models_export(args: argparse.Namespace) -> int:
+    from affect_model.model.official_checkpoint import export_official  # heavy: torch, imported on use
+    from affect_model.train.loop import resolve_weights
+
+    weights = resolve_weights(args.source, "RUN_OR_CKPT")
+    print(json.dumps(export_official(weights, args.output)))
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -78,6 +78,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--input", metavar="URI", default=None, help="media / features table (train.infer.input_uri)"
     )
     i.add_argument("--output", metavar="URI", default=None, help="output .parquet (train.infer.output_uri)")
+    i.add_argument(
+        "--question",
+        choices=("description", "ovlabel"),
+        default=None,
+        help="what the official prompt (model.chat_format affectgpt) asks: a description or the "
+        "open-vocabulary labels (train.infer.question; default description)",
+    )
     i.set_defaults(func=_infer)
 
 
@@ -134,6 +141,7 @@ def _infer(args: argparse.Namespace) -> int:
             "train.infer.split": args.split,
             "train.infer.input_uri": args.input,
             "train.infer.output_uri": args.output,
+            "train.infer.question": args.question,
         },
     )
     print(json.dumps(run_inference(run)))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from affect_model.model.affectgpt import load_tokenizer
-from affect_model.model.config import ModelConfig, paper_affectgpt, paper_affectgpt_prefusion
+from affect_model.model.config import ModelConfig
 from affect_model.model.media import clip_starts, uniform_indices
 from affect_model.model.prompt import IGNORE, SLOT_AUDIO, SLOT_FUSION, SLOT_VIDEO, PromptBuilder
 from affect_model.train.data import (
@@ -187,11 +187,24 @@ def test_sample_encoder_and_collate(tiny_cfg, tokenizer, make_rows):
 
 
 def test_config_checks_and_presets():
-    for preset in (paper_affectgpt(), paper_affectgpt_prefusion(), paper_affectgpt_prefusion("qformer")):
-        assert preset.frames == 8 and preset.video_queries == 32 and preset.audio_queries == 8
+    from emer.runconfig import load_run_config
+
+    v1 = load_run_config(["stage1", "affectgpt-v1"]).model
+    official = load_run_config(["stage1", "affectgpt-qwen25"]).model
+    for preset in (v1, official):
+        assert preset.frames == 8
         assert ModelConfig.from_dict(preset.to_dict()) == preset
-    assert paper_affectgpt().fusion == "none" and not paper_affectgpt().lora
-    assert paper_affectgpt_prefusion().lora and paper_affectgpt_prefusion().fusion == "attention"
+    assert v1.layout == "qformer" and v1.video_queries == 32 and v1.audio_queries == 8
+    assert v1.fusion == "none" and not v1.lora
+    assert official.layout == "affectgpt" and official.lora and official.fusion == "attention"
+    assert official.slot_lengths() == {"video": 1, "audio": 1, "fusion": 1}
+    with pytest.raises(ConfigError) as err:
+        ModelConfig.from_dict({"layout": "affectgpt", "fusion": "qformer", "use_audio": False})
+    text = str(err.value)
+    assert "needs model.use_video and model.use_audio" in text and "takes none or attention" in text
+    assert "set model.chat_format = 'affectgpt'" in text
+    with pytest.raises(ConfigError, match="model.target = 'hybrid': the OV-label question needs"):
+        ModelConfig(target="hybrid")
     with pytest.raises(ConfigError) as err:
         ModelConfig.from_dict({"fusion": "concat", "qformer_heads": 5, "frames": 0})
     text = str(err.value)

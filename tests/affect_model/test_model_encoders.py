@@ -139,15 +139,15 @@ def test_default_audio_encoder_is_hubert_family():
     import pytest
     import yaml
 
-    from affect_model.model.config import ModelConfig, paper_affectgpt
+    from affect_model.model.config import ModelConfig
     from core.config import ConfigError
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     presets = [
         yaml.safe_load((configs / f"{n}.yaml").read_text())["model"]["audio_model"]
-        for n in ("stage1", "stage2")
+        for n in ("stage1", "stage2", "affectgpt-qwen25")
     ]
-    for model_id in (ModelConfig().audio_model, paper_affectgpt().audio_model, *presets):
+    for model_id in (ModelConfig().audio_model, *presets):
         assert "hubert" in model_id.lower(), model_id
     cfg = ModelConfig()
     assert cfg.audio_layers == 4 and cfg.clip_seconds == 2.0 and cfg.audio_tokens == "pooled"

@@ -66,3 +66,24 @@ def test_real_size_hubert_on_clips_costs_far_less_than_padded_whisper():
     assert whisper_clip["flops"] * 15 < whisper_padded["flops"]
     per_tower = flops.sample_flops(cfg)["train"]
     assert max(per_tower["audio"], per_tower["video"]) < per_tower["llm"]
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_official_heads_formula_matches_flop_counter(fusion):
+    from affect_model.model.official import OfficialHeads
+
+    heads = OfficialHeads(video=12, audio=20, llm=24, fusion=fusion)
+    got = _counted(heads, torch.randn(1, 8, 12), torch.randn(1, 6, 20))
+    assert got == flops.official_heads(12, 20, 24, frames=8, clips=6, fusion=fusion)
+
+
+def test_official_layout_sends_three_tokens_where_the_qformer_layout_sends_56():
+    from emer.runconfig import load_run_config
+
+    official = load_run_config(["affectgpt-qwen25"]).model
+    qformer = official.replace(layout="qformer", chat_format="auto", target="description", fusion="qformer")
+    a, q = flops.sample_flops(official), flops.sample_flops(qformer)
+    assert sum(official.slot_lengths().values()) == 3 and sum(qformer.slot_lengths().values()) == 56
+    assert a["llm_tokens"] == 3 + flops.OFFICIAL_TEMPLATE_TOKENS + 64 + 195
+    assert a["train"]["qformers"] < q["train"]["qformers"] / 50  # the heads are ~60x cheaper than Q-Formers
+    assert a["forward"]["video"] == q["forward"]["video"] and a["forward"]["audio"] == q["forward"]["audio"]

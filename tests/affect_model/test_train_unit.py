@@ -40,6 +40,18 @@ def test_lr_warms_up_linearly_then_decays_by_cosine():
     assert lr_factor(30, 4, 12, cosine=False) == 1.0
 
 
+def test_official_warmup_from_warmup_lr_then_constant():
+    """The official recipe: 1e-6 -> 1e-5 linearly over 5000 steps, then 1e-5 (min_lr = init_lr)."""
+    cfg = TrainConfig(lr=1e-5, warmup_lr=1e-6, warmup_steps=5000, cosine=False)
+    lrs = [
+        cfg.lr * lr_factor(s, 5000, 300000, False, 0.0, cfg.warmup_start_ratio)
+        for s in (0, 2500, 5000, 299999)
+    ]
+    assert lrs == pytest.approx([1e-6, 5.5e-6, 1e-5, 1e-5])
+    with pytest.raises(ConfigError, match="train.warmup_lr = 0.1: must not exceed train.lr"):
+        TrainConfig(lr=1e-5, warmup_lr=0.1)
+
+
 def test_engine_optimizer_follows_warmup_and_accumulates():
     torch.manual_seed(0)
     cfg = TrainConfig(
@@ -287,3 +299,27 @@ def test_resume_record_refuses_changed_settings_and_allows_operational_ones(tmp_
             check(str(tmp_path), run_record(other))
         assert [key for key, _, _ in err.value.changes] == ["model.lora_r", "train.epochs"]
         assert "model.lora_r: 8 -> 16" in str(err.value) and "train.run_name" in str(err.value)
+
+
+def test_max_steps_stops_cycling_the_data_after_the_current_pass():
+    """iters_per_epoch 5000 with max_steps 2: the epoch drains the pass it is in, then stops (it used
+    to cycle 3-batch passes up to 5000 micro-batches, decoding every one)."""
+    from affect_model.train.loop import _Loop
+
+    loop = object.__new__(_Loop)
+    loop.cfg = TrainConfig(iters_per_epoch=5000, max_steps=2)
+    loop.state, loop.total = {"step": 0}, 2
+    passes = []
+
+    def batches(epoch, cycle):
+        passes.append(cycle)
+        for b in range(3):
+            if cycle == 0 and b == 1:
+                loop.state["step"] = 2  # the last step is done inside the first pass
+            yield b
+
+    loop._batches = batches
+    assert len(list(loop._micro_batches(0, limit=5000))) == 3 and passes == [0]
+    loop.state["step"], passes[:] = 0, []
+    loop._batches = lambda epoch, cycle: (passes.append(cycle), iter(range(3)))[1]
+    assert len(list(loop._micro_batches(0, limit=7))) == 9 and passes == [0, 1, 2]  # not stopped: cycles

@@ -22,7 +22,6 @@ import gpu_measure as measure  # noqa: E402
 import gpu_models as models  # noqa: E402
 
 from affect_model.model import flops  # noqa: E402
-from affect_model.model.config import paper_affectgpt  # noqa: E402
 
 BLOCKER = ROOT / "tests" / "benchmarks" / "without_heavy_libs.py"
 LAYOUT_KEYS = {"model", "build_s", "max_batch", "train", "live", "generate", "cached_vs_live_samples_per_s"}
@@ -164,7 +163,7 @@ def test_chip_peaks_by_device_name(name, peak):
 def test_mfu_counts_4n_per_token_for_the_frozen_llm():
     """Vicuna-7B (6.61e9 parameters with FLOPs: all but the input embedding) on 300 cached-feature
     tokens: ~4N per token, plus the attention products and the Q-Formers (under 5 %)."""
-    cfg = paper_affectgpt()
+    cfg = models.preset("stage1")
     model = measure.FlopModel(cfg, lora_params=0)
     per_token = model.step([300], live=False) / 300
     assert 4 * 6.61e9 < per_token < 1.05 * 4 * 6.61e9
