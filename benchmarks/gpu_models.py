@@ -4,10 +4,11 @@ training package (Ray, DeepSpeed), so it runs on a bare CUDA image.
 
 A layout is a name, the YAML presets it composes (``configs/``, the only copy of the papers' settings;
 composed by ``core.config``, no application code) plus dotted overrides, and the switches a CPU dry run
-copies onto the tiny debug config. Real-size towers come from the configs table in ``affect_model.model.flops``
-(Qwen2.5-7B, Vicuna-7B, CLIP ViT-L/14, HuBERT-large: written in the code, nothing is downloaded),
-saved as config-only folders; ``random_weights`` makes ``from_pretrained`` build them from the config
-with random weights, directly on the current device (``torch.device`` context) in the requested dtype.
+copies onto the tiny debug config. Real-size towers come from the configs table in
+``affect_model.model.flops`` (Qwen2.5-7B, Vicuna-7B, CLIP ViT-L/14, HuBERT-large: written in the code,
+nothing is downloaded), saved as config-only folders; ``random_weights`` makes ``from_pretrained`` build
+them from the config with random weights, directly on the current device (``torch.device`` context) in the
+requested dtype.
 """
 
 from __future__ import annotations
@@ -108,21 +109,22 @@ def model_config(layout: Layout, root: Path, real: bool, layers: int = 0) -> Mod
 
 @contextlib.contextmanager
 def random_weights() -> Iterator[None]:
-    """Inside: every ``from_pretrained`` builds the architecture from its config with random weights
-    (seeded by the path), on the current default device, in the dtype asked for."""
+    """Inside: every ``from_pretrained`` builds the architecture from its config (the ``config`` passed, else
+    the folder's) with random weights (seeded by the path), on the current default device, in the dtype
+    asked for."""
     import transformers
     from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
-    def seeded(build, path):
+    def seeded(build, path, config=None):
         with torch.random.fork_rng():
             torch.manual_seed(zlib.crc32(str(path).encode()))
-            return build(transformers.AutoConfig.from_pretrained(path))
+            return build(config if config is not None else transformers.AutoConfig.from_pretrained(path))
 
-    def model_from_config(cls, path, *args, dtype=None, **kwargs):
-        return seeded(lambda c: cls._from_config(c, dtype=dtype), path)
+    def model_from_config(cls, path, *args, dtype=None, config=None, **kwargs):
+        return seeded(lambda c: cls._from_config(c, dtype=dtype), path, config)
 
-    def auto_from_config(cls, path, *args, dtype=None, **kwargs):
-        return seeded(lambda c: cls.from_config(c, dtype=dtype), path)
+    def auto_from_config(cls, path, *args, dtype=None, config=None, **kwargs):
+        return seeded(lambda c: cls.from_config(c, dtype=dtype), path, config)
 
     saved = (
         transformers.PreTrainedModel.__dict__["from_pretrained"],
@@ -190,10 +192,14 @@ class Batches:
         self.cfg, self.device = cfg, device
         self.prompt = PromptBuilder(cfg, model.tokenizer).encode(SUBTITLE)
         self.eos, self.pad = model.tokenizer.eos_token_id, model.tokenizer.pad_token_id
-        self.vocab = len(model.tokenizer)
+        # answer ids: ordinary tokens the LLM embeds (the official prompt's added tokens lie past the
+        # embedding table: they only mark slots, which features replace)
+        self.vocab = min(len(model.tokenizer), model.llm.get_input_embeddings().num_embeddings)
         self.budget = PromptBuilder(cfg, model.tokenizer).answer_budget(len(self.prompt["input_ids"]))
         vcfg = flops.model_config(cfg.vision_model)
         self.vision = getattr(vcfg, "vision_config", None) or vcfg
+        # cached video features: CLIP's image features (projection_dim) in the official layout
+        self.vision_width = encoders.vision_width(cfg.vision_model, cfg.vision_projection)
         self.audio = flops.audio_tower(cfg)
 
     @property
@@ -222,7 +228,7 @@ class Batches:
             if cached:
                 tokens = 1 if cfg.video_tokens == "pooled" else flops.vision_tower(self.vision)[1]
                 out["video_embeds"] = torch.randn(
-                    n, cfg.frames, tokens, self.vision.hidden_size, generator=gen
+                    n, cfg.frames, tokens, self.vision_width, generator=gen
                 )
             else:
                 size = self.vision.image_size

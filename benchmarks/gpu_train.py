@@ -6,15 +6,15 @@ Ray, DeepSpeed, vLLM, decord, network), from the repository root:
     PYTHONPATH=. python3 benchmarks/gpu_train.py --out $OUT/gpu_train.json
 
 Per layout in ``gpu_models.LAYOUTS`` (the Q-Former layout with the Vicuna-7B stage-1 preset and with the
-Qwen2.5-7B towers and pre-fusion, and the official AffectGPT layout of ``affectgpt-qwen25``): real-size towers with random weights (frozen LLM and encoders in bf16,
-built directly on the GPU), activation checkpointing in the frozen LLM, EMER-like answer lengths
-(``gpu_models.ANSWER_LENGTHS``); it measures the largest micro-batch that trains (doubling, then
-bisection, catching out-of-memory and freeing it; every row at the longest answer), step time,
-samples/s, peak memory and MFU at that batch on cached features, the same with live encoders (their
-ratio), generation tokens/s (``AffectGPT.generate``, as ``emer infer``) at the largest batch, and
-whether DeepSpeed could run. Flags bound every search and phase; the defaults are sized to finish
-within 8 minutes on one H100 (not yet checked on one). Progress goes to stderr, the JSON to stdout
-and ``--out``.
+Qwen2.5-7B towers and pre-fusion, and the official AffectGPT layout of ``affectgpt-qwen25``): real-size
+towers with random weights (frozen LLM and encoders in bf16, built directly on the GPU), activation
+checkpointing in the frozen LLM, EMER-like answer lengths (``gpu_models.ANSWER_LENGTHS``); it measures the
+largest micro-batch that trains (doubling, then bisection, catching out-of-memory and freeing it; every
+row at the longest answer), step time, samples/s, peak memory and MFU at that batch on cached features,
+the same with live encoders (their ratio), generation tokens/s (``AffectGPT.generate``, as ``emer infer``)
+at the largest batch, and whether DeepSpeed could run. Flags bound every search and phase; the defaults
+are sized to finish within 8 minutes on one H100 (not yet checked on one). Progress goes to stderr, the
+JSON to stdout and ``--out``.
 
 Without CUDA (or with ``--dry-run``) the same code paths run on the tiny debug config in under 2
 minutes (``make bench-gpu``): plumbing only, labelled as a dry run, never a GPU figure.
