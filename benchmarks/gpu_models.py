@@ -227,9 +227,7 @@ class Batches:
             out["frame_mask"] = torch.ones(n, cfg.frames, dtype=torch.bool)
             if cached:
                 tokens = 1 if cfg.video_tokens == "pooled" else flops.vision_tower(self.vision)[1]
-                out["video_embeds"] = torch.randn(
-                    n, cfg.frames, tokens, self.vision_width, generator=gen
-                )
+                out["video_embeds"] = torch.randn(n, cfg.frames, tokens, self.vision_width, generator=gen)
             else:
                 size = self.vision.image_size
                 out["pixel_values"] = torch.randn(n, cfg.frames, 3, size, size, generator=gen)
