@@ -15,7 +15,8 @@ EMER-Coarse (``OUTPUT/samples/part-*.parquet``): one row per clip that passed th
   ``ov_labels`` (open-vocabulary labels, lower-case), ``ov_raw`` (the label model's raw answer),
   ``audio_features`` / ``face_expressions`` (the numbers behind the clues of a ``signal`` audio /
   video role, null otherwise: ``AUDIO_FEATURE_FIELDS`` of the eGeMAPS functionals plus an arousal
-  estimate; faces per sampled frame and the main face's expression probabilities, per frame and
+  estimate (each null when nothing sounds; arousal null when nothing is speech); faces per sampled
+  frame and the main face's expression probabilities, per frame and
   their mean over the frames with a face, in the order of ``labels``) and ``config_fingerprint``
   (digest of the output-affecting settings, models and prompts that made the row, see
   ``pipelines.provenance``).

@@ -32,7 +32,7 @@ from core.schema import (
     encode_audio,
 )
 from core.stage import OK, REJECTED, Stage, fail
-from pipelines import decode_worker, fetch, media
+from pipelines import decode_worker, fetch, media, signals
 from pipelines.config import KIND, AnnotateConfig
 
 log = logging.getLogger(__name__)
@@ -170,9 +170,7 @@ class LLMStage(Stage):
     def setup(self) -> None:
         self.configure()
         kind = self.kind
-        if self.llm_cfg.backend == "signal":
-            from pipelines import signals  # heavy: opensmile / torch, only in a signal role's actors
-
+        if self.llm_cfg.backend == "signal":  # opensmile / torch are imported by reader(), here only
             self.signal = self.shared_state("signal", kind, lambda: signals.reader(kind))
             return
         self.backend = self.shared_state(
@@ -300,6 +298,9 @@ class DisambiguateStage(LLMStage):
             self.needs = ("av_clue", "subtitle")
 
     def request(self, row: dict[str, Any]):
+        if signals.no_evidence(row):  # measured: no speech, no face; no subtitle: nothing to ask
+            row.update(signals.NO_EVIDENCE)
+            return None
         if self.cfg.clues == "omni":
             values = {"av_clue": row["av_clue"] or "", "subtitle": row["subtitle"] or ""}
             return self.ask("disambiguate_av", values)
@@ -331,7 +332,7 @@ class TranslateStage(LLMStage):
         return cls.role_for(cfg)
 
     def request(self, row: dict[str, Any]):
-        if self.cfg.translate == "none":
+        if self.cfg.translate == "none" or signals.no_evidence(row):  # both languages are set
             return None
         src = DESCRIPTION_ZH if self.cfg.translate == "zh_en" else DESCRIPTION_EN
         return self.ask(f"translate_{self.cfg.translate}", {"text": row.get(src) or ""})
@@ -348,6 +349,9 @@ class OVLabelStage(LLMStage):
     produces = (OV_LABELS, "ov_raw")
 
     def request(self, row: dict[str, Any]):
+        if signals.no_evidence(row):
+            row["ov_raw"], row[OV_LABELS] = "[]", []
+            return None
         clues = row.get(DESCRIPTION_EN) or row.get(DESCRIPTION_ZH) or ""
         return self.ask(self.prompt, {"clues": clues})
 

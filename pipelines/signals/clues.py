@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.schema import decode_audio
+from core.schema import AUDIO_FEATURE_FIELDS, decode_audio
 from pipelines.signals import faces, prosody
 
 
@@ -14,9 +14,10 @@ class AudioSignal:
     def __init__(self) -> None:
         self.reader = prosody.ProsodyReader()
 
-    def clue(self, audio: Any) -> tuple[str, dict[str, float] | None]:
+    def clue(self, audio: Any) -> tuple[str, dict[str, float | None]]:
+        """The clue and the numbers; nothing sounds: every number None (measured, found nothing)."""
         features = self.reader.features(decode_audio(audio))
-        return prosody.describe(features), features
+        return prosody.describe(features), features or dict.fromkeys(AUDIO_FEATURE_FIELDS)
 
 
 class VideoSignal:

@@ -133,7 +133,7 @@ def describe(f: dict[str, float] | None) -> str:
     text = f"{voice} speech with a {pitch} pitch"
     extra = []
     if _grade(f, "jitter", ref, ("", "rough")) == "rough" or _grade(f, "shimmer_db", ref, ("", "x")):
-        extra.append("a tense, unsteady voice")
+        extra.append("an unsteady, rough voice quality")
     if _grade(f, "hnr_db", ref, ("breathy", "")) == "breathy":
         extra.append("a breathy voice")
     if extra:
