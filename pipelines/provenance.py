@@ -24,8 +24,8 @@ from core.config import to_plain
 from core.fingerprint import fingerprint
 from core.llm.prompts import PROMPTS, system_for
 from core.secrets import redact_url
-from pipelines import signals
 from pipelines.config import KIND
+from pipelines.signals import backend as signals
 from pipelines.stages import llm_stage_classes
 
 log = logging.getLogger(__name__)

