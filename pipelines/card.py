@@ -260,6 +260,8 @@ def _about(m: dict[str, Any]) -> list[str]:
         lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
         for step, p in m["provenance"].items():
             samp = ", ".join(f"{k} {v}" for k, v in p["sampling"].items())
+            if p["backend"] == "signal":  # measured: no model samples anything
+                samp = "none (measured)"
             cells = (step, p["role"], p["backend"], p["model"], p["revision"])
             lines.append(
                 "| " + " | ".join(_cell(c) for c in cells) + f" | {p['prompt']} ({p['prompt_hash']}) "
@@ -276,7 +278,9 @@ def _about(m: dict[str, Any]) -> list[str]:
             )
             variant = m.get("prompt_variants", {}).get(role)
             how = "the papers' prompts, zero-shot"
-            if variant:
+            if model.startswith("signal:"):
+                how = "measured, no prompt (pipelines/signals)"
+            elif variant:
                 shots = ", ".join(f"{k} {n}" for k, n in variant["examples"].items()) or "none"
                 how = f"prompt variant: replaced {', '.join(variant['replaced']) or 'none'}; few-shot {shots}"
             lines.append(f"- {role}: `{model}`{tiny}; {how}")

@@ -128,3 +128,16 @@ def test_a_clip_without_speech_face_or_subtitle_gets_no_invented_emotion(tmp_pat
     assert rows[0][DESCRIPTION_ZH] == signals.NO_EVIDENCE[DESCRIPTION_ZH]
     # an LLM role's clue (no numbers) is never taken for "nothing measured"
     assert not signals.no_evidence({**rows[0], AUDIO_FEATURES: None})
+
+
+def test_the_card_says_what_made_each_clue_and_that_sample_faces_are_not_real(sample_clips, tmp_path):
+    from pipelines import card
+
+    steps = provenance.steps(load_run_config("demo").annotate)
+    text = card._clue_text(steps)
+    assert text.startswith("The audio clue is measured, not generated (backend signal): openSMILE's")
+    assert "The video clue is measured, not generated" in text and "LLM" not in text
+    assert card._generated_samples(str(sample_clips.root / "clips"))  # samples.json beside the clips
+    assert not card._generated_samples(str(tmp_path / "clips"))
+    llm = provenance.steps(load_run_config("demo", ["annotate.audio.backend=transformers"]).annotate)
+    assert card._clue_text(llm).startswith("An audio LLM describes")
