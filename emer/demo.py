@@ -133,7 +133,10 @@ def print_summary(summary: dict) -> None:
     print(f"\nemer demo finished in {summary['seconds']:.1f} s", flush=True)
     for p in summary["phases"]:
         print(f"  {p['phase']:<9} {p['seconds']:>7.1f} s  {p['what']}")
-    print("Scores (a smoke figure: a 135 M LLM and random-weight audio/video models on a few clips):")
+    print(
+        "Scores (a smoke figure: a 135 M LLM, measured audio/video clues and random-weight AffectGPT "
+        "encoders on a few clips):"
+    )
     for who, s in summary["scores"].items():
         nums = "  ".join(f"{k}={v:.3f}" for k, v in s.items() if isinstance(v, float))
         print(f"  {who:<20} {s.get('scored', 0)} scored  {nums}")

@@ -81,14 +81,15 @@ def load_run_config_with_sources(
 
 
 def model_keys(run: RunConfig, sections: Sequence[str]) -> list[tuple[str, str]]:
-    """(config key, model) for every model that ``sections`` of ``run`` load in-process."""
+    """(config key, model) for every model that ``sections`` of ``run`` load in-process (a ``signal``
+    role loads the components its wheels ship, pipelines.signals)."""
     items: list[tuple[str, str]] = []
     if "annotate" in sections and run.annotate.llm_stages:  # stop_after=decode/check loads no model
         seen = set()
         for role in run.annotate.roles():
             key = role if getattr(run.annotate, role) is not None else "text"  # a step using ``text``
             llm = run.annotate.llm(role)
-            if llm.backend != "openai" and key not in seen:
+            if llm.backend not in ("openai", "signal") and key not in seen:  # signal: no model file
                 seen.add(key)
                 items.append((f"annotate.{key}.model", llm.model))
     if "model" in sections:

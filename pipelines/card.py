@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import posixpath
 import warnings
 from collections import Counter
 from importlib import metadata
@@ -45,6 +46,10 @@ PACKAGES = (
     "torch",
     "openai",
     "opencv-python-headless",
+    "opensmile",
+    "facenet-pytorch",
+    "fer",
+    "h5py",
 )
 TOP_LABELS = 20
 QUALITY_SUMMARY = "quality/summary.json"
@@ -60,7 +65,9 @@ SCHEMA_DOC = {
     "(0 when it does not)",
     "frames": "list of JPEG frames sampled uniformly, frame_size x frame_size",
     "audio": "16 kHz mono 16-bit FLAC, padded with silence to the video length",
-    "audio_clue / video_clue": "S0 clues of the audio / video LLM",
+    "audio_clue / video_clue": "S0 clues of the audio / video LLM, or measured (backend signal)",
+    "audio_features": "signal audio role: eGeMAPSv02 functionals behind the audio clue, and arousal",
+    "face_expressions": "signal video role: faces per frame, main face's expression probabilities",
     "description_en / description_zh": "disambiguated description (S2) and its translation",
     OV_LABELS: "open-vocabulary emotion labels (lower-case)",
     "ov_raw": "the label LLM's raw answer",
@@ -135,6 +142,7 @@ def write_manifest_and_card(
         "labels": label_stats(samples) if cfg.llm_stages else None,
         "models": cfg.model_ids() if cfg.llm_stages else {},
         "random_weight_roles": _random_roles(cfg) if cfg.llm_stages else [],
+        "generated_samples": _generated_samples(input_uri),
         "prompt_variants": cfg.prompt_variants() if cfg.llm_stages else {},
         "config": to_plain(cfg),
         "config_fingerprint": fingerprint(to_plain(cfg), RESUME_IGNORED),
@@ -239,18 +247,28 @@ def _about(m: dict[str, Any]) -> list[str]:
         "Clips are decoded (frames uniformly sampled, audio at 16 kHz; audio that ends before the video "
         "is padded with silence, see `audio_shortfall_s`) and filtered (duration, audio present and not "
         "grossly mismatched with the video: under `av_min_audio_fraction` of it, or longer than it "
-        "beyond `av_tolerance_s`). An audio LLM and a video LLM describe the emotion "
-        "clues without the subtitle (S0); a text LLM merges both clues with the quoted subtitle (S2), "
+        "beyond `av_tolerance_s`). "
+        + _clue_text(m.get("provenance") or {})
+        + " A text LLM merges both clues with the quoted subtitle (S2), "
         "the description is translated, and the open-vocabulary labels are extracted from it. Method "
         "and prompts: EMER (Lian et al.), AffectGPT section 3, MER2024 sections 2.1 and 2.3.",
         "",
     ]
+    if m.get("generated_samples"):
+        lines += [
+            "The input is emer's generated sample set (`samples.json` beside the clips): the voices "
+            "are espeak-ng reading the subtitles with a prosody per scripted emotion, and the faces "
+            "are drawn shapes: the clips show no real faces and no real people.",
+            "",
+        ]
     if m.get("provenance"):
         lines += ["Provenance of each step (also in `manifest.json`):", ""]
         lines += ["| step | role | backend | model | revision | prompt (hash) | sampling |"]
         lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
         for step, p in m["provenance"].items():
             samp = ", ".join(f"{k} {v}" for k, v in p["sampling"].items())
+            if p["backend"] == "signal":  # measured: no model samples anything
+                samp = "none (measured)"
             cells = (step, p["role"], p["backend"], p["model"], p["revision"])
             lines.append(
                 "| " + " | ".join(_cell(c) for c in cells) + f" | {p['prompt']} ({p['prompt_hash']}) "
@@ -267,7 +285,9 @@ def _about(m: dict[str, Any]) -> list[str]:
             )
             variant = m.get("prompt_variants", {}).get(role)
             how = "the papers' prompts, zero-shot"
-            if variant:
+            if model.startswith("signal:"):
+                how = "measured, no prompt (pipelines/signals)"
+            elif variant:
                 shots = ", ".join(f"{k} {n}" for k, n in variant["examples"].items()) or "none"
                 how = f"prompt variant: replaced {', '.join(variant['replaced']) or 'none'}; few-shot {shots}"
             lines.append(f"- {role}: `{model}`{tiny}; {how}")
@@ -327,6 +347,34 @@ def _row_fingerprints(output: str) -> dict[str, int]:
         log.warning("samples without %s (written by an older emer): %s", CONFIG_FINGERPRINT, err)
         return {}
     return dict(Counter(r[CONFIG_FINGERPRINT] or "none" for r in rows))
+
+
+CLUE_TEXT = {
+    ("audio_clue", False): "An audio LLM describes the emotion clues of the audio without the subtitle (S0).",
+    ("audio_clue", True): "The audio clue is measured, not generated (backend signal): openSMILE's "
+    "eGeMAPSv02 functionals (pitch level and range, loudness, speech rate, jitter, shimmer, HNR) "
+    "put into words against a reference (`pipelines/signals/norms.json`, which states its source); "
+    "the numbers are in `audio_features`.",
+    ("video_clue", False): "A video LLM describes the facial, body and scene clues of the frames (S0).",
+    ("video_clue", True): "The video clue is measured, not generated (backend signal): faces per "
+    "sampled frame (MTCNN) and the main face's expression probabilities (FER2013 mini-Xception); a "
+    "clip without a detected face says so; the numbers are in `face_expressions`.",
+    ("av_clue", False): "One audio-video LLM describes the emotion clues of the clip (S0).",
+}
+
+
+def _clue_text(steps: dict[str, Any]) -> str:
+    """What made the clues, step by step (an LLM, or a measured signal)."""
+    out = [CLUE_TEXT.get((s, p["backend"] == "signal")) for s, p in steps.items()]
+    return " ".join(t for t in out if t) or CLUE_TEXT[("audio_clue", False)]
+
+
+def _generated_samples(input_uri: str) -> bool:
+    """The input is emer's generated sample set (``pipelines.samples`` writes samples.json beside it)."""
+    try:
+        return storage.exists(storage.join(posixpath.dirname(input_uri.rstrip("/")), "samples.json"))
+    except Exception:  # noqa: BLE001 - an unreadable location: no claim about the input
+        return False
 
 
 def _random_roles(cfg: Any) -> list[str]:

@@ -191,6 +191,12 @@ class AnnotateConfig(Config):
                 "annotate.omni.backend = 'transformers': the omni role runs on vllm (Qwen2.5-Omni) "
                 "or on an OpenAI-compatible endpoint that takes audio and images (backend: openai)"
             )
+        for role in ("omni", *TEXT_STEPS, INHERIT_FROM):  # a text step not given is ``text``'s problem
+            if getattr(self, role) is not None and getattr(self, role).backend == "signal":
+                out.append(
+                    f"annotate.{role}.backend = 'signal': only the audio and video clue roles can be "
+                    "measured signals (pipelines.signals); this role needs an LLM backend"
+                )
         check_range(out, "annotate.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
         check_range(out, "annotate.stop_after_fatal", self.stop_after_fatal, 0, None)
         check_range(out, "annotate.frame_size", self.frame_size, 16, 4096)

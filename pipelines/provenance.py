@@ -24,12 +24,15 @@ from core.config import to_plain
 from core.fingerprint import fingerprint
 from core.llm.prompts import PROMPTS, system_for
 from core.secrets import redact_url
+from pipelines.config import KIND
+from pipelines.signals import backend as signals
 from pipelines.stages import llm_stage_classes
 
 log = logging.getLogger(__name__)
 
 STEP_KEYS = ("role", "backend", "model", "revision", "prompt", "prompt_hash", "sampling")
 RESUME_KEYS = ("prompt", "prompt_hash", "revision")  # the rest are config keys, checked as such
+SIGNAL_REFERENCE = {"audio": "none: norms.json", "video": "none: emotion_model.hdf5"}
 
 
 def emer_version() -> str:
@@ -55,11 +58,13 @@ def prompt_hash(llm: Any, name: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def model_revision(llm: Any) -> str:
+def model_revision(llm: Any, kind: str = "") -> str:
     """The configured revision; for a local folder a digest of its file names, sizes and config
     (a hub snapshot folder: its commit); an endpoint model is named by the server only."""
     if llm.revision:
         return llm.revision
+    if llm.backend == "signal":
+        return signals.versions(kind)
     if llm.backend == "openai":
         return f"endpoint {redact_url(llm.base_url) or 'api.openai.com'}"
     path = Path(llm.model).expanduser()
@@ -81,13 +86,18 @@ def steps(cfg: Any) -> dict[str, dict[str, Any]]:
     for cls in llm_stage_classes(cfg):
         role = cls.role_for(cfg)
         llm, prompt = cfg.llm(role), cls.prompt_for(cfg)
+        kind = KIND[role]
+        if llm.backend == "signal":
+            prompt, digest = SIGNAL_REFERENCE[kind], signals.reference_hash(kind)
+        else:
+            digest = prompt_hash(llm, prompt)
         out[cls.name] = {
             "role": role,
             "backend": llm.backend,
             "model": llm.model,
-            "revision": model_revision(llm),
+            "revision": model_revision(llm, kind),
             "prompt": prompt,
-            "prompt_hash": prompt_hash(llm, prompt),
+            "prompt_hash": digest,
             "sampling": {
                 "temperature": llm.temperature,
                 "max_new_tokens": llm.max_new_tokens,

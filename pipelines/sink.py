@@ -39,6 +39,7 @@ from core.schema import (
     OUTCOMES,
     OV_LABELS,
     REJECTED,
+    SIGNAL_COLUMNS,
     rows_to_table,
 )
 from core.stage import Stage
@@ -59,7 +60,8 @@ def shard_id(names: Iterable[str]) -> str:
 def sample_columns(cfg) -> tuple[str, ...]:
     cols = BASE_COLUMNS + (("faces",) if cfg.face_check else ())
     cols += MEDIA_COLUMNS if cfg.store_media else ()
-    return cols + (LLM_COLUMNS if cfg.llm_stages else ()) + (CONFIG_FINGERPRINT,)
+    cols += (LLM_COLUMNS + SIGNAL_COLUMNS) if cfg.llm_stages else ()
+    return cols + (CONFIG_FINGERPRINT,)
 
 
 def write_shard(output: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pa.Table:

@@ -1,10 +1,13 @@
 """Spoken audio for the sample clips: a subtitle read by espeak-ng, as a 16 kHz mono track.
 
-``find_espeak()`` gives the ``espeak-ng`` binary or None; ``speak(espeak, text, seconds)`` runs it
+``find_espeak()`` gives the ``espeak-ng`` binary or None; ``speak(espeak, text, seconds, prosody)`` runs it
 (an argument list, never a shell; the text goes in on stdin so it can never be read as an option),
 reads the WAV it writes (22.05 kHz), resamples it to ``SAMPLE_RATE`` and places it 0.2 s into a
 track of exactly ``seconds``. When the speech does not fit, it is spoken once more, faster, and
-then trimmed with a short fade. espeak-ng is deterministic, and so is everything done here.
+then trimmed with a short fade. ``Prosody`` is espeak-ng's pitch (``-p``, 0-99), speed (``-s``,
+words per minute) and amplitude (``-a``, 0-200, 100 = its default): the track's peak is scaled by
+amplitude / 100, so a loud voice stays loud after the level is normalised. espeak-ng is
+deterministic, and so is everything done here.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +29,20 @@ VOICE = "en-us"
 WPM = 175  # espeak-ng's default speaking rate (words per minute)
 MAX_WPM = 350
 LEAD_S = 0.2  # silence before the speech starts
-PEAK = 0.5  # peak amplitude of the spoken track
+PEAK = 0.5  # peak amplitude of the spoken track at amplitude 100
+MAX_PEAK = 0.95
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """espeak-ng's voice settings: pitch 0-99 (50 default), speed in wpm, amplitude 0-200 (100)."""
+
+    pitch: int = 50
+    speed: int = WPM
+    amplitude: int = 100
+
+
+NEUTRAL = Prosody()
 
 
 class SpeechError(RuntimeError):
@@ -37,14 +54,19 @@ def find_espeak() -> str | None:
     return shutil.which(ESPEAK)
 
 
-def speak(espeak: str, text: str, seconds: float) -> np.ndarray:
+def spoken_seconds(espeak: str, text: str, prosody: Prosody = NEUTRAL) -> float:
+    """How long ``text`` takes at ``prosody`` (plus the lead-in silence)."""
+    return LEAD_S + len(_espeak(espeak, text, prosody)) / SAMPLE_RATE
+
+
+def speak(espeak: str, text: str, seconds: float, prosody: Prosody = NEUTRAL) -> np.ndarray:
     """``text`` spoken by espeak-ng: float32, ``SAMPLE_RATE`` Hz, mono, exactly ``seconds`` long."""
     n = int(seconds * SAMPLE_RATE)
     room = max(1, n - int(LEAD_S * SAMPLE_RATE))
-    voice = _espeak(espeak, text, WPM)
+    voice = _espeak(espeak, text, prosody)
     if len(voice) > room:  # too long for the clip: say it faster, then trim what is still over
-        wpm = min(MAX_WPM, math.ceil(WPM * len(voice) / room) + 5)
-        voice = _espeak(espeak, text, wpm)
+        wpm = min(MAX_WPM, math.ceil(prosody.speed * len(voice) / room) + 5)
+        voice = _espeak(espeak, text, Prosody(prosody.pitch, wpm, prosody.amplitude))
     voice = voice[:room].copy()
     fade = min(len(voice), SAMPLE_RATE // 50)  # 20 ms, so a trimmed end does not click
     voice[len(voice) - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
@@ -53,10 +75,12 @@ def speak(espeak: str, text: str, seconds: float) -> np.ndarray:
     return out
 
 
-def _espeak(espeak: str, text: str, wpm: int) -> np.ndarray:
+def _espeak(espeak: str, text: str, prosody: Prosody) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp, "speech.wav")
-        cmd = [espeak, "-v", VOICE, "-s", str(wpm), "-w", str(wav), "--stdin"]
+        p = prosody
+        cmd = [espeak, "-v", VOICE, "-s", str(p.speed), "-p", str(p.pitch), "-a", str(p.amplitude)]
+        cmd += ["-w", str(wav), "--stdin"]
         try:
             subprocess.run(cmd, input=text.encode("utf-8"), check=True, capture_output=True, timeout=30)
             data, rate = sf.read(wav, dtype="float32", always_2d=True)
@@ -69,7 +93,8 @@ def _espeak(espeak: str, text: str, wpm: int) -> np.ndarray:
     peak = float(np.abs(voice).max()) if len(voice) else 0.0
     if peak < 1e-3:
         raise SpeechError(f"{ESPEAK} wrote silence for {text[:40]!r}")
-    return (voice * (PEAK / peak)).astype(np.float32)
+    level = min(MAX_PEAK, PEAK * prosody.amplitude / 100)
+    return (voice * (level / peak)).astype(np.float32)
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

@@ -6,7 +6,9 @@ CPU stages decode and filter clips (``pipelines.media``): the clip is fetched un
 the papers' prompts (``core.llm.prompts``: subtitles and clues go in as quoted data), call the
 role's backend (``core.llm``; one instance per equal role config per actor, so text steps that run
 one model in one pool share it) and parse answers defensively (``core.llm.labels``). A failed LLM
-call fails its row, with the reason.
+call fails its row, with the reason. An audio or video role with ``backend: signal`` runs no LLM:
+its stage measures the clip (``pipelines.signals``) and also fills ``audio_features`` /
+``face_expressions``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ from core import metrics
 from core.llm import LLMRequest, create_backend
 from core.llm.base import request_for
 from core.llm.labels import parse_ov_labels
-from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, decode_audio, encode_audio
+from core.schema import (
+    AUDIO_FEATURES,
+    DESCRIPTION_EN,
+    DESCRIPTION_ZH,
+    FACE_EXPRESSIONS,
+    OV_LABELS,
+    decode_audio,
+    encode_audio,
+)
 from core.stage import OK, REJECTED, Stage, fail
 from pipelines import decode_worker, fetch, media
 from pipelines.config import KIND, AnnotateConfig
+from pipelines.signals import backend as signals
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +169,14 @@ class LLMStage(Stage):
         self.llm_cfg = self.cfg.llm(self.role)
         self.kind = KIND[self.role]
 
+    signal = None  # a measurer (pipelines.signals) instead of an LLM: backend "signal"
+
     def setup(self) -> None:
         self.configure()
         kind = self.kind
+        if self.llm_cfg.backend == "signal":  # opensmile / torch are imported by reader(), here only
+            self.signal = self.shared_state("signal", kind, lambda: signals.reader(kind))
+            return
         self.backend = self.shared_state(
             "llm", (kind, self.llm_cfg), lambda: create_backend(self.llm_cfg, kind)
         )
@@ -173,7 +189,17 @@ class LLMStage(Stage):
     def accept(self, row: dict[str, Any], text: str) -> None:
         row[self.output] = text
 
+    def measure(self, row: dict[str, Any]) -> None:
+        raise NotImplementedError(f"{self.role}: backend 'signal' measures audio or video clues only")
+
     def process(self, rows: list[dict[str, Any]]) -> None:
+        if self.signal is not None:
+            for r in rows:
+                try:
+                    self.measure(r)
+                except Exception as err:  # noqa: BLE001 - one clip's bad media fails that row alone
+                    fail(r, self.name, f"{self.role} signal: {type(err).__name__}: {err}")
+            return
         asked, requests = [], []
         for r in rows:
             try:
@@ -206,7 +232,10 @@ class AudioClueStage(LLMStage):
 
     name, role, output, prompt = "audio_clue", "audio", "audio_clue", "audio_clue"
     needs = ("audio",)
-    produces = ("audio_clue",)
+    produces = ("audio_clue", AUDIO_FEATURES)
+
+    def measure(self, row: dict[str, Any]) -> None:
+        row[self.output], row[AUDIO_FEATURES] = self.signal.clue(row.get("audio"))
 
     def request(self, row: dict[str, Any]):
         if not row.get("audio"):
@@ -220,7 +249,10 @@ class VideoClueStage(LLMStage):
 
     name, role, output = "video_clue", "video", "video_clue"
     needs = ("frames", "duration_s")
-    produces = ("video_clue",)
+    produces = ("video_clue", FACE_EXPRESSIONS)
+
+    def measure(self, row: dict[str, Any]) -> None:
+        row[self.output], row[FACE_EXPRESSIONS] = self.signal.clue(row["frames"])
 
     @classmethod
     def prompt_for(cls, cfg: Any) -> str:
@@ -270,6 +302,9 @@ class DisambiguateStage(LLMStage):
             self.needs = ("av_clue", "subtitle")
 
     def request(self, row: dict[str, Any]):
+        if signals.no_evidence(row):  # measured: no speech, no face; no subtitle: nothing to ask
+            row.update(signals.NO_EVIDENCE)
+            return None
         if self.cfg.clues == "omni":
             values = {"av_clue": row["av_clue"] or "", "subtitle": row["subtitle"] or ""}
             return self.ask("disambiguate_av", values)
@@ -301,7 +336,7 @@ class TranslateStage(LLMStage):
         return cls.role_for(cfg)
 
     def request(self, row: dict[str, Any]):
-        if self.cfg.translate == "none":
+        if self.cfg.translate == "none" or signals.no_evidence(row):  # both languages are set
             return None
         src = DESCRIPTION_ZH if self.cfg.translate == "zh_en" else DESCRIPTION_EN
         return self.ask(f"translate_{self.cfg.translate}", {"text": row.get(src) or ""})
@@ -318,6 +353,9 @@ class OVLabelStage(LLMStage):
     produces = (OV_LABELS, "ov_raw")
 
     def request(self, row: dict[str, Any]):
+        if signals.no_evidence(row):
+            row["ov_raw"], row[OV_LABELS] = "[]", []
+            return None
         clues = row.get(DESCRIPTION_EN) or row.get(DESCRIPTION_ZH) or ""
         return self.ask(self.prompt, {"clues": clues})
 

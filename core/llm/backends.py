@@ -3,7 +3,8 @@
 Kept apart from ``core.llm.base`` (which every backend imports) so that the base imports no backend.
 The backends defer their heavy libraries (torch, transformers, openai) to construction time.
 ``vllm`` is no in-process backend: it runs as a ``ray.data.llm`` stage of the annotation pipeline
-(``pipelines.vllm_stage``), so asking for it here is an error that says where to use it instead.
+(``pipelines.vllm_stage``), so asking for it here is an error that says where to use it instead;
+so is ``signal`` (no LLM: the annotation's clue stages measure the clip, ``pipelines.signals``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ VLLM_ONLY_IN_ANNOTATION = (
 )
 
 
+SIGNAL_ONLY_IN_CLUES = (
+    "backend = 'signal' is no language model: it measures the audio / video of a clip in the "
+    "annotation's audio and video clue stages (pipelines.signals); give this role an LLM backend"
+)
+
+
 def create_backend(cfg: LLMConfig, role: str) -> LLMBackend:
     """The backend named by ``cfg.backend`` for ``role`` (text / audio / video)."""
     if cfg.backend == "vllm":
         raise ValueError(VLLM_ONLY_IN_ANNOTATION)
+    if cfg.backend == "signal":
+        raise ValueError(SIGNAL_ONLY_IN_CLUES)
     return _CLASSES[cfg.backend](cfg, role)

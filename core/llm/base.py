@@ -20,7 +20,7 @@ from core.llm import telemetry
 from core.llm.prompts import PROMPTS, render, system_for
 from core.schema import SAMPLE_RATE
 
-BACKENDS = ("transformers", "openai", "vllm")
+BACKENDS = ("transformers", "openai", "vllm", "signal")
 ROLES = ("text", "audio", "video", "omni")  # the kinds of input a backend is asked for
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -41,6 +41,9 @@ class LLMConfig(Config):
     The papers use none (zero-shot); a preset for a small model may add some (configs/demo.yaml).
     vllm only, named as vLLM calls them: max_model_len (0 = the model's), tensor_parallel_size and
     pipeline_parallel_size (GPUs per engine replica = their product); dtype is passed on too.
+    ``signal`` is no LLM: the annotation's audio / video clue roles only, measured by the
+    ``pipelines.signals`` package (eGeMAPS; MTCNN + a facial-expression classifier) in their stage;
+    ``model`` is then a free-text name of the components, and sampling and prompts are unused.
     """
 
     backend: str = "transformers"

@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="Apply the quality rules of MER-Caption to every EMER-Coarse row of --data: "
         f"low-level ({', '.join(RULES[:-1])}) and the high-level agreement of the description's OV "
         "labels with an independent label set (low_agreement, with --reference or a discrete 'emotion' "
-        "column). Writes DATA/quality/part-*.parquet (name, quality_pass, quality_flags, "
+        "column; with neither, the measured signals of a backend-signal annotation: the face "
+        "expression classifier's top label and the voice's arousal, filter.signal_reference). "
+        "Writes DATA/quality/part-*.parquet (name, quality_pass, quality_flags, "
         "quality_reasons, quality_* numbers) and DATA/quality/summary.json, and adds a section to "
         "the dataset card; DATA/samples/ is never changed. A rerun recomputes every row and replaces "
         "the quality folder. Thresholds live in the 'filter' section of the run config (e.g. "
@@ -36,7 +38,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         default=None,
         metavar="FILE",
         help="independent labels: CSV/Parquet with name and openset (a list literal, as in the MER "
-        "files or `emer samples`' reference-openset.csv) or emotion (default filter.reference_uri)",
+        "files or `emer samples`' reference-openset.csv) or emotion (default filter.reference_uri; "
+        "none: the data's emotion column, else its face_expressions / audio_features)",
     )
     p.add_argument(
         "--wheel-dir",

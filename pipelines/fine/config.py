@@ -4,7 +4,9 @@ Low-level rules (MER-Caption's first filter): description length in words, a rep
 empty audio or video clue, the description's languages, empty OV labels and labels outside every
 emotion-wheel cluster (with ``wheel_dir``). The high-level rule: the agreement of the description's
 OV labels with an independent label set (``reference_uri``, or a discrete-label column of the data)
-under the wheel grouping, below ``min_agreement``. ``skip_rules`` turns rules off by id.
+under the wheel grouping, below ``min_agreement``; with neither, and ``signal_reference`` on, the
+measured signals of a ``signal``-role annotation (the face expression classifier's top label, the
+voice's arousal: ``pipelines.fine.signal_ref``). ``skip_rules`` turns rules off by id.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class FilterConfig(Config):
     reference_uri: str = ""  # CSV/Parquet with name + reference_column: the independent label set
     reference_column: str = ""  # "" = openset in the reference file, else the data's emotion column
     min_agreement: float = 0.25  # label agreement (set-level Avg) below this: low_agreement
+    signal_reference: bool = True  # no reference labels: agree with face_expressions / audio_features
     skip_rules: list[str] = dataclasses.field(default_factory=list)  # rule ids not applied
     batch_size: int = 256  # rows per batch of the Ray job
     actors: int = 1  # actors of the Ray job's pool

@@ -22,12 +22,13 @@ import pyarrow as pa
 
 from core import storage
 from core.config import to_plain
-from core.schema import NAME, rows_to_table
+from core.schema import NAME, SIGNAL_COLUMNS, rows_to_table
 from core.stage import OK, Stage, map_stages
 from core.wheel import Wheel, load_wheel
 from pipelines import card
 from pipelines.fine.config import ERROR_RULE, RULES, FilterConfig
 from pipelines.fine.rules import NUMBERS, as_labels, check_row
+from pipelines.fine.signal_ref import SignalReference
 from pipelines.fine.view import LLM_NEEDED, QUALITY, SUMMARY, check_described, sample_files
 from pipelines.sink import shard_id
 
@@ -83,10 +84,13 @@ class QualityStage(Stage):
             else None
         )
         self.data_column = self.options.get("data_column", "")
+        self.signal = self.options.get("signal", False)
 
     def process_row(self, row: dict[str, Any]) -> None:
         if self.reference is not None:
             ref = self.reference.get(row[NAME])
+        elif self.signal:
+            ref = SignalReference.of(row)
         else:
             ref = row.get(self.data_column) if self.data_column else None
         v = check_row(row, self.cfg, self.wheel, ref)
@@ -139,7 +143,10 @@ def plan_inputs(cfg: FilterConfig, data: str) -> tuple[list[str], str, dict[str,
                 f"(has {', '.join(columns)}); give --reference FILE or another column"
             )
         ref = {"source": "samples", "column": data_column, "names": None}
-    read = [NAME, *LLM_NEEDED, *([data_column] if data_column else [])]
+    signal = [c for c in SIGNAL_COLUMNS if c in columns] if cfg.signal_reference and not ref["source"] else []
+    if signal:
+        ref = {"source": "signal", "column": ", ".join(signal), "names": None}
+    read = [NAME, *LLM_NEEDED, *([data_column] if data_column else []), *signal]
     return read, data_column, {"wheel": wheel.source if wheel else None, "reference": ref}
 
 
@@ -148,11 +155,12 @@ def run_filter(cfg: FilterConfig, data: str) -> dict[str, Any]:
     import ray.data  # heavy: ray, imported on use
 
     read, data_column, inputs = plan_inputs(cfg, data)
+    signal = inputs["reference"]["source"] == "signal"
     files = sample_files(data)
     fs, _ = storage.filesystem(files[0])
     paths = [storage.filesystem(f)[1] for f in files]
     ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(read)  # never the media
-    chain = [(QualityStage, {"data_column": data_column}), (QualitySink, {"output": data})]
+    chain = [(QualityStage, {"data_column": data_column, "signal": signal}), (QualitySink, {"output": data})]
     ds = map_stages(
         ds,
         chain,

@@ -6,7 +6,8 @@ reason per rule naming the value and the threshold, and the numbers the rules co
 AffectGPT eq. 1-3 for one sample, (|G∩P|/|P| + |G∩P|/|G|) / 2 between the description's OV labels P
 and an independent label set G, with labels grouped by emotion-wheel cluster in each of the wheel's
 ten views (a label that reaches no cluster stays itself) and averaged over the views; without a
-wheel, exact labels.
+wheel, exact labels. Without reference labels, a ``SignalReference`` (``pipelines.fine.signal_ref``:
+the measured face expression and voice arousal of a ``signal``-role annotation) stands in for G.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from core.llm.labels import parse_ov_labels
 from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS
 from core.wheel import Wheel
 from pipelines.fine.config import FilterConfig
+from pipelines.fine.signal_ref import SignalReference
+from pipelines.fine.signal_ref import agreement as signal_agreement
 
 WORD = re.compile(r"\w+", re.UNICODE)
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
@@ -92,7 +95,8 @@ def _group(label: str, wheel: Wheel | None, view) -> str:
 def check_row(
     row: dict[str, Any], cfg: FilterConfig, wheel: Wheel | None = None, reference: Any = None
 ) -> Verdict:
-    """Every rule on ``row``; ``reference``: the row's independent labels (None: not checked)."""
+    """Every rule on ``row``; ``reference``: the row's independent labels, or a ``SignalReference``
+    (None: not checked)."""
     v = Verdict()
     _text_rules(v, row, cfg)
     _language_rules(v, row, cfg)
@@ -110,14 +114,19 @@ def check_row(
                 f"{len(off)} of {len(labels)} labels ({', '.join(off)}) reach no emotion-wheel cluster "
                 f"(share > filter.max_off_wheel_share = {cfg.max_off_wheel_share})",
             )
-    score = agreement(labels, reference, wheel) if reference is not None else None
+    if isinstance(reference, SignalReference):
+        score = signal_agreement(labels, reference, lambda p, g: agreement(p, g, wheel) or 0.0)
+        said = f"the measured signal ({reference.text()})"
+    else:
+        score = agreement(labels, reference, wheel) if reference is not None else None
+        said = f"the reference [{', '.join(as_labels(reference))}]"
     v.numbers["quality_agreement"] = None if score is None else round(score, 4)
     if score is not None and score < cfg.min_agreement:
         v.fire(
             cfg,
             "low_agreement",
-            f"OV labels [{', '.join(labels)}] agree {score:.2f} with the reference "
-            f"[{', '.join(as_labels(reference))}] (< filter.min_agreement = {cfg.min_agreement})",
+            f"OV labels [{', '.join(labels)}] agree {score:.2f} with {said} "
+            f"(< filter.min_agreement = {cfg.min_agreement})",
         )
     return v
 

@@ -15,7 +15,7 @@ def test_demo_preset_names_the_models_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("EMER_MODELS", str(tmp_path))
     cfg = load_run_config("demo")
     assert cfg.annotate.text.model == f"{tmp_path}/smollm2-135m-instruct"
-    assert cfg.annotate.audio.model == f"{tmp_path}/tiny-qwen2-audio"
+    assert (cfg.annotate.audio.backend, cfg.annotate.video.backend) == ("signal", "signal")  # measured
     assert cfg.model.llm_model == f"{tmp_path}/smollm2-135m-instruct"
     assert cfg.evaluate.wheel_dir == f"{tmp_path}/emotion-wheel"
     keys = dict(model_keys(cfg, ["annotate", "model", "evaluate"]))
@@ -53,7 +53,7 @@ def test_annotate_refuses_before_starting_ray(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("EMER_MODELS", str(tmp_path / "empty-cache"))
     rc = main(
         ["annotate", "--config", "demo", "--input", str(tmp_path), "--subtitles", "x.csv", "--output", "o"]
-        + ["--annotate.video.model=someorg/not-downloaded"]
+        + ["--annotate.video.backend=transformers", "--annotate.video.model=someorg/not-downloaded"]
     )
     err = capsys.readouterr().err
     assert rc == 2

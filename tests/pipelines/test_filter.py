@@ -8,6 +8,7 @@ import json
 
 from fine_helpers import COLUMNS, clean_row, write_coarse, write_reference, write_wheel
 
+from core.schema import AUDIO_FEATURE_FIELDS, SIGNAL_COLUMNS
 from pipelines import sink
 from pipelines.fine.view import read_filtered, read_quality
 
@@ -147,3 +148,29 @@ def test_the_card_section_is_replaced_and_survives_a_rewritten_card(tmp_path):
     rewritten = (tmp_path / "README.md").read_text()
     assert "1 of 4 samples pass every rule" in rewritten
     assert rewritten.index("## Quality filters") < rewritten.index("## Columns of `samples/`")
+
+
+def test_without_a_reference_the_signal_columns_are_the_independent_signal(ray_local, tmp_path, emer):
+    labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    sad = {"labels": labels, "faces_per_frame": [1], "mean": [0, 0, 0, 0.1, 0.8, 0, 0.1], "per_frame": None}
+    voice = dict.fromkeys(AUDIO_FEATURE_FIELDS, 0.0)
+    rows = [
+        clean_row("g1", face_expressions=sad, audio_features={**voice, "arousal": -0.9}),  # happy vs sad
+        clean_row("g2", face_expressions=None, audio_features={**voice, "arousal": 1.2}),  # happy, high
+        clean_row("g3", face_expressions=None, audio_features=None),  # nothing measured
+    ]
+    data = tmp_path / "coarse"
+    sink.write_shard(str(data), [{**r, "outcome": "ok"} for r in rows], (*COLUMNS, *SIGNAL_COLUMNS))
+    rc, out, err = emer("filter", "--data", data)
+    assert rc == 0, err
+    summary = json.loads((data / "quality" / "summary.json").read_text())
+    want = {"source": "signal", "column": "audio_features, face_expressions", "names": None}
+    assert summary["reference"] == want
+    q = {r["name"]: r for r in read_quality(str(data)).to_pylist()}
+    assert q["g1"]["quality_flags"] == ["low_agreement"] and q["g1"]["quality_agreement"] == 0.0
+    assert "face sad, voice arousal low" in q["g1"]["quality_reasons"][0]
+    assert q["g2"]["quality_agreement"] == 1.0 and q["g2"]["quality_pass"]
+    assert q["g3"]["quality_agreement"] is None and q["g3"]["quality_pass"]
+    rc, _, err = emer("filter", "--data", data, "--filter.signal_reference=false")
+    assert rc == 0, err
+    assert json.loads((data / "quality" / "summary.json").read_text())["reference"]["source"] is None

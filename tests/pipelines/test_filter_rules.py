@@ -14,6 +14,7 @@ from core.wheel import load_wheel
 from pipelines.fine import quality
 from pipelines.fine.config import FilterConfig
 from pipelines.fine.rules import agreement, check_row
+from pipelines.fine.signal_ref import SignalReference
 
 CFG = FilterConfig()
 
@@ -131,3 +132,37 @@ def test_a_row_the_stage_fails_on_is_recorded_as_an_error(tmp_path, monkeypatch)
         "error: quality: RuntimeError: boom on purpose"
     ]
     assert next(r for r in written if r["name"] == "s_clean")["quality_pass"] is True
+
+
+def face(top: str, p: float) -> dict:
+    labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    mean = [(1 - p) / 6] * 7
+    mean[labels.index(top)] = p
+    return {"labels": labels, "faces_per_frame": [1, 1], "mean": mean, "per_frame": [mean, mean]}
+
+
+def test_the_measured_signals_are_the_reference_without_labels(wheel):
+    sad_face = SignalReference.of({"face_expressions": face("sad", 0.6), "audio_features": {"arousal": 0.1}})
+    assert sad_face == SignalReference("sad", None)
+    v = check_row(clean_row(), CFG, wheel, reference=sad_face)  # labels happy, joyful vs a sad face
+    assert v.flags == ["low_agreement"] and v.numbers["quality_agreement"] == 0.0
+    assert "with the measured signal (face sad)" in v.reasons[0]
+    # a happy face and a high-arousal voice agree with ['happy', 'joyful'] (0.875 as by hand above, 1)
+    both = SignalReference.of({"face_expressions": face("happy", 0.7), "audio_features": {"arousal": 0.9}})
+    assert both == SignalReference("happy", "high")
+    assert check_row(clean_row(), CFG, wheel, reference=both).numbers["quality_agreement"] == 0.9375
+    # the voice alone: low arousal against high-arousal labels disagrees
+    calm = SignalReference.of({"face_expressions": None, "audio_features": {"arousal": -0.8}})
+    assert calm == SignalReference(None, "low")
+    assert check_row(clean_row(), CFG, wheel, reference=calm).numbers["quality_agreement"] == 0.0
+
+
+def test_a_signal_that_says_nothing_is_no_reference(wheel):
+    unsure = {"face_expressions": face("sad", 0.3), "audio_features": {"arousal": 0.2}}
+    assert SignalReference.of(unsure) is None  # top below 0.4, medium arousal
+    assert SignalReference.of({"face_expressions": face("neutral", 0.9), "audio_features": None}) is None
+    assert SignalReference.of({}) is None
+    # the labels' arousal is unknown ('meh'): only the face part counts
+    ref = SignalReference("happy", "low")
+    v = check_row(clean_row(ov_labels=["meh"]), CFG, wheel, reference=ref)
+    assert v.numbers["quality_agreement"] == 0

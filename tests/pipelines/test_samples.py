@@ -18,9 +18,9 @@ from core.schema import SAMPLE_RATE
 from emer.cli import main
 from evaluation.tables import label_lists, read_table
 from evaluation.wheel import load_wheel
-from pipelines import media, samples
+from pipelines import media, samples, speech
 from pipelines.config import AnnotateConfig
-from pipelines.samples import BROKEN, OPENSET, SUBTITLES, generate_samples
+from pipelines.samples import BROKEN, OPENSET, PROSODY, SUBTITLES, generate_samples
 from pipelines.speech import find_espeak, speak
 
 needs_espeak = pytest.mark.skipif(find_espeak() is None, reason="espeak-ng is not on PATH")
@@ -129,11 +129,28 @@ def test_clips_speak_their_subtitle_with_espeak(tmp_path):
         assert (rate, channels) == (SAMPLE_RATE, 1)
         assert float(np.sqrt(np.mean(audio**2))) > 0.01  # not silent
         d = media.decode_clip(str(path), AnnotateConfig())
-        assert 2.0 <= d.duration_s <= 8.0 and abs(d.audio_s - d.duration_s) < 0.1
-        # It is espeak-ng's reading of the subtitle: the track matches speak() on the same text.
-        spoken = speak(find_espeak(), SUBTITLES[i][1], d.duration_s)
+        assert 2.0 <= d.duration_s <= 15.0 and abs(d.audio_s - d.duration_s) < 0.1
+        # It is espeak-ng's reading of the subtitle at its emotion's prosody: it matches speak().
+        text = SUBTITLES[i][1]
+        spoken = speak(find_espeak(), text, d.duration_s, PROSODY[text])
         n = min(len(spoken), len(audio))
         assert np.corrcoef(spoken[:n], audio[:n])[0, 1] > 0.9, name
+
+
+@needs_espeak
+def test_the_prosody_of_each_scripted_emotion_is_heard_and_every_line_fits_its_clip(tmp_path):
+    assert set(PROSODY) == {en for _, en in SUBTITLES}
+    espeak, loud, soft = find_espeak(), SUBTITLES[1][1], SUBTITLES[2][1]  # angry vs disappointed
+    assert PROSODY[loud].amplitude > 100 > PROSODY[soft].amplitude
+    a, b = speak(espeak, loud, 4.0, PROSODY[loud]), speak(espeak, soft, 6.0, PROSODY[soft])
+    assert float(np.abs(a).max()) > 2.5 * float(np.abs(b).max())  # the level follows the amplitude
+    s = generate_samples(tmp_path, n=3, seed=0, broken=False)
+    info = json.loads((s.root / "samples.json").read_text())
+    assert info["speech_version"] == samples.SPEECH_VERSION
+    for i, name in enumerate(s.clips):  # long enough for the line at its speed: nothing sped up
+        d = media.decode_clip(str(s.root / "clips" / f"{name}.mp4"), AnnotateConfig())
+        text = SUBTITLES[i][1]
+        assert d.duration_s >= speech.spoken_seconds(espeak, text, PROSODY[text]), name
 
 
 @needs_espeak
