@@ -25,6 +25,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from affect_model.model import encoders
+from affect_model.model.affectgpt import wrap_llm
 from affect_model.model.checkpoint import CONFIG_FILE, FORMAT, WEIGHTS_FILE, read_config, read_trainable
 from affect_model.model.config import ModelConfig
 from affect_model.model.official import OfficialHeads
@@ -64,8 +65,6 @@ def _require_layout(cfg: ModelConfig) -> None:
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """``{emer name: shape}`` of every trainable tensor of a model built from ``cfg``."""
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from affect_model.model.affectgpt import wrap_llm
 
     _require_layout(cfg)
     with torch.device("meta"):

@@ -104,7 +104,7 @@ def _models_import(args: argparse.Namespace) -> int:
 
 def _models_export(args: argparse.Namespace) -> int:
     from affect_model.model.official_checkpoint import export_official  # heavy: torch, imported on use
-    from affect_model.train.loop import resolve_weights
+    from affect_model.train.loop import resolve_weights  # heavy: torch, Ray Train, imported on use
 
     weights = resolve_weights(args.source, "RUN_OR_CKPT")
     print(json.dumps(export_official(weights, args.output)))
