@@ -5,10 +5,12 @@ A job's ``working_dir`` (``emer submit``) and the cluster launcher's ``~/emer`` 
 given with ``--ship``: everything else (``.env``, ``*.pem``, ``.aws/credentials``, a Ray token file,
 caches, the virtual environment) stays here, whatever ``.gitignore`` says. For Ray's packaging this
 is a default-deny ``excludes`` list (``allow_only``): exclude everything, re-include each shipped
-file and its folders. A shipped file that looks secret by its name (``SECRET_FILE_PATTERNS``: a
-tracked ``.env``, an allow-listed key) or a symlink that leaves the folder makes the caller refuse
-with the list of files and the fix. A folder that is not a git work tree ships everything except
-``FALLBACK_EXCLUDES`` (caches, the venv and the secret patterns), with a warning.
+file and its folders. A shipped file that looks secret by its name (``SECRET_FILE_PATTERNS``,
+``SECRET_NAME_PATTERNS``: a tracked ``.env`` / ``.envrc`` / ``secrets.env`` / ``gcp-credentials.json``,
+an allow-listed key) or a symlink that leaves the folder, names a folder or points at a secret-looking
+file makes the caller refuse with the list of files and the fix. A folder that is not a git work tree
+ships every file in it except ``SKIPPED_OUTSIDE_GIT`` (caches, the venv, run outputs), under the same
+check (a secret-looking file or such a symlink in it refuses), with a warning.
 
 Check what travels (the same packaging Ray uploads)::
 
@@ -33,10 +35,12 @@ from pathlib import Path, PurePosixPath
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FALLBACK_EXCLUDES",
     "SECRET_FILE_PATTERNS",
+    "SECRET_NAME_PATTERNS",
+    "SKIPPED_OUTSIDE_GIT",
     "allow_only",
     "check_no_secret_files",
+    "folder_files",
     "is_secret_file",
     "packaged_files",
     "shipped_files",
@@ -49,6 +53,8 @@ __all__ = [
 SECRET_FILE_PATTERNS = (
     ".env",
     ".env.*",
+    "*.env",
+    ".envrc",
     "*.pem",
     "*.key",
     "*.p12",
@@ -63,13 +69,25 @@ SECRET_FILE_PATTERNS = (
     ".aws",
     ".ssh",
     ".gnupg",
+    ".kube",
+    "kubeconfig",
+    "kubeconfig.*",
+    "*.kubeconfig",
+    ".docker",
     "credentials",
+    ".git-credentials",
     ".netrc",
+    ".npmrc",
     ".pgpass",
     ".pypirc",
 )
+# Broader names (``gcp-credentials.json``, ``secrets.env``, ``secrets.yaml``) that also match source
+# code and its docs (``core/secrets.py``): a file with a ``SOURCE_SUFFIXES`` ending is exempt from these.
+SECRET_NAME_PATTERNS = ("*credential*", "secrets.*", "secret.*")
+SOURCE_SUFFIXES = (".py", ".pyi", ".md", ".rst")
 SECRET_FILE_TEMPLATES = (".env.example", ".env.sample", ".env.template")  # documented, no values
-FALLBACK_EXCLUDES = (
+# Outside git: caches, the venv, run outputs and big artefacts stay here (secret-looking files refuse).
+SKIPPED_OUTSIDE_GIT = (
     ".git",
     ".venv",
     "venv",
@@ -77,25 +95,29 @@ FALLBACK_EXCLUDES = (
     "runs",
     "build",
     "dist",
-    "**/__pycache__",
+    "__pycache__",
     "*.egg-info",
     ".pytest_cache",
     ".ruff_cache",
     "*.pt",
     "*.safetensors",
     "*.mp4",
-    *SECRET_FILE_PATTERNS,
 )
 BUNDLE_STAMP = ".emer-cluster-bundle"
 
 
 def is_secret_file(relpath: str) -> bool:
     """Whether a path (relative, ``/``-separated) has a secret-looking name in any of its parts."""
-    parts = PurePosixPath(relpath).parts
-    name = parts[-1].lower() if parts else ""
-    if name in SECRET_FILE_TEMPLATES:
+    parts = [p.lower() for p in PurePosixPath(relpath).parts]
+    if not parts or parts[-1] in SECRET_FILE_TEMPLATES:
         return False
-    return any(fnmatch.fnmatchcase(part.lower(), pat) for part in parts for pat in SECRET_FILE_PATTERNS)
+    if any(fnmatch.fnmatchcase(part, pat) for part in parts for pat in SECRET_FILE_PATTERNS):
+        return True
+    return any(
+        fnmatch.fnmatchcase(part, pat) and not part.endswith(SOURCE_SUFFIXES)
+        for part in parts
+        for pat in SECRET_NAME_PATTERNS
+    )
 
 
 def _git_tracked(root: Path) -> list[str] | None:
@@ -142,8 +164,33 @@ def shipped_files(root: str | Path, ship: list[str] | tuple[str, ...] = ()) -> l
     return sorted(set(tracked) | set(_allow_listed(root, ship)))
 
 
+def folder_files(root: str | Path) -> list[str]:
+    """Every file of a folder outside git (relative, sorted), but ``SKIPPED_OUTSIDE_GIT``; a symlink
+    (to a file or a folder) is listed as itself and not followed, so the secret check sees it."""
+    root = Path(root)
+    out: list[str] = []
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder).relative_to(root)
+        kept = []
+        for d in dirs:
+            if _skipped_outside_git(d):
+                continue
+            if (Path(folder) / d).is_symlink():
+                out.append((here / d).as_posix())  # a link to a folder: refused by the check
+            else:
+                kept.append(d)
+        dirs[:] = kept
+        out += [(here / n).as_posix() for n in names if not _skipped_outside_git(n)]
+    return sorted(out)
+
+
+def _skipped_outside_git(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name.lower(), pat) for pat in SKIPPED_OUTSIDE_GIT)
+
+
 def check_no_secret_files(root: str | Path, files: list[str]) -> None:
-    """Refuse files with secret-looking names and symlinks that point out of ``root`` or at a folder."""
+    """Refuse files with secret-looking names and symlinks that point out of ``root``, at a folder or
+    at a secret-looking file (Ray's packaging would copy the target's contents)."""
     root = Path(root).resolve()
     secret = [f for f in files if is_secret_file(f)]
     links = []
@@ -153,14 +200,14 @@ def check_no_secret_files(root: str | Path, files: list[str]) -> None:
             target = path.resolve()
             if not target.is_relative_to(root) or target.is_dir():
                 links.append(f"{f} -> outside the working dir or a folder")
-            elif is_secret_file(target.relative_to(root).as_posix()):
+            elif is_secret_file(target.relative_to(root).as_posix()) and f not in secret:
                 secret.append(f"{f} (-> {target.relative_to(root)})")
     if secret or links:
         raise ValueError(
             f"{root} would ship secret-looking files: {', '.join(secret + links)}. Fix: untrack them "
-            "(`git rm --cached FILE` and add them to .gitignore), drop them from --ship, or replace a "
-            "link by the file itself; secrets reach the cluster from its nodes' environment "
-            "(docs/cluster.md, 'Secrets')"
+            "(`git rm --cached FILE` and add them to .gitignore) or, in a folder outside git, move them "
+            "out of it; drop them from --ship, or replace a link by the file itself; secrets reach the "
+            "cluster from its nodes' environment (docs/cluster.md, 'Secrets')"
         )
 
 
@@ -189,13 +236,16 @@ def working_dir_excludes(root: str | Path, ship: list[str] | tuple[str, ...] = (
     """The ``excludes`` of a job whose ``working_dir`` is ``root``; refuses secret files (ValueError)."""
     files = shipped_files(root, ship)
     if files is None:
+        files = sorted(set(folder_files(root)) | set(_allow_listed(Path(root), ship)))
+        check_no_secret_files(root, files)
         log.warning(
-            "%s is not a git work tree: shipping everything but %s (commit the project to ship only "
-            "tracked files)",
+            "%s is not a git work tree: shipping its %d files but caches and run outputs (%s); in a "
+            "git work tree only tracked files travel",
             root,
-            ", ".join(FALLBACK_EXCLUDES),
+            len(files),
+            ", ".join(SKIPPED_OUTSIDE_GIT),
         )
-        return list(FALLBACK_EXCLUDES)
+        return allow_only(files)
     if not files:
         raise ValueError(f"{root}: git tracks no file here; `git add` the project or pass --no-working-dir")
     check_no_secret_files(root, files)
@@ -204,7 +254,8 @@ def working_dir_excludes(root: str | Path, ship: list[str] | tuple[str, ...] = (
 
 
 def _warn_left_behind(root: Path, files: list[str]) -> None:
-    """Warn about untracked, not ignored files (a new module not yet ``git add``-ed stays here)."""
+    """Warn about untracked, not ignored files (a new module not yet ``git add``-ed stays here); a
+    secret-looking one is only mentioned as staying here, never with advice to add it."""
     try:
         listed = subprocess.run(
             ["git", "-C", str(root), "ls-files", "-z", "--others", "--exclude-standard"],
@@ -214,10 +265,14 @@ def _warn_left_behind(root: Path, files: list[str]) -> None:
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return
-    left = sorted(set(n for n in listed.split("\0") if n) - set(files), key=lambda n: (is_secret_file(n), n))
+    untracked = sorted(set(n for n in listed.split("\0") if n) - set(files))
+    left = [n for n in untracked if not is_secret_file(n)]
     if left:
         shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
         log.warning("not shipped (untracked): %s; `git add` them or pass --ship PATH", shown)
+    kept = len(untracked) - len(left)
+    if kept:
+        log.info("%d secret-looking untracked file(s) stay here, as they should (never shipped)", kept)
 
 
 def packaged_files(root: str | Path, excludes: list[str]) -> list[str]:

@@ -5,13 +5,16 @@ job: the entrypoint runs this module on the cluster (``python -m emer.job_entry 
 <subcommand> [args…]``); the runtime environment carries the project folder (``working_dir``: only
 the files git tracks plus ``--ship`` paths, see ``cluster.shipping``; a secret-looking file among them
 is refused) and the non-secret pass-through variables (S3 endpoint, region, offline flags) by value.
-Secret variables (names with KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL: S3 keys, LLM API keys) travel
-**by name only**: Ray 2.60 keeps a runtime env's ``env_vars`` in the job table (served by the
-dashboard API) and writes them to ``runtime_env_agent.log``, so their values must never go there.
+Secret variables (``core.secrets.is_secret``: names with KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL: S3
+keys, LLM API keys; and values that hold a key or a URL with credentials in its userinfo or query
+string, e.g. ``AWS_ENDPOINT_URL=http://ak:pw@host``) travel **by name only**: Ray 2.60 keeps a
+runtime env's ``env_vars`` in the job table (served by the dashboard API) and writes them to
+``runtime_env_agent.log``, so their values must never go there.
 The job's driver inherits them from the head node's environment instead (the Ray processes were
 started with them, or an IAM instance profile provides S3 access), and the entrypoint checks by name
 that they are present. A command line that holds the value of any secret-named variable set locally,
-or a key-shaped string (``core.secrets``), is refused before anything is sent.
+a key-shaped string or a URL with credentials (``--annotate.text.base_url=http://u:pw@…``,
+``…?api_key=…``; ``core.secrets.secret_problem``) is refused before anything is sent, naming the flag.
 
 Cluster side (``python -m emer.job_entry``, in the application layer): ``entry_main`` reports which required
 names are set
@@ -38,8 +41,8 @@ from typing import Any, TextIO
 from urllib.parse import urlparse
 
 from cluster import shipping
-from core.runtime import PASS_THROUGH_ENV, is_secret
-from core.secrets import is_secret_name, looks_like_key, redact_url
+from core.runtime import PASS_THROUGH_ENV
+from core.secrets import is_secret, is_secret_name, redact_url, secret_problem
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +167,13 @@ def check_no_secret_values(command: list[str], names: list[str] = ()) -> None:
     """Refuse a command line that holds a secret (it would land in the job's entrypoint and metadata).
 
     Checked: the value of every secret-named variable set here (not only the pass-through ``names``)
-    and key-shaped strings (``core.secrets.looks_like_key``). The error names the variable, never
+    and every argument by ``core.secrets.secret_problem`` (a key-shaped string, a URL with
+    credentials in its userinfo or query string). The error names the variable or the flag, never
     the value.
     """
     values = secret_env_values()
     for name in names:  # pass-through names the user chose, even if not secret-named
-        if is_secret(name) and os.environ.get(name):
+        if is_secret(name, os.environ.get(name, "")) and os.environ.get(name):
             values.setdefault(name, os.environ[name])
     for name, value in sorted(values.items()):
         if any(value.strip() in arg for arg in command):
@@ -178,12 +182,25 @@ def check_no_secret_values(command: list[str], names: list[str] = ()) -> None:
                 f"environment instead (`--env {name}`), never as an argument"
             )
     for i, arg in enumerate(command):
-        if looks_like_key(arg):
+        problem = secret_problem(arg)
+        if problem:
             raise ValueError(
-                f"argument {i} of the command line looks like an API key or private key (value not "
-                "shown); put it in an environment variable on the cluster's nodes (see docs/cluster.md, "
-                "'Secrets') and pass it with `--env NAME`, never as an argument"
+                f"{_flag_of(command, i)} {problem} (value not shown): the command line lands in Ray's "
+                "job table and logs. Give the URL without credentials and put the secret in an "
+                "environment variable on the cluster's nodes (an LLM key: annotate.text.api_key_env; "
+                "S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), passed with `--env NAME`; see "
+                "docs/cluster.md, 'Secrets'"
             )
+
+
+def _flag_of(command: list[str], i: int) -> str:
+    """How to name argument ``i`` in an error: its ``--flag`` (``--flag=value`` or ``--flag value``)."""
+    arg = command[i]
+    if arg.startswith("-") and "=" in arg:
+        return arg.split("=", 1)[0]
+    if i > 0 and command[i - 1].startswith("-") and "=" not in command[i - 1]:
+        return f"the value of {command[i - 1]}"
+    return f"argument {i} of the command line"
 
 
 def build_submission(
@@ -205,8 +222,10 @@ def build_submission(
         raise ValueError(f"`emer submit {command[0]}` makes no sense; run `emer {command[0]}` locally")
     names = pass_through_names(extra_env)
     check_no_secret_values([python, *command], names)
-    secret_names = [n for n in names if is_secret(n) and os.environ.get(n)]
-    env_values = {n: os.environ[n] for n in names if not is_secret(n) and os.environ.get(n)}
+    set_here = {n: os.environ[n] for n in names if os.environ.get(n)}
+    # one check (core.secrets.is_secret): a secret name or value (a URL with credentials) goes by name
+    secret_names = [n for n, value in set_here.items() if is_secret(n, value)]
+    env_values = {n: value for n, value in set_here.items() if not is_secret(n, value)}
     env_values.setdefault("PYTHONUNBUFFERED", "1")
     runtime_env: dict[str, Any] = {"env_vars": env_values}
     if working_dir:

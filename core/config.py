@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from core.secrets import env_name_problem, redact_url
+from core.secrets import env_name_problem, redact_tree
 
 T = TypeVar("T", bound="Config")
 
@@ -388,19 +388,9 @@ def dump_yaml(cfg: Config) -> str:
 
 
 def to_plain(cfg: Config) -> dict[str, Any]:
-    """The config as plain data for printing or saving: every ``*url`` field has its
-    ``user:password@`` part redacted."""
-    return _plain(cfg.to_dict())
-
-
-def _plain(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v, str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str) and key.lower().endswith("url"):
-        return redact_url(value)
-    return value
+    """The config as plain data for printing or saving: every URL in every string value has its
+    ``user:password@`` part and its secret query parameters redacted (``core.secrets.redact_tree``)."""
+    return redact_tree(cfg.to_dict())
 
 
 def dump_yaml_with_sources(cfg: Config, sources: Sources) -> str:

@@ -2,8 +2,9 @@
 
 The embedded default runs every Ray service on 127.0.0.1 only (dashboard, GCS, raylet, workers) and
 prints the dashboard URL; beside another local Ray it takes a free dashboard port. Environment
-variables that jobs need (S3 endpoint, credentials, LLM keys) are passed to workers *by name*:
-their values go into the runtime environment, never into logs.
+variables that jobs need go into the runtime environment by value only when not secret (S3 endpoint,
+region, offline flags); secret ones (credentials, LLM keys, a URL holding credentials: see
+``core.secrets.is_secret``) never do: workers inherit them from their node's environment.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 
 from core import storage
 from core.config import Config, check_range
-from core.secrets import has_credentials, is_secret_name
+from core.secrets import is_secret
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ PASS_THROUGH_ENV = (
     "EMER_DEBUG_CRASH_ON",  # crash and timeout tests' fault injection (pipelines.stages)
     "EMER_DEBUG_HANG_ON",
 )
+__all__ = ["PASS_THROUGH_ENV", "RayConfig", "init_ray", "is_secret", "worker_env"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +65,14 @@ class RayConfig(Config):
         return out
 
 
-def is_secret(name: str, value: str = "") -> bool:
-    """Whether an environment variable must never be written anywhere (passed by name only): a secret
-    name, or a URL value carrying ``user:password@`` (e.g. an ``AWS_ENDPOINT_URL`` with credentials)."""
-    return is_secret_name(name) or has_credentials(value)
-
-
 def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """Non-secret pass-through variables that are set, by value, for the runtime environment.
 
-    Secret ones (keys, tokens) are left out: Ray stores a runtime env's ``env_vars`` in its job table
-    (served by the dashboard's job API) and writes them to ``runtime_env_agent.log``. Workers inherit
-    them from their node's environment instead (a local Ray inherits the driver's; cluster nodes get
-    them from their start commands or IAM).
+    Secret ones (``core.secrets.is_secret``: a secret name, or a value holding a key or a URL with
+    credentials in its userinfo or query string) are left out: Ray stores a runtime env's
+    ``env_vars`` in its job table (served by the dashboard's job API) and writes them to
+    ``runtime_env_agent.log``. Workers inherit them from their node's environment instead (a local
+    Ray inherits the driver's; cluster nodes get them from their start commands or IAM).
     """
     names = list(PASS_THROUGH_ENV) + list(extra_names)
     return {n: os.environ[n] for n in names if os.environ.get(n) and not is_secret(n, os.environ[n])}

@@ -7,8 +7,16 @@ Small on purpose; used wherever a value could end up in a log, a job's metadata 
 - ``looks_like_key(value)``: the text contains something shaped like an API key or a private key
   (OpenAI/Anthropic ``sk-…``, Hugging Face ``hf_…``, AWS ``AKIA…``/``ASIA…``, GitHub ``ghp_…`` /
   ``github_pat_…``, a PEM private-key header), whether or not it is set in the environment;
-- ``redact_url(url)``: the URL with its ``user:password@`` part replaced by ``***@``;
-  ``has_credentials(url)``: whether it has one;
+- ``redact_url(url)``: the URL with its ``user:password@`` part replaced by ``***@`` and the value of
+  every secret-named query (or fragment) parameter (``api_key``, ``token``, ``sig``, ``password``,
+  ``X-Amz-Signature``, ``X-Amz-Credential``, … see ``is_secret_param``) replaced by ``***``;
+  ``redact_text(text)`` does so for every URL inside a longer text (``--flag=URL``), and
+  ``redact_tree(data)`` for every string of a dict/list (a config, a manifest);
+  ``has_credentials(url)``: whether it has either;
+- ``secret_problem(value)``: **the one check** of a value about to leave this machine (a job's runtime
+  env, its command line): what makes it secret (a key-shaped string, a URL with credentials in its
+  userinfo or query string), in words that never echo the value, or None; ``is_secret(name, value)``:
+  a secret name or a secret value (such a variable travels by name only);
 - ``env_name_problem(key, value)``: the one check of every ``*_env`` config field (the *name* of a
   variable, never a key: also a long random-looking run is refused there); its message never echoes
   the value.
@@ -17,6 +25,7 @@ Small on purpose; used wherever a value could end up in a log, a job's metadata 
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
@@ -24,14 +33,27 @@ __all__ = [
     "SECRET_NAME_RE",
     "env_name_problem",
     "has_credentials",
+    "is_secret",
     "is_secret_name",
+    "is_secret_param",
     "looks_like_key",
+    "redact_text",
+    "redact_tree",
     "redact_url",
+    "secret_problem",
 ]
 
 SECRET_NAME_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # always fullmatch
 _LONG_TOKEN_RE = re.compile(r"[A-Za-z0-9+_=-]{32,}")
+# Query / fragment parameters whose value is a secret: an API key, a token, a password, a signature
+# (S3 / GCS presigned URLs: X-Amz-Signature, X-Amz-Credential, X-Amz-Security-Token; Azure SAS: sig).
+SECRET_PARAM_RE = re.compile(
+    r"key|secret|token|passw|credential|signature|^(sig|pwd|pass|auth|authorization|access_code)$",
+    re.IGNORECASE,
+)
+_URL_IN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+REDACTED = "***"
 
 _START = r"(?<![A-Za-z0-9])"  # a key starts a word: "mask-generation…" holds no "sk-" key
 _UPPER, _DIGIT = r"(?=[A-Za-z0-9_-]*[A-Z])", r"(?=[A-Za-z0-9_-]*[0-9])"  # somewhere in the token
@@ -56,21 +78,96 @@ def looks_like_key(value: str) -> bool:
     return any(p.search(value) for p in KEY_PATTERNS.values())
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any userinfo (``user:password@``, a token as user name) replaced by ``***@``."""
+def is_secret_param(name: str) -> bool:
+    """Whether a URL query or fragment parameter's value is a secret (``api_key``, ``sig``, …)."""
+    return bool(SECRET_PARAM_RE.search(name.replace("-", "_")))
+
+
+def _redact_params(params: str) -> tuple[str, list[str]]:
+    """``a=1&api_key=x`` -> (``a=1&api_key=***``, [``api_key``]); other text is kept as written."""
+    out, found = [], []
+    for part in params.split("&"):
+        name, eq, value = part.partition("=")
+        if eq and value and is_secret_param(name):
+            found.append(name)
+            part = f"{name}={REDACTED}"
+        out.append(part)
+    return "&".join(out), found
+
+
+def _split(url: str):
     try:
         parts = urlsplit(url)
     except ValueError:  # not a URL (e.g. an unbalanced "[")
-        return url
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc="***@" + host))
+        return None
+    return parts if parts.scheme and (parts.netloc or parts.query) else None
+
+
+def _url_secrets(url: str) -> tuple[str, list[str]]:
+    """(``url`` redacted, what was secret in it: ``userinfo`` and the secret parameters' names)."""
+    parts = _split(url)
+    if parts is None:
+        return url, []
+    found: list[str] = []
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = REDACTED + "@" + netloc.rsplit("@", 1)[1]
+        found.append("userinfo")
+    query, in_query = _redact_params(parts.query)
+    fragment, in_fragment = _redact_params(parts.fragment)
+    found += in_query + in_fragment
+    if not found:
+        return url, []
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment)), found
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any userinfo (``user:password@``, a token as user name) replaced by ``***@`` and
+    the value of every secret query / fragment parameter (``?api_key=…``) by ``***``."""
+    return _url_secrets(url)[0]
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it redacted (``redact_url``); a text without URLs is unchanged."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT_RE.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def redact_tree(value: Any) -> Any:
+    """A copy of plain data (dicts, lists, strings, numbers) with every string ``redact_text``-ed."""
+    if isinstance(value, dict):
+        return {k: redact_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v) for v in value]
+    return redact_text(value) if isinstance(value, str) else value
 
 
 def has_credentials(url: str) -> bool:
-    """Whether ``url`` carries a ``user[:password]@`` part."""
-    return bool(url) and redact_url(url) != url
+    """Whether ``url`` carries a ``user[:password]@`` part or a secret query parameter."""
+    return bool(url) and redact_text(url) != url
+
+
+def secret_problem(value: str) -> str | None:
+    """What makes ``value`` a secret, never echoing it, or None: the one check of every value that
+    leaves this machine (a job's runtime env and command line)."""
+    if not value:
+        return None
+    if looks_like_key(value):
+        return "looks like an API key or private key"
+    for match in _URL_IN_TEXT_RE.finditer(value):
+        found = _url_secrets(match.group(0))[1]
+        if "userinfo" in found:
+            return "holds a URL with credentials in it (user:password@)"
+        if found:
+            return f"holds a URL with a secret in its query string ({', '.join(sorted(set(found)))}=…)"
+    return None
+
+
+def is_secret(name: str, value: str = "") -> bool:
+    """Whether an environment variable must never be written anywhere (passed by name only): a secret
+    name, or a secret value (``secret_problem``: e.g. an ``AWS_ENDPOINT_URL`` with credentials)."""
+    return is_secret_name(name) or secret_problem(value) is not None
 
 
 def env_name_problem(key: str, value: str) -> str | None:

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 
 from core import metrics
 from core.config import Config, dump_yaml
+from core.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ class StorageConfig(Config):
     def problems(self) -> list[str]:
         out = []
         if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
-            out.append(f"storage.endpoint_url = {self.endpoint_url!r}: must start with http:// or https://")
+            out.append(
+                f"storage.endpoint_url = {redact_url(self.endpoint_url)!r}: must start with http:// or https://"
+            )
         if self.retries < 0:
             out.append(f"storage.retries = {self.retries}: must be >= 0")
         return out

@@ -15,11 +15,13 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from affect_model.jobs.demo import run_demo_training
+from affect_model.train.integrity import ensure_key_file
 from core import storage
 from core.config import dump_yaml
 from core.runtime import init_ray
@@ -31,6 +33,7 @@ from pipelines.samples import generate_samples
 
 log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
+DEMO_KEY_FILE = "checkpoint.key"  # under <out>/.state: the demo's checkpoint key (never in <out>/train)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -45,6 +48,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print_summary(done)
         return 0
     require_models(cfg, "annotate", "model", "evaluate")
+    cfg = with_checkpoint_key(cfg, out)
     phases: list[dict[str, Any]] = []
     _phase(phases, "models", t0, f"{len(prepared['models'])} models in {prepared['dir']}")
 
@@ -97,6 +101,18 @@ def demo_config(args: argparse.Namespace) -> Any:
         cfg = cfg.replace(ray=cfg.ray.replace(address=args.address))
     quiet = getattr(args, "log_level", None) is None  # one line per phase; --log-level INFO shows all
     return cfg.replace(ray=cfg.ray.replace(progress_bars=False, worker_logs=not quiet))
+
+
+def with_checkpoint_key(cfg: Any, out: str) -> Any:
+    """The demo trains offline out of the box: unless a key of the user's is set (the variable
+    ``train.checkpoint_key_env`` names, or ``train.checkpoint_key_file``), checkpoints are sealed with
+    a random key made once in ``<out>/.state/checkpoint.key``, outside the checkpoints (``<out>/train``),
+    and reused by a rerun that resumes."""
+    train = cfg.train
+    path = os.path.join(out, ".state", DEMO_KEY_FILE)
+    if train.checkpoint_key_file or (os.environ.get(train.checkpoint_key_env) and not os.path.exists(path)):
+        return cfg
+    return cfg.replace(train=train.replace(checkpoint_key_file=ensure_key_file(path)))
 
 
 def demo_digest(cfg: Any, args: argparse.Namespace) -> str:

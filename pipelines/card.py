@@ -3,8 +3,9 @@
 Both describe the whole output (every run that wrote into it), read back from the shards' small
 columns: counts by outcome (they add up to the inputs), failures by stage, subtitle coverage, the
 label vocabulary, labels per sample, the most frequent labels, the resolved config, model ids and
-package versions. ``emer filter`` adds a "Quality filters" section (rows flagged per rule), kept
-when the card is rewritten.
+package versions; every URL in them has its credentials and secret query parameters redacted
+(``core.secrets.redact_tree``). ``emer filter`` adds a "Quality filters" section (rows flagged per
+rule), kept when the card is rewritten.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.fingerprint import fingerprint
 from core.llm.tiny import MARKER as TINY_MARKER
 from core.plots import pyplot
 from core.schema import CONFIG_FINGERPRINT, OV_LABELS, SCHEMA_VERSION
+from core.secrets import redact_tree
 from pipelines import provenance, sink
 from pipelines.config import RESUME_IGNORED
 
@@ -150,13 +152,14 @@ def write_manifest_and_card(
         "row_fingerprints": _row_fingerprints(output),
         "versions": versions(),
     }
-    text = json.dumps(manifest, indent=2, ensure_ascii=False)
+    saved = redact_tree(manifest)  # input / subtitles / config URLs: no credentials, no ?api_key=
+    text = json.dumps(saved, indent=2, ensure_ascii=False)
     storage.write_text(storage.join(output, "manifest.json"), text)
     storage.write_text(storage.join(output, "config.yaml"), dump_yaml(resolved or cfg))
     plot = _plot(manifest["labels"]) if manifest["labels"] else None
     if plot:
         storage.write_bytes(storage.join(output, "label_distribution.png"), plot)
-    text = render_card(manifest, plot is not None)
+    text = render_card(saved, plot is not None)
     quality = storage.join(output, QUALITY_SUMMARY)
     if storage.exists(quality):
         text = with_quality_section(text, json.loads(storage.read_text(quality)))

@@ -2,8 +2,9 @@
 a real OpenAI-compatible server (``transformers serve`` of SmolLM2, see ``served_helpers``).
 
 The environment for the test run is set here, before Ray or DeepSpeed are imported: token auth on
-with a per-session token in RAY_AUTH_TOKEN (so ~/.ray/auth_token is never written), usage stats
-off, DeepSpeed on CPU, a stable TORCH_EXTENSIONS_DIR (its C++ ops compile once), and offline Hugging Face.
+with a per-session token in RAY_AUTH_TOKEN (so ~/.ray/auth_token is never written), a per-session
+checkpoint key in EMER_CHECKPOINT_KEY, usage stats off, DeepSpeed on CPU, a stable
+TORCH_EXTENSIONS_DIR (its C++ ops compile once), and offline Hugging Face.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # never writes ~/.ray/auth_token.
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+# The HMAC key that seals training checkpoints (affect_model.train.integrity), per session, from the
+# environment as on a cluster's nodes; Ray's workers inherit it (a secret: never in a runtime env).
+os.environ.setdefault("EMER_CHECKPOINT_KEY", secrets.token_hex(32))
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["DS_ACCELERATOR"] = "cpu"
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))

@@ -8,6 +8,7 @@ gradient clipping at 1.0, ZeRO stage 2, bf16). ``storage_path`` may be a local f
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from core import storage
 from core.config import Config, check_choice, check_range
@@ -107,6 +108,10 @@ class TrainConfig(Config):
     torch_adam: bool = False  # torch's AdamW inside DeepSpeed (no fused-op compile; CPU tests)
     checkpoint_every: int = 100  # optimizer steps between checkpoints; 0 = end of each epoch only
     keep_checkpoints: int = 2
+    # the HMAC key that seals checkpoints (DeepSpeed's files are pickles): kept outside checkpoint
+    # storage, in the variable this names (set on every node) or in checkpoint_key_file (wins if set)
+    checkpoint_key_env: str = "EMER_CHECKPOINT_KEY"
+    checkpoint_key_file: str = ""  # a local file holding the key, outside storage_path
     max_failures: int = 3  # worker failures survived (resume from the last checkpoint)
     init_from: str = ""  # trainable weights to start from (stage 2: stage 1's `weights/` folder or run)
     use_cached_features: bool = False  # read frozen-encoder outputs written by `emer features`
@@ -170,9 +175,26 @@ class TrainConfig(Config):
             )
         if self.offload_optimizer and self.strategy != "deepspeed":
             out.append("train.offload_optimizer = True: needs train.strategy = 'deepspeed'")
+        out += self._key_file_problems()
         if self.strategy == "ddp" and self.precision == "fp16":
             out.append("train.precision = 'fp16': plain DDP here runs bf16 or fp32; use deepspeed for fp16")
         return out
+
+    def _key_file_problems(self) -> list[str]:
+        key_file, what = self.checkpoint_key_file, "train.checkpoint_key_file"
+        if not key_file:
+            return []
+        if "://" in key_file:
+            return [f"{what} = {key_file!r}: must be a local file on every node (not a URL)"]
+        store = self.storage_path
+        if "://" not in store and Path(key_file).expanduser().absolute().is_relative_to(
+            Path(store).absolute()
+        ):
+            return [
+                f"{what} = {key_file!r}: inside train.storage_path ({store}); a key stored with the "
+                "checkpoints protects nothing: keep it outside (e.g. ~/.config/emer/checkpoint.key)"
+            ]
+        return []
 
     @property
     def warmup_start_ratio(self) -> float:

@@ -8,10 +8,13 @@ frozen parameters left out); ``trainable_state()`` gathers the full fp32 trainab
 Only this file and ``train.py`` import DeepSpeed.
 
 ``save`` seals the folder last (``integrity.seal``: the sha256 of every file in it, so write any other
-files there first) and ``load`` checks those digests before it reads anything (``integrity.verify``).
-The DDP state holds no pickled objects: the trainable weights are safetensors and the optimizer /
-scheduler / loop state a torch file of tensors and plain containers, read with ``weights_only=True``.
-DeepSpeed's own files are pickles that only the digests guard.
+files there first, with an HMAC made with the run's checkpoint key) and ``load`` checks the HMAC and
+those digests before it reads anything (``integrity.verify``). DeepSpeed's own files are pickles, so
+its engine needs the key (``integrity.checkpoint_key``: kept outside checkpoint storage; missing is
+an error when the engine is made): a manifest rewritten without it is refused before DeepSpeed
+unpickles anything. The DDP state holds no pickled objects: the trainable weights are safetensors and
+the optimizer / scheduler / loop state a torch file of tensors and plain containers, read with
+``weights_only=True``; it uses the key when one is set.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from affect_model.train.config import TrainConfig
-from affect_model.train.integrity import seal, verify
+from affect_model.train.integrity import checkpoint_key, seal, verify
 from affect_model.train.schedule import make_scheduler, param_groups
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,7 @@ class DeepSpeedEngine(Engine):
         import deepspeed
 
         super().__init__(cfg, world_size, rank)
+        self.key = checkpoint_key(cfg, required=True)  # before any work: DeepSpeed's files are pickles
         config = deepspeed_config(cfg, world_size, use_gpu)
 
         def scheduler(opt):
@@ -169,10 +173,10 @@ class DeepSpeedEngine(Engine):
             save_latest=True,
             exclude_frozen_parameters=True,
         )
-        seal(local_dir, self.rank)
+        seal(local_dir, self.rank, self.key)
 
     def load(self, local_dir: str) -> dict:
-        verify(local_dir)  # DeepSpeed unpickles its files: only those this run wrote, unchanged
+        verify(local_dir, self.key)  # DeepSpeed unpickles its files: only those this run sealed, unchanged
         path, client_state = self.model.load_checkpoint(local_dir, tag=TAG, load_module_strict=False)
         if path is None:
             raise FileNotFoundError(f"{local_dir}: no DeepSpeed checkpoint '{TAG}' in it")
@@ -202,6 +206,7 @@ class DDPEngine(Engine):
         device: torch.device,
     ) -> None:
         super().__init__(cfg, world_size, rank)
+        self.key = checkpoint_key(cfg, required=False)  # pickle-free files: the key is optional
         self.module = model.to(device)
         ids = [device.index] if device.type == "cuda" and device.index is not None else None
         self.model = (
@@ -270,10 +275,10 @@ class DDPEngine(Engine):
         }
         _require_plain(state, DDP_STATE)
         torch.save(state, os.path.join(local_dir, DDP_STATE))
-        seal(local_dir, self.rank)
+        seal(local_dir, self.rank, self.key)
 
     def load(self, local_dir: str) -> dict:
-        verify(local_dir)
+        verify(local_dir, self.key)
         weights = load_file(os.path.join(local_dir, DDP_WEIGHTS))
         missing = self._trainable_names() - set(weights)
         if missing:

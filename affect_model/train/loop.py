@@ -32,6 +32,7 @@ from affect_model.train.config import TrainConfig
 from affect_model.train.datasets import eval_dataset, train_dataset
 from affect_model.train.engine import make_engine
 from affect_model.train.evaluate import evaluate_epoch
+from affect_model.train.integrity import checkpoint_key
 from affect_model.train.report import History, memory_gb, step_line
 from affect_model.train.resume import check_checkpoint, check_run_folder, run_record, write_record
 from affect_model.train.schedule import total_optimizer_steps
@@ -70,6 +71,7 @@ def run_training(
 
     model_cfg, cfg = absolute_paths(run_cfg.model, run_cfg.train)
     check_tracking(cfg)
+    checkpoint_key(cfg, required=cfg.strategy == "deepspeed")  # here too: a clear error before Ray Train
     run_cfg = run_cfg.replace(model=model_cfg, train=cfg)
     task = task or AffectGPTTask(run_cfg.model, cached=cfg.use_cached_features, seed=cfg.seed)
     evaluate = getattr(run_cfg, "evaluate", None)

@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from core import storage
+from core.config import to_plain
 from core.fingerprint import check_resume, fingerprint, output_affecting
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ IGNORED_KEYS = frozenset(
         "train.max_failures",  # fault tolerance
         "train.checkpoint_every",  # checkpoint housekeeping (the training steps are the same)
         "train.keep_checkpoints",
+        "train.checkpoint_key_env",  # where the key comes from (a wrong key is refused by the HMAC check)
+        "train.checkpoint_key_file",
         "train.log_every",  # logging
         "train.tensorboard",
         "train.mlflow",
@@ -53,10 +56,10 @@ IGNORED_KEYS = frozenset(
 
 
 def _sections(run_cfg: Any) -> dict[str, Any]:
-    out = {"model": run_cfg.model.to_dict(), "train": run_cfg.train.to_dict()}
+    out = {"model": to_plain(run_cfg.model), "train": to_plain(run_cfg.train)}
     evaluate = getattr(run_cfg, "evaluate", None)
     if run_cfg.train.eval_each_epoch and evaluate is not None:
-        out["evaluate"] = evaluate.to_dict()
+        out["evaluate"] = to_plain(evaluate)  # URL credentials redacted: the record is saved
     return out
 
 

@@ -148,7 +148,15 @@ def absolute_paths(model_cfg: ModelConfig | None, train_cfg: Any) -> tuple[Any, 
     if model_cfg is not None:
         keys = ("vision_model", "audio_model", "llm_model", "tokenizer")
         model_cfg = model_cfg.replace(**{k: _absolute(getattr(model_cfg, k)) for k in keys})
-    keys = ("coarse_uri", "fine_uri", "fine_media_uri", "features_uri", "init_from", "eval_gt_uri")
+    keys = (
+        "coarse_uri",
+        "fine_uri",
+        "fine_media_uri",
+        "features_uri",
+        "init_from",
+        "eval_gt_uri",
+        "checkpoint_key_file",
+    )
     changes = {k: _absolute(getattr(train_cfg, k)) for k in keys}
     if "://" not in train_cfg.storage_path:
         changes["storage_path"] = str(Path(train_cfg.storage_path).absolute())

@@ -19,6 +19,7 @@ from core.config import Config, check_choice, check_range
 from core.llm import telemetry
 from core.llm.prompts import PROMPTS, render, system_for
 from core.schema import SAMPLE_RATE
+from core.secrets import redact_url
 
 BACKENDS = ("transformers", "openai", "vllm", "signal")
 ROLES = ("text", "audio", "video", "omni")  # the kinds of input a backend is asked for
@@ -96,7 +97,7 @@ class LLMConfig(Config):
         for key, lo, hi in ranges:
             check_range(out, key, getattr(self, key), lo, hi)
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
-            out.append(f"base_url = {self.base_url!r}: must start with http:// or https://")
+            out.append(f"base_url = {redact_url(self.base_url)!r}: must start with http:// or https://")
         if self.min_new_tokens > self.max_new_tokens:
             out.append(
                 f"min_new_tokens = {self.min_new_tokens}: must be <= max_new_tokens ({self.max_new_tokens})"

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from core.failures import FATAL_HINT, FatalStreak
 from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult, conversation
 from core.schema import SAMPLE_RATE
+from core.secrets import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def read_api_key(env_name: str, base_url: str = "") -> str:
             "point base_url at an OpenAI-compatible server, or set api_key_env to ''"
         )
     if not key:
-        logger.info("$%s is not set: calling %s without an API key", env_name, base_url)
+        logger.info("$%s is not set: calling %s without an API key", env_name, redact_url(base_url))
     return key
 
 
@@ -101,7 +102,8 @@ class OpenAIBackend(LLMBackend):
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(role={self.role!r}, model={self.cfg.model!r}, base_url={self.cfg.base_url!r})"
+        url = redact_url(self.cfg.base_url)
+        return f"OpenAIBackend(role={self.role!r}, model={self.cfg.model!r}, base_url={url!r})"
 
     def close(self) -> None:
         self._client.close()

@@ -125,3 +125,40 @@ def test_deepspeed_load_refuses_a_tampered_checkpoint_before_deepspeed_unpickles
     with pytest.raises(ValueError, match=r"state/mp_rank_00_model_states\.pt"):
         engine.load(str(folder))
     assert calls == [] and not marker.exists()
+
+
+@pytest.mark.timeout(300)
+def test_deepspeed_load_refuses_a_rewritten_manifest_before_deepspeed_unpickles(
+    process_group, tiny_cfg, tmp_path
+):
+    """#23/3: a malicious mp_rank_00_model_states.pt plus a recomputed checkpoint_digest.rank0.json:
+    the payload ran. The manifest's HMAC (the key is not in the folder) refuses it now."""
+    from train_helpers import RunsCode
+
+    from affect_model.train.integrity import seal
+
+    cfg = TrainConfig(strategy="deepspeed", torch_adam=True, batch_size=2, precision="fp32")
+    _, _, engine = _engine(cfg, tiny_cfg)
+    folder, marker = tmp_path / "ckpt", tmp_path / "code-ran"
+    engine.save(str(folder), {"step": 0, "epoch": 0, "micro": 0})
+    assert os.environ["EMER_CHECKPOINT_KEY"] not in (folder / "checkpoint_digest.rank0.json").read_text()
+    torch.save({"module": RunsCode(marker)}, folder / "state" / "mp_rank_00_model_states.pt")
+    calls = []
+    real = engine.model.load_checkpoint
+    engine.model.load_checkpoint = lambda *a, **k: calls.append(a) or real(*a, **k)
+    for forged_with in (None, b"guessed-" * 8):  # the attacker recomputes every digest, without the key
+        seal(str(folder), rank=0, key=forged_with)
+        with pytest.raises(ValueError, match=r"checkpoint_digest\.rank0\.json: its HMAC does not match"):
+            engine.load(str(folder))
+    assert calls == [] and not marker.exists()
+
+
+def test_deepspeed_without_a_checkpoint_key_is_a_clear_error(process_group, tiny_cfg, monkeypatch):
+    from affect_model.train.integrity import CheckpointKeyMissing
+
+    monkeypatch.delenv("EMER_CHECKPOINT_KEY")
+    cfg = TrainConfig(strategy="deepspeed", torch_adam=True, batch_size=2, precision="fp32")
+    with pytest.raises(
+        CheckpointKeyMissing, match=r"train\.checkpoint_key_env = 'EMER_CHECKPOINT_KEY'.*token_hex"
+    ):
+        _engine(cfg, tiny_cfg)

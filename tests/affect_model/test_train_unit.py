@@ -215,8 +215,15 @@ def test_ddp_checkpoint_round_trip_is_pickle_free(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("case", ["no manifest", "file swapped", "manifest rewritten too"])
+KEY = b"k" * 64  # a checkpoint key for the digest tests (conftest sets EMER_CHECKPOINT_KEY for engines)
+
+
+@pytest.mark.parametrize(
+    "case", ["no manifest", "file swapped", "manifest rewritten too", "manifest rewritten with the key"]
+)
 def test_ddp_load_refuses_a_crafted_pickle_without_running_it(tmp_path, case):
+    import os
+
     from train_helpers import RunsCode
 
     folder, marker = tmp_path / "ckpt", tmp_path / "code-ran"
@@ -225,17 +232,19 @@ def test_ddp_load_refuses_a_crafted_pickle_without_running_it(tmp_path, case):
         engine = _ddp()
         engine.save(str(folder), {"step": 1, "epoch": 0, "micro": 1})
     torch.save({"client_state": RunsCode(marker)}, folder / "ddp_state.pt")
-    if case == "manifest rewritten too":  # an attacker who also recomputes the digests
+    if case.startswith("manifest rewritten"):  # an attacker who also recomputes the digests
         from affect_model.train.integrity import seal
 
-        seal(str(folder), rank=0)
+        key = os.environ["EMER_CHECKPOINT_KEY"].encode() if case.endswith("with the key") else None
+        seal(str(folder), rank=0, key=key)
     with pytest.raises(ValueError) as err:
         _ddp(seed=1).load(str(folder))
     assert not marker.exists()  # the payload never ran
     expected = {
         "no manifest": "no checkpoint_digest",
         "file swapped": "ddp_state.pt",
-        "manifest rewritten too": "not only tensors",
+        "manifest rewritten too": "HMAC does not match",  # without the key: refused by the HMAC
+        "manifest rewritten with the key": "not only tensors",  # with it: weights_only=True still holds
     }[case]
     assert expected in str(err.value)
 
@@ -246,19 +255,19 @@ def test_checkpoint_digest_names_a_changed_an_added_and_a_missing_file(tmp_path)
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "a.pt").write_bytes(b"a")
     (tmp_path / "history.json").write_text("{}")
-    seal(str(tmp_path), rank=0)
-    verify(str(tmp_path))  # untouched: passes
+    seal(str(tmp_path), rank=0, key=KEY)
+    verify(str(tmp_path), KEY)  # untouched: passes
     (tmp_path / "state" / "a.pt").write_bytes(b"b")
     with pytest.raises(CheckpointTampered, match=r"state/a\.pt.*changed"):
-        verify(str(tmp_path))
+        verify(str(tmp_path), KEY)
     (tmp_path / "state" / "a.pt").write_bytes(b"a")
     (tmp_path / "state" / "extra.pt").write_bytes(b"x")
     with pytest.raises(CheckpointTampered, match=r"state/extra\.pt.*not listed"):
-        verify(str(tmp_path))
+        verify(str(tmp_path), KEY)
     (tmp_path / "state" / "extra.pt").unlink()
     (tmp_path / "history.json").unlink()
     with pytest.raises(CheckpointTampered, match=r"history\.json.*missing"):
-        verify(str(tmp_path))
+        verify(str(tmp_path), KEY)
 
 
 def test_checkpoint_digest_covers_the_ranks_folders_merged_into_one(tmp_path):
@@ -271,12 +280,106 @@ def test_checkpoint_digest_covers_the_ranks_folders_merged_into_one(tmp_path):
         own = tmp_path / f"rank{rank}"
         (own / "state").mkdir(parents=True)
         (own / "state" / f"zero_pp_rank_{rank}_optim_states.pt").write_bytes(bytes([rank]) * 9)
-        seal(str(own), rank=rank)
+        seal(str(own), rank=rank, key=KEY)
         shutil.copytree(own, merged, dirs_exist_ok=True)
-    verify(str(merged))
+    verify(str(merged), KEY)
     (merged / "checkpoint_digest.rank1.json").unlink()
     with pytest.raises(CheckpointTampered, match=r"zero_pp_rank_1_optim_states\.pt is not listed"):
-        verify(str(merged))
+        verify(str(merged), KEY)
+
+
+def test_a_manifest_rewritten_without_the_key_is_refused(tmp_path):
+    """#23/3: a planted file plus a recomputed manifest passed ``verify``; the HMAC refuses it now."""
+    import json
+
+    from affect_model.train.integrity import CheckpointKeyMissing, CheckpointTampered, seal, verify
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "mp_rank_00_model_states.pt").write_bytes(b"the run's")
+    manifest = seal(str(tmp_path), rank=0, key=KEY)
+    assert KEY.decode() not in open(manifest).read()  # the key itself is never written
+    (tmp_path / "state" / "mp_rank_00_model_states.pt").write_bytes(b"planted")
+    for forged_with in (None, b"x" * 64):  # recomputed without a key, or with a guessed one
+        seal(str(tmp_path), rank=0, key=forged_with)
+        with pytest.raises(
+            CheckpointTampered, match=r"checkpoint_digest\.rank0\.json: its HMAC does not match"
+        ):
+            verify(str(tmp_path), KEY)
+    meta = json.loads(open(manifest).read())  # an edited HMAC field is refused as well
+    meta["hmac_sha256"] = "0" * 64
+    open(manifest, "w").write(json.dumps(meta))
+    with pytest.raises(CheckpointTampered, match="HMAC does not match"):
+        verify(str(tmp_path), KEY)
+    seal(str(tmp_path), rank=0, key=KEY)
+    verify(str(tmp_path), KEY)
+    with pytest.raises(CheckpointKeyMissing, match="sealed with a checkpoint key, but none is set"):
+        verify(str(tmp_path), None)  # a keyed checkpoint never loads unauthenticated
+
+
+def test_the_checkpoint_key_comes_from_the_named_variable_or_file(tmp_path, monkeypatch):
+    from affect_model.train.integrity import CheckpointKeyMissing, checkpoint_key
+
+    monkeypatch.delenv("EMER_CHECKPOINT_KEY", raising=False)
+    with pytest.raises(CheckpointKeyMissing) as err:
+        checkpoint_key(TrainConfig(), required=True)
+    for text in (
+        "train.checkpoint_key_env = 'EMER_CHECKPOINT_KEY'",
+        "train.checkpoint_key_file",
+        "token_hex",
+    ):
+        assert text in str(err.value)
+    assert checkpoint_key(TrainConfig(strategy="ddp"), required=False) is None
+    monkeypatch.setenv("MY_RUN_KEY", "short-key")
+    with pytest.raises(CheckpointKeyMissing, match="under 32") as err:
+        checkpoint_key(TrainConfig(checkpoint_key_env="MY_RUN_KEY"), required=True)
+    assert "short-key" not in str(err.value)
+    monkeypatch.setenv("MY_RUN_KEY", "a" * 64)
+    assert checkpoint_key(TrainConfig(checkpoint_key_env="MY_RUN_KEY"), required=True) == b"a" * 64
+    key_file = tmp_path / "keys" / "ckpt.key"
+    with pytest.raises(CheckpointKeyMissing, match="train.checkpoint_key_file = .*no such file"):
+        checkpoint_key(TrainConfig(checkpoint_key_file=str(key_file)), required=False)
+    key_file.parent.mkdir()
+    key_file.write_text("b" * 64 + "\n")
+    cfg = TrainConfig(checkpoint_key_file=str(key_file), storage_path=str(tmp_path / "runs"))
+    assert checkpoint_key(cfg, required=True) == b"b" * 64  # the file wins over the variable
+    with pytest.raises(ConfigError, match="inside train.storage_path"):
+        TrainConfig(checkpoint_key_file=str(tmp_path / "runs" / "k"), storage_path=str(tmp_path / "runs"))
+    with pytest.raises(ConfigError, match="looks like a key itself"):  # a key pasted as the name
+        TrainConfig(checkpoint_key_env="Xk9fQ2mZ7pL4vR8tN1wS6yB3cH5jD0gK2aE")
+
+
+def test_training_without_a_key_fails_before_ray_train_starts(monkeypatch):
+    from affect_model.train.integrity import CheckpointKeyMissing
+    from affect_model.train.loop import run_training
+    from emer.runconfig import load_run_config
+
+    monkeypatch.delenv("EMER_CHECKPOINT_KEY", raising=False)
+    run_cfg = load_run_config(None, ["train.coarse_uri=/nowhere"])
+    with pytest.raises(CheckpointKeyMissing, match="EMER_CHECKPOINT_KEY"):
+        run_training(run_cfg, task=object())
+
+
+def test_the_demo_makes_its_key_outside_the_checkpoints_and_reuses_it(tmp_path, monkeypatch):
+    import stat
+
+    from emer.demo import with_checkpoint_key
+    from emer.runconfig import load_run_config
+
+    cfg = load_run_config(None, [])
+    monkeypatch.setenv("EMER_CHECKPOINT_KEY", "e" * 64)
+    assert with_checkpoint_key(cfg, str(tmp_path)) is cfg  # the user's key wins
+    monkeypatch.delenv("EMER_CHECKPOINT_KEY")
+    made = with_checkpoint_key(cfg, str(tmp_path)).train.checkpoint_key_file
+    assert made == str(tmp_path / ".state" / "checkpoint.key")
+    assert stat.S_IMODE((tmp_path / ".state" / "checkpoint.key").stat().st_mode) == 0o600
+    key = (tmp_path / ".state" / "checkpoint.key").read_text()
+    assert (
+        len(key.strip()) == 64 and with_checkpoint_key(cfg, str(tmp_path)).train.checkpoint_key_file == made
+    )
+    assert (tmp_path / ".state" / "checkpoint.key").read_text() == key  # a rerun resumes with the same key
+    from core.config import dump_yaml
+
+    assert key.strip() not in dump_yaml(with_checkpoint_key(cfg, str(tmp_path)))
 
 
 def test_resume_record_refuses_changed_settings_and_allows_operational_ones(tmp_path):

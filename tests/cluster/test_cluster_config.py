@@ -240,7 +240,8 @@ def test_nodes_get_least_privilege_instance_profiles(launcher):
                 )
             if "secretsmanager:GetSecretValue" in actions:
                 assert resources == [
-                    "arn:aws:secretsmanager:us-west-2:123456789012:secret:emer/openai-api-key-??????"
+                    "arn:aws:secretsmanager:us-west-2:123456789012:secret:emer/openai-api-key-??????",
+                    "arn:aws:secretsmanager:us-west-2:123456789012:secret:emer/checkpoint-key-??????",
                 ]
     head_actions = {a for st in _policy("head") for a in _listed(st["Action"])}
     assert {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -97,6 +98,50 @@ def test_a_key_shaped_literal_on_the_command_line_is_refused(env, monkeypatch):
     assert shlex.split(sb.build_submission(ok).entrypoint)[-3:] == ok[1:]
 
 
+CREDS_ENDPOINT = "http://AKUNIT:pw-unit-secret-789@minio.internal:9000"
+
+
+def test_a_credential_url_in_the_environment_travels_by_name_only(env, monkeypatch):
+    """#23/1: AWS_ENDPOINT_URL=http://ak:pw@host went into the runtime env (Ray's job table) by value."""
+    for value in (CREDS_ENDPOINT, "http://minio.internal:9000/?X-Amz-Credential=AKUNIT%2F20260101"):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", value)
+        sub = sb.build_submission(["annotate", "--input", "s3://b/clips"], working_dir="/proj")
+        assert "AWS_ENDPOINT_URL" not in sub.runtime_env["env_vars"]
+        assert "AWS_ENDPOINT_URL" in sub.env_names and "AWS_ENDPOINT_URL" in sub.metadata["emer_env_names"]
+        assert "AKUNIT" not in repr((sub.entrypoint, sub.runtime_env, sub.metadata))
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (
+            ["--annotate.text.base_url=http://user:pw-unit-secret-789@llm.internal/v1"],
+            "--annotate.text.base_url",
+        ),
+        (
+            ["--annotate.text.base_url", "https://llm.internal/v1?api_key=pw-unit-secret-789"],
+            "--annotate.text.base_url",
+        ),
+        (["--input=https://h/clips.zip?X-Amz-Signature=pw-unit-secret-789&X-Amz-Date=1"], "--input"),
+        (["--evaluate.llm.base_url=http://h/v1?token=pw-unit-secret-789"], "--evaluate.llm.base_url"),
+        (["--input", "https://acct.blob.core.windows.net/c/x?sv=2024&sig=pw-unit-secret-789"], "--input"),
+        (["--subtitles=https://ghp_tokenpw-unit-secret-789@raw.example.com/subs.csv"], "--subtitles"),
+    ],
+)
+def test_credentials_in_a_url_argument_are_refused_naming_the_flag(env, args, flag):
+    """#23/1 and /12: a URL with user:password@ or a secret query parameter went into the entrypoint as is."""
+    with pytest.raises(ValueError, match="value not shown") as err:
+        sb.build_submission(["annotate", *args])
+    assert flag in str(err.value) and "pw-unit-secret-789" not in str(err.value)
+    ok = [
+        "annotate",
+        "--annotate.text.base_url=https://llm.internal/v1?model=x&keep=1",
+        "--input",
+        "s3://b/c",
+    ]
+    assert shlex.split(sb.build_submission(ok).entrypoint)[-3:] == ok[1:]  # a plain query is fine
+
+
 TRACKED = ("pyproject.toml", ".gitignore", "pkg/__init__.py", "pkg/mod.py", "docs/a b [1].md", ".env.example")
 SECRET_FILES = (
     ".env",
@@ -170,12 +215,88 @@ def test_a_secret_file_that_would_travel_makes_submit_refuse(env, repo, tmp_path
         sb.build_submission(["annotate"], working_dir=repo, ship=["missing.txt"])
 
 
-def test_a_folder_outside_git_ships_without_secret_files(env, repo, tmp_path):
+def test_a_folder_outside_git_with_secret_files_is_refused(env, repo, tmp_path, caplog):
+    """#23/6: outside git the secret files were only left out by a fixed list (.envrc, secrets.env,
+    gcp-credentials.json and symlinks to credentials travelled) with a warning; now the same check
+    as inside git refuses, and a clean folder ships everything but caches."""
     shutil.rmtree(repo / ".git")
-    sub = sb.build_submission(["annotate"], working_dir=repo)
+    with pytest.raises(ValueError, match="would ship secret-looking files: ") as err:
+        sb.build_submission(["annotate"], working_dir=repo)
+    assert all(f in str(err.value) for f in (".env", "key.pem", ".aws/credentials", "pkg/.env"))
+    for rel in SECRET_FILES:
+        (repo / rel).unlink()
+    for rel in (".envrc", "secrets.env", "conf/gcp-credentials.json"):  # each one alone is refused
+        (repo / rel).parent.mkdir(exist_ok=True)
+        (repo / rel).write_text("SECRET=1\n")
+        with pytest.raises(ValueError, match=re.escape(rel)):
+            sb.build_submission(["annotate"], working_dir=repo)
+        (repo / rel).unlink()
+    (tmp_path / "creds").write_text("aws_secret_access_key = x\n")
+    (repo / "notes" / "creds").symlink_to(tmp_path / "creds")  # a link out of the folder
+    with pytest.raises(ValueError, match=r"notes/creds -> outside the working dir"):
+        sb.build_submission(["annotate"], working_dir=repo)
+    (repo / "notes" / "creds").unlink()
+    (repo / "linked").symlink_to(tmp_path, target_is_directory=True)  # a link to a folder
+    with pytest.raises(ValueError, match=r"linked -> outside the working dir or a folder"):
+        sb.build_submission(["annotate"], working_dir=repo)
+    (repo / "linked").unlink()
+    with caplog.at_level("WARNING", logger="cluster.shipping"):
+        sub = sb.build_submission(["annotate"], working_dir=repo)
+    assert "not a git work tree" in caplog.text
     packaged = _ray_package(repo, sub.runtime_env["excludes"], tmp_path)
-    assert not packaged & set(SECRET_FILES)
-    assert {"pkg/mod.py", "pkg/untracked_new.py", "notes/todo.txt"} <= packaged
+    assert packaged == {*TRACKED, "pkg/untracked_new.py", "notes/todo.txt"}  # .cache/ stays here
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".envrc",
+        "secrets.env",
+        "prod.env",
+        "config/secrets.yaml",
+        "gcp-credentials.json",
+        ".git-credentials",
+        ".npmrc",
+        ".kube/config",
+        "kubeconfig",
+        "deploy/cluster.kubeconfig",
+        ".docker/config.json",
+    ],
+)
+def test_wider_secret_file_names_are_refused_in_git(env, repo, name):
+    """#23/6: tracked .envrc, secrets.env, gcp-credentials.json (and the like) travelled."""
+    (repo / name).parent.mkdir(parents=True, exist_ok=True)
+    (repo / name).write_text("SECRET=1\n")
+    subprocess.run(["git", "-C", str(repo), "add", "-f", name], check=True)
+    with pytest.raises(ValueError, match=f"secret-looking files: {re.escape(name)}"):
+        sb.build_submission(["annotate"], working_dir=repo)
+
+
+def test_a_link_to_a_secret_file_and_source_files_named_like_secrets(env, repo):
+    from cluster.shipping import is_secret_file
+
+    (repo / "pkg" / "settings.txt").symlink_to(repo / "key.pem")  # inside, but at a secret-looking file
+    subprocess.run(["git", "-C", str(repo), "add", "pkg/settings.txt"], check=True)
+    with pytest.raises(ValueError, match=r"pkg/settings\.txt \(-> key\.pem\)"):
+        sb.build_submission(["annotate"], working_dir=repo)
+    for source in (
+        "core/secrets.py",
+        "docs/credentials.md",
+        "tests/test_secrets.py",
+        "cluster/fetch_secret.sh",
+    ):
+        assert not is_secret_file(source), source  # the project's own modules and docs still travel
+
+
+def test_the_untracked_warning_never_advises_adding_a_secret(env, repo, caplog):
+    """#23/6: 'not shipped (untracked): .env …; `git add` them' advised committing a secret."""
+    with caplog.at_level("INFO", logger="cluster.shipping"):
+        sb.build_submission(["annotate"], working_dir=repo)
+    advice = [r.getMessage() for r in caplog.records if "git add" in r.getMessage()]
+    assert advice and "pkg/untracked_new.py" in advice[0]
+    for message in advice:
+        assert not any(secret in message for secret in SECRET_FILES), message
+    assert "secret-looking untracked file(s) stay here" in caplog.text
 
 
 def test_shipping_list_prints_what_ray_packages_and_bundle_copies_it(env, repo, tmp_path, capsys):

@@ -12,7 +12,14 @@ import yaml
 from core import runtime
 from core.config import ConfigError, dump_yaml
 from core.runtime import worker_env
-from core.secrets import env_name_problem, is_secret_name, looks_like_key, redact_url
+from core.secrets import (
+    env_name_problem,
+    is_secret_name,
+    looks_like_key,
+    redact_text,
+    redact_url,
+    secret_problem,
+)
 from core.storage import StorageConfig
 from emer.cli import main
 from emer.runconfig import load_run_config
@@ -152,3 +159,78 @@ def test_an_endpoint_url_with_credentials_is_not_sent_by_value(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
     assert worker_env()["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
     assert StorageConfig(endpoint_url=CREDS_URL).endpoint_url == CREDS_URL
+
+
+QUERY_SECRET = "q-unit-secret-4242"
+
+
+@pytest.mark.parametrize(
+    "url, redacted",
+    [
+        (f"https://h/v1?api_key={QUERY_SECRET}", "https://h/v1?api_key=***"),
+        (f"https://h/v1?model=x&apikey={QUERY_SECRET}&n=2", "https://h/v1?model=x&apikey=***&n=2"),
+        (f"https://h/v1?key={QUERY_SECRET}", "https://h/v1?key=***"),
+        (f"https://h/v1?access_token={QUERY_SECRET}", "https://h/v1?access_token=***"),
+        (f"https://h/x?password={QUERY_SECRET}", "https://h/x?password=***"),
+        (
+            f"https://a.blob.core.windows.net/c?sv=2024&sig={QUERY_SECRET}",
+            "https://a.blob.core.windows.net/c?sv=2024&sig=***",
+        ),
+        (
+            f"https://b.s3.amazonaws.com/k?X-Amz-Credential={QUERY_SECRET}&X-Amz-Signature={QUERY_SECRET}",
+            "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***",
+        ),
+        (f"https://u:{QUERY_SECRET}@h/v1?token={QUERY_SECRET}", "https://***@h/v1?token=***"),
+        (f"https://h/cb#access_token={QUERY_SECRET}", "https://h/cb#access_token=***"),
+    ],
+)
+def test_secret_query_parameters_are_redacted(url, redacted):
+    """#23/12: before, only the user:password@ part was redacted; ?api_key=... stayed."""
+    assert redact_url(url) == redacted
+    assert QUERY_SECRET not in redact_text(f"--annotate.text.base_url={url} and more")
+    problem = secret_problem(url)
+    assert problem and QUERY_SECRET not in problem
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["https://h/v1?model=x&n=2", "s3://bucket/clips", "/data/x?y", "http://127.0.0.1:8000/v1", "false", ""],
+)
+def test_plain_urls_and_values_are_not_secret(value):
+    assert redact_url(value) == value and redact_text(value) == value and secret_problem(value) is None
+
+
+def test_query_secrets_are_redacted_in_config_manifest_and_card(tmp_path, capsys):
+    """#23/12: --annotate.text.base_url=...?api_key=... reached config.yaml, manifest.json and the card."""
+    from pipelines.card import write_manifest_and_card
+    from pipelines.config import AnnotateConfig
+    from pipelines.inputs import Listing
+    from pipelines.sink import OutputState
+
+    url = f"http://127.0.0.1:9000/v1?api_key={QUERY_SECRET}"
+    run = load_run_config(None, [f"annotate.text.base_url={url}", f"evaluate.llm.base_url={url}"])
+    assert run.annotate.text.base_url == url  # the run itself still uses it
+    assert QUERY_SECRET not in dump_yaml(run)
+    assert (
+        yaml.safe_load(dump_yaml(run))["annotate"]["text"]["base_url"]
+        == "http://127.0.0.1:9000/v1?api_key=***"
+    )
+    assert main(["config", f"--annotate.text.base_url={url}"]) == 0
+    assert QUERY_SECRET not in capsys.readouterr().out
+    cfg = AnnotateConfig.from_dict({"text": {"base_url": url, "backend": "openai"}})
+    clips = f"https://store.example.com/clips?sig={QUERY_SECRET}"
+    write_manifest_and_card(
+        cfg, Listing([], [], [], [], 0), OutputState(), {}, clips, "subs.csv", str(tmp_path), None
+    )
+    for name in ("manifest.json", "config.yaml", "README.md"):
+        assert QUERY_SECRET not in (tmp_path / name).read_text(), name
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["input"] == "https://store.example.com/clips?sig=***"
+    assert manifest["config"]["text"]["base_url"] == "http://127.0.0.1:9000/v1?api_key=***"
+
+
+def test_a_query_secret_in_the_environment_is_not_sent_by_value(monkeypatch):
+    """#23/12: worker_env (core.runtime) and build_submission use the same check."""
+    monkeypatch.setenv("OPENAI_BASE_URL", f"https://h/v1?api_key={QUERY_SECRET}")
+    assert "OPENAI_BASE_URL" not in worker_env()
+    assert runtime.is_secret("OPENAI_BASE_URL", f"https://h/v1?api_key={QUERY_SECRET}")
