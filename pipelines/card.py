@@ -126,7 +126,7 @@ def write_manifest_and_card(
         "schema_version": SCHEMA_VERSION,
         "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         # absolute, so that `emer review`, started from any folder, serves the clips from it
-        "input": input_uri if storage.is_s3(input_uri) else os.path.abspath(input_uri),
+        "input": input_uri if "://" in input_uri else os.path.abspath(input_uri),  # local: absolute
         "subtitles": subtitles_uri,
         "output": output,
         "counts": counts,
