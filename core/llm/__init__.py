@@ -1,6 +1,6 @@
 """The one LLM layer: config, request/result, backends, the answer-caching ``Completer``.
 
-``create_backend(LLMConfig, role)`` returns the transformers or openai backend
+``create_backend(LLMConfig, kind)`` returns the transformers or openai backend
 (``vllm`` runs as a Ray Data stage of the annotation: ``pipelines.vllm_stage``);
 ``Completer(LLMConfig)`` is the ``complete(prompts) -> answers`` callable evaluation uses;
 ``prompts`` holds the papers' prompts (one registry), ``labels`` the one label-list parser;
@@ -10,7 +10,7 @@
 from core.llm.backends import create_backend
 from core.llm.base import (
     BACKENDS,
-    ROLES,
+    INPUT_KINDS,
     LLMBackend,
     LLMConfig,
     LLMRequest,
@@ -20,7 +20,7 @@ from core.llm.complete import Completer
 
 __all__ = [
     "BACKENDS",
-    "ROLES",
+    "INPUT_KINDS",
     "Completer",
     "LLMBackend",
     "LLMConfig",

@@ -1,4 +1,4 @@
-"""``create_backend``: the backend class named by an ``LLMConfig``, for one role.
+"""``create_backend``: the backend class named by an ``LLMConfig``, for one input kind.
 
 Kept apart from ``core.llm.base`` (which every backend imports) so that the base imports no backend.
 The backends defer their heavy libraries (torch, transformers, openai) to construction time.
@@ -31,10 +31,10 @@ SIGNAL_ONLY_IN_CLUES = (
 )
 
 
-def create_backend(cfg: LLMConfig, role: str) -> LLMBackend:
-    """The backend named by ``cfg.backend`` for ``role`` (text / audio / video)."""
+def create_backend(cfg: LLMConfig, kind: str) -> LLMBackend:
+    """The backend named by ``cfg.backend`` for input ``kind`` (``INPUT_KINDS``)."""
     if cfg.backend == "vllm":
         raise ValueError(VLLM_ONLY_IN_ANNOTATION)
     if cfg.backend == "signal":
         raise ValueError(SIGNAL_ONLY_IN_CLUES)
-    return _CLASSES[cfg.backend](cfg, role)
+    return _CLASSES[cfg.backend](cfg, kind)

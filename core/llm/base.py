@@ -16,13 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.config import Config, check_choice, check_range
-from core.llm import telemetry
 from core.llm.prompts import PROMPTS, render, system_for
+from core.llm.telemetry import model_tag, observe_latency, record_results
 from core.schema import SAMPLE_RATE
 from core.secrets import redact_url
 
 BACKENDS = ("transformers", "openai", "vllm", "signal")
-ROLES = ("text", "audio", "video", "omni")  # the kinds of input a backend is asked for
+INPUT_KINDS = ("text", "audio", "video", "omni")  # the kinds of input a backend is asked for
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -204,11 +204,11 @@ class LLMResult:
 class LLMBackend(ABC):
     """Base of every backend. Heavy state (weights, clients) is made once in ``__init__``."""
 
-    def __init__(self, cfg: LLMConfig, role: str) -> None:
-        if role not in ROLES:
-            raise ValueError(f"role {role!r}: must be one of {', '.join(ROLES)}")
+    def __init__(self, cfg: LLMConfig, kind: str) -> None:
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"kind {kind!r}: must be one of {', '.join(INPUT_KINDS)}")
         self.cfg = cfg
-        self.role = role
+        self.kind = kind
         self.text_only = True  # an endpoint backend may accept media in any role
         self.steps: list[str] = []  # the annotation roles served (set by their stages), for metrics
 
@@ -220,41 +220,42 @@ class LLMBackend(ABC):
         """Release clients / memory; the default does nothing."""
 
     def metric_tags(self) -> dict[str, str]:
-        """Tags of this backend's LLM metrics: the roles it serves (``steps``, e.g. ``disambiguate+ov``
-        when two annotation steps share one loaded model; else its kind) and its (shortened) model."""
-        role = "+".join(self.steps) if self.steps else self.role
-        return {"role": role, "model": telemetry.model_tag(self.cfg.model)}
+        """Tags of this backend's LLM metrics: ``role``, the annotation steps it serves (``steps``, e.g.
+        ``disambiguate+ov`` when two steps share one loaded model; else its input kind) and its
+        (shortened) model."""
+        role = "+".join(self.steps) if self.steps else self.kind
+        return {"role": role, "model": model_tag(self.cfg.model)}
 
     def record(self, results: Sequence[LLMResult], seconds: float | None = None) -> None:
         """Count ``results`` in the LLM metrics (requests, tokens, errors by kind, retries) and, when
         given, ``seconds`` as one call's latency. Every backend calls it once per answered request
         or batch, so all report the same way (``core.llm.telemetry``)."""
-        telemetry.record_results(self.metric_tags(), results, seconds)
+        record_results(self.metric_tags(), results, seconds)
 
     def observe_latency(self, seconds: float) -> None:
         """One call's latency alone (e.g. one HTTP attempt of a request that is retried)."""
-        telemetry.observe_latency(self.metric_tags(), seconds)
+        observe_latency(self.metric_tags(), seconds)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(role={self.role!r}, model={self.cfg.model!r})"
+        return f"{type(self).__name__}(kind={self.kind!r}, model={self.cfg.model!r})"
 
     def check_request(self, req: LLMRequest) -> str | None:
-        """Why ``req`` cannot run in this role, or None."""
-        return request_problem(req, self.role, self.text_only)
+        """Why ``req`` cannot be asked of this backend's input kind, or None."""
+        return request_problem(req, self.kind, self.text_only)
 
 
-def request_problem(req: LLMRequest, role: str, text_only: bool = True) -> str | None:
-    """Why ``req`` cannot run in ``role``, or None (every backend, and the vLLM Ray Data stage, checks
-    requests with it). ``text_only``: the text role refuses media."""
+def request_problem(req: LLMRequest, kind: str, text_only: bool = True) -> str | None:
+    """Why ``req`` cannot be asked of a model of input ``kind`` (``INPUT_KINDS``), or None (every
+    backend, and the vLLM Ray Data stage, checks requests with it). ``text_only``: text refuses media."""
     if not isinstance(req.prompt, str) or not req.prompt.strip():
         return "empty prompt"
-    if role == "audio" and req.audio is None:
+    if kind == "audio" and req.audio is None:
         return "audio role needs request.audio (16 kHz mono float32)"
-    if role == "video" and not req.frames:
+    if kind == "video" and not req.frames:
         return "video role needs request.frames (JPEG bytes)"
-    if role == "omni" and (not req.frames or req.audio is None):
+    if kind == "omni" and (not req.frames or req.audio is None):
         return "omni role needs request.frames (JPEG bytes) and request.audio (16 kHz mono float32)"
-    if role == "text" and text_only and (req.frames or req.audio is not None):
+    if kind == "text" and text_only and (req.frames or req.audio is not None):
         return "the text role takes no media; send frames / audio to the video / audio role"
     if req.audio is not None:
         a = req.audio

@@ -86,8 +86,8 @@ def encode_wav(audio) -> str:
 class OpenAIBackend(LLMBackend):
     """Chat completions against ``cfg.base_url`` with model ``cfg.model``."""
 
-    def __init__(self, cfg: LLMConfig, role: str) -> None:
-        super().__init__(cfg, role)
+    def __init__(self, cfg: LLMConfig, kind: str) -> None:
+        super().__init__(cfg, kind)
         import openai
 
         self._secret = read_api_key(cfg.api_key_env, cfg.base_url)
@@ -103,7 +103,7 @@ class OpenAIBackend(LLMBackend):
 
     def __repr__(self) -> str:
         url = redact_url(self.cfg.base_url)
-        return f"OpenAIBackend(role={self.role!r}, model={self.cfg.model!r}, base_url={url!r})"
+        return f"OpenAIBackend(kind={self.kind!r}, model={self.cfg.model!r}, base_url={url!r})"
 
     def close(self) -> None:
         self._client.close()

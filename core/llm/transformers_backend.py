@@ -37,20 +37,20 @@ def pick_device(num_gpus: float) -> str:
 class TransformersBackend(LLMBackend):
     """Loads ``cfg.model`` (local folder or hub id) once; ``generate`` runs ``cfg.batch_size`` at a time."""
 
-    def __init__(self, cfg: LLMConfig, role: str) -> None:
-        super().__init__(cfg, role)
+    def __init__(self, cfg: LLMConfig, kind: str) -> None:
+        super().__init__(cfg, kind)
         import torch
         import transformers
 
-        if role not in DEFAULT_CLASSES:
+        if kind not in DEFAULT_CLASSES:
             raise ValueError(
-                f"the transformers backend has no {role} model class; use backend vllm or openai"
+                f"the transformers backend has no {kind} model class; use backend vllm or openai"
             )
-        name = cfg.model_class or DEFAULT_CLASSES[role]
+        name = cfg.model_class or DEFAULT_CLASSES[kind]
         cls = getattr(transformers, name, None)
         if cls is None:
             raise ValueError(
-                f"model_class = {name!r}: not a transformers class; use e.g. {DEFAULT_CLASSES[role]}"
+                f"model_class = {name!r}: not a transformers class; use e.g. {DEFAULT_CLASSES[kind]}"
             )
         self.device = pick_device(cfg.num_gpus)
         dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
@@ -62,7 +62,7 @@ class TransformersBackend(LLMBackend):
             kwargs["device_map"] = "auto"
         try:
             self.model = cls.from_pretrained(cfg.model, **kwargs)
-            if role == "text":
+            if kind == "text":
                 self.processor = None
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                     cfg.model, padding_side="left", **rev
@@ -73,7 +73,7 @@ class TransformersBackend(LLMBackend):
                 self.tokenizer.padding_side = "left"
         except OSError as err:
             raise OSError(
-                f"cannot load {role} model {cfg.model!r} with {name}: {err}. Set model to a local "
+                f"cannot load {kind} model {cfg.model!r} with {name}: {err}. Set model to a local "
                 "folder (or a hub id when online); tiny test models: core.llm.tiny"
             ) from err
         if "device_map" not in kwargs:
@@ -83,7 +83,7 @@ class TransformersBackend(LLMBackend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         logger.info(
             "loaded %s model %s (%s) on %s in %.1f s",
-            role,
+            kind,
             cfg.model,
             name,
             self.device,
@@ -121,10 +121,10 @@ class TransformersBackend(LLMBackend):
     def _prepare(self, req: LLMRequest) -> dict:
         """Rendered chat text plus decoded media for one request."""
         text = {"type": "text", "text": req.prompt}
-        if self.role == "text":
+        if self.kind == "text":
             return {"text": self._chat(req, [text])}
         # media parts carry a placeholder value too: some hub templates test for the key, not the type
-        if self.role == "audio":
+        if self.kind == "audio":
             return {
                 "text": self._chat(req, [{"type": "audio", "audio": "clip.wav"}, text]),
                 "audio": req.audio,
@@ -140,8 +140,8 @@ class TransformersBackend(LLMBackend):
         owner = self.processor if self.processor is not None else self.tokenizer
         if getattr(owner, "chat_template", None) is None:
             raise ValueError(f"{self.cfg.model} has no chat template; use an instruct checkpoint")
-        messages = conversation(req, content[0]["text"] if self.role == "text" else content)
-        if self.role != "text":  # multimodal processors' templates take a list of parts in every turn
+        messages = conversation(req, content[0]["text"] if self.kind == "text" else content)
+        if self.kind != "text":  # multimodal processors' templates take a list of parts in every turn
             messages = [
                 {**m, "content": [{"type": "text", "text": m["content"]}]}
                 if isinstance(m["content"], str)
@@ -152,9 +152,9 @@ class TransformersBackend(LLMBackend):
 
     def _encode(self, chunk: list[tuple[int, dict]]):
         texts = [inp["text"] for _, inp in chunk]
-        if self.role == "text":
+        if self.kind == "text":
             return self.tokenizer(texts, return_tensors="pt", padding=True)
-        if self.role == "audio":
+        if self.kind == "audio":
             return self.processor(
                 text=texts,
                 audio=[inp["audio"] for _, inp in chunk],
@@ -178,9 +178,9 @@ class TransformersBackend(LLMBackend):
             return self._run(chunk)
         except Exception as err:  # noqa: BLE001
             if len(chunk) == 1:
-                logger.warning("%s generate failed: %s: %s", self.role, type(err).__name__, err)
+                logger.warning("%s generate failed: %s: %s", self.kind, type(err).__name__, err)
                 return [LLMResult(error=f"generate failed: {type(err).__name__}: {err}")]
-            logger.warning("%s batch of %d failed (%s); retrying one by one", self.role, len(chunk), err)
+            logger.warning("%s batch of %d failed (%s); retrying one by one", self.kind, len(chunk), err)
             return [res for item in chunk for res in self._run_isolating([item])]
 
     def _run(self, chunk: list[tuple[int, dict]]) -> list[LLMResult]:

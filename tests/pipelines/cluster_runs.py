@@ -56,7 +56,7 @@ def run_scenario(scenario: str, tmp_path: Path, args: list[str], timeout: float 
         RAY_DEDUP_LOGS="0",
         RAY_FAKE_CLUSTER="1",  # the fake_multinode provider refuses to run without it
         AUTOSCALER_UPDATE_INTERVAL_S="1",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), str(HERE.parent)]),  # HERE.parent: llm_fixtures
         PYTHONUNBUFFERED="1",
     )
     cmd = [sys.executable, str(HERE / "cluster_scenario.py"), scenario, *args, "--report", str(report)]

@@ -1,6 +1,6 @@
 """Helpers for the LLM tests: media samples and a scripted OpenAI-compatible HTTP server.
 
-Imported by the test modules (not a conftest, to stay apart from other tests in this folder).
+Imported by the test modules of core/llm and pipelines (not a conftest: a plain helper module).
 The server listens on 127.0.0.1 with a free port and answers ``POST /v1/chat/completions``
 according to markers in the prompt text, counted per distinct prompt:
 

@@ -26,7 +26,7 @@ def server(monkeypatch):
         yield srv
 
 
-def make(server, role="text", **kw):
+def make(server, kind="text", **kw):
     opts = dict(
         backend="openai",
         model="test-model",
@@ -38,7 +38,7 @@ def make(server, role="text", **kw):
         max_new_tokens=32,
         concurrency=4,
     )
-    be = create_backend(LLMConfig(**(opts | kw)), role)
+    be = create_backend(LLMConfig(**(opts | kw)), kind)
     be.sleeps = []
     be.sleep = be.sleeps.append  # record the backoff instead of waiting
     return be
@@ -57,7 +57,7 @@ def test_text_request_payload_and_usage(server):
 
 def test_frames_go_as_base64_jpeg_image_parts(server):
     frames = jpeg_frames(3)
-    [res] = make(server, role="video").generate([LLMRequest(prompt="describe", frames=frames)])
+    [res] = make(server, kind="video").generate([LLMRequest(prompt="describe", frames=frames)])
     assert res.text.startswith("echo images=3 audio=0")
     content = server.calls[0]["body"]["messages"][0]["content"]
     assert [p["type"] for p in content] == ["image_url"] * 3 + ["text"]
@@ -70,7 +70,7 @@ def test_frames_go_as_base64_jpeg_image_parts(server):
 
 def test_audio_goes_as_wav_input_audio(server):
     audio = tone(1.5)
-    [res] = make(server, role="audio").generate([LLMRequest(prompt="listen", audio=audio)])
+    [res] = make(server, kind="audio").generate([LLMRequest(prompt="listen", audio=audio)])
     assert res.text.startswith("echo images=0 audio=1")
     part = server.calls[0]["body"]["messages"][0]["content"][0]
     assert part["type"] == "input_audio" and part["input_audio"]["format"] == "wav"
@@ -159,7 +159,7 @@ def test_concurrency_is_bounded_and_order_kept(server):
 
 
 def test_bad_media_is_a_result_not_an_exception(server):
-    results = make(server, role="video").generate(
+    results = make(server, kind="video").generate(
         [LLMRequest(prompt="x", frames=[b"PNG..."]), LLMRequest(prompt="y")]
     )
     assert results[0].error == "bad input: frame 0 is not JPEG bytes"
@@ -169,7 +169,7 @@ def test_bad_media_is_a_result_not_an_exception(server):
 
 def test_api_key_never_leaks(server, caplog, capsys):
     caplog.set_level(logging.DEBUG)  # every logger, the client's and httpx's included
-    be = make(server, role="video", timeout_s=0.3, max_retries=1)
+    be = make(server, kind="video", timeout_s=0.3, max_retries=1)
     results = be.generate(
         [
             LLMRequest(prompt=p, frames=jpeg_frames(1))

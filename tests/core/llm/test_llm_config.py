@@ -69,8 +69,8 @@ def test_result_ok():
     assert LLMResult(text="x").ok and not LLMResult(error="boom").ok and not LLMResult().ok
 
 
-def test_unknown_role_and_vllm_outside_annotation():
-    with pytest.raises(ValueError, match="role 'speech'"):
+def test_unknown_input_kind_and_vllm_outside_annotation():
+    with pytest.raises(ValueError, match="kind 'speech'"):
         create_backend(LLMConfig(backend="openai", api_key_env=""), "speech")
     # vllm is a Ray Data stage of the annotation, never an in-process backend: the error says what to do
     with pytest.raises(ValueError, match="vllm serve") as err:
