@@ -99,14 +99,14 @@ def rows(n: int) -> list[dict]:
 def run_loop(cfg, data: list[dict], batch: int) -> dict:
     """The backend in a plain loop: load it, then one ``generate`` per stage batch."""
     from core.llm import create_backend
-    from pipelines.config import KIND
+    from pipelines.steps import kind_of
 
     llm = cfg.llm(ROLE)
     start = time.perf_counter()
-    backend = create_backend(llm, KIND[ROLE])
+    backend = create_backend(llm, kind_of(ROLE))
     load = time.perf_counter() - start
     # the stage builds the requests and reuses the loaded backend
-    stage = stage_class()(cfg, shared=[("llm", (KIND[ROLE], llm), backend)])
+    stage = stage_class()(cfg, shared=[("llm", (kind_of(ROLE), llm), backend)])
     requests = [stage.request(r) for r in data]
     texts, times = [], []
     for i in range(0, len(requests), batch):

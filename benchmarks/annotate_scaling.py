@@ -8,7 +8,7 @@ time. The rows are real decoded clips: ``--clips`` generated clips decoded once 
 ``DecodeStage`` + ``CheckStage``, demo media settings), repeated under new names to
 ``--rows-per-actor`` x actors rows. They then go through the real model stage of the pipeline: the
 real stage class (``MODEL_STAGE``, ``VideoClueStage``) and the real OpenAI backend, on an actor pool
-made like ``pipelines.annotate.build_pipeline`` makes it (``pool_bounds``, ``pools.remote_for``,
+made like ``pipelines.annotate.build_pipeline`` makes it (``pools.pool_sizes``, ``pools.remote_for``,
 ``core.stage.map_stages``, 2 batches in flight per actor). Decoding is not timed (it is the subject
 of ``annotate_decode.py``).
 
@@ -118,7 +118,7 @@ def model_stage_dataset(cfg, rows: list[dict]):
 
     res, llm = getattr(cfg.stages, STAGE), getattr(cfg, ROLE)
     groups = [([stage_class()], res, llm)]
-    ((lo, hi),) = pools.pool_bounds(cfg, groups)
+    ((lo, hi),) = pools.pool_sizes(groups)
     batch = max(1, min(res.batch_size, math.ceil(len(rows) / hi)))  # build_pipeline's _batch_size
     ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch))
     remote = pools.remote_for(res, llm)  # what build_pipeline gives a pool

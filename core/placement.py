@@ -6,9 +6,8 @@ asks for such a resource only when its config says so (``annotate.decode.resourc
 in the cluster preset); the defaults ask for none, so a laptop run never waits for a node that
 does not exist.
 
-``remote_args`` builds the ``ray_remote_args`` of a ``map_batches`` call; ``pool_bounds`` turns a
-stage's configured concurrency into actor-pool bounds (autoscaling ones unless the size is fixed);
-``spread`` says over how many actors a run's rows are split.
+``remote_args`` builds the ``ray_remote_args`` of a ``map_batches`` call; ``spread`` says over how
+many actors a run's rows are split (a pool's bounds: ``core.resources.Resources.bounds``).
 """
 
 from __future__ import annotations
@@ -48,22 +47,6 @@ def fit_count(per_actor: Mapping[str, float], totals: Mapping[str, float]) -> in
         math.floor(totals.get(name, 0.0) / amount + 1e-9) for name, amount in per_actor.items() if amount
     ]
     return min(counts) if counts else 0
-
-
-def pool_bounds(fixed: int = 0, min_size: int = 0, max_size: int = 0) -> tuple[int, int | None]:
-    """(min_size, max_size) of the actor pool of a stage that asks for GPUs or custom resources.
-
-    ``fixed`` > 0 is a fixed size. Otherwise the pool autoscales from ``min_size`` (at least 1) to
-    ``max_size``; ``max_size`` 0 means unbounded (``None``): Ray Data adds an actor whenever the
-    pool's actors are busy (2 tasks in flight each), as far as its resource budget allows, and the
-    pending actors' resource demand makes the cluster autoscaler add nodes (up to the cluster's
-    ``max_workers``). The cluster's current size is no bound: on an autoscaling cluster that starts
-    with no worker nodes it is zero.
-    """
-    if fixed > 0:
-        return fixed, fixed
-    lo = max(1, min_size)
-    return lo, (max(lo, max_size) if max_size > 0 else None)
 
 
 def spread(

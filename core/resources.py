@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any
 
 from core.config import Config, check_range
-from core.placement import pool_bounds, remote_args
+from core.placement import remote_args
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +49,16 @@ class Resources(Config):
         return out
 
     def bounds(self) -> tuple[int, int | None]:
-        """(min, max) actors of the pool; max None = unbounded (see ``core.placement.pool_bounds``)."""
-        return pool_bounds(self.actors, self.min_actors, self.max_actors)
+        """(min, max) actors of the pool: ``actors`` > 0 is a fixed size; otherwise it autoscales from
+        ``min_actors`` (at least 1) to ``max_actors``, 0 meaning unbounded (``None``): Ray Data adds an
+        actor whenever the pool's actors are busy (2 tasks in flight each), as far as its resource
+        budget allows, and the pending actors' resource demand makes the cluster autoscaler add nodes
+        (up to the cluster's ``max_workers``). The cluster's current size is no bound: on an
+        autoscaling cluster that starts with no worker nodes it is zero."""
+        if self.actors > 0:
+            return self.actors, self.actors
+        lo = max(1, self.min_actors)
+        return lo, (max(lo, self.max_actors) if self.max_actors > 0 else None)
 
     def per_actor(self) -> dict[str, float]:
         """What one actor asks, in Ray's resource names (``CPU``, ``GPU``, custom), zeros left out."""

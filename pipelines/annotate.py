@@ -106,7 +106,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     import ray
 
     groups = pools.stage_groups(cfg)
-    bounds = pools.pool_bounds(cfg, groups)
+    bounds = pools.pool_sizes(groups)
     env = _runtime_env(worker_env())
     if isolate:  # a few rows re-run one by one: no scaling
         bounds = [(lo, lo) for lo, _ in bounds]

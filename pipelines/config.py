@@ -21,6 +21,9 @@ import dataclasses
 
 from core.config import Config, check_choice, check_range
 from core.llm import LLMConfig
+from core.resources import Resources
+from pipelines import steps
+from pipelines.steps import INHERIT_FROM
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
 LANGUAGES = ("english", "chinese")
@@ -29,19 +32,17 @@ STOP_AFTER = ("check", "labels")
 AUDIO_BACKENDS = ("pyav", "ffmpeg")
 VIDEO_PROMPTS = ("video_clue", "frames_clue")
 CLUES = ("separate", "omni")  # audio + video LLMs (the papers), or one audio-video (omni) model
-TEXT_STEPS = ("disambiguate", "translate_en_zh", "translate_zh_en", "ov")
-ROLES = ("audio", "video", "omni", *TEXT_STEPS)  # every model role of the annotation
-KIND = {"audio": "audio", "video": "video", "omni": "omni", **{s: "text" for s in TEXT_STEPS}}
-INHERIT_FROM = "text"  # the text steps' shared base (in ``annotate`` and in ``annotate.stages``)
+# The steps only an LLM can run (``backend: signal`` measures audio or video clues only)
+_UNMEASURED = tuple(n for n, s in steps.STEPS.items() if s.kind not in ("audio", "video"))
 
 
-def inherit(data: dict, children=TEXT_STEPS, base: str = INHERIT_FROM) -> dict:
-    """Config data with each child section given there laid over a deep copy of ``base``'s data.
+def inherit(data: dict, base: str = INHERIT_FROM) -> dict:
+    """Config data with each text step's section given there laid over a deep copy of ``base``'s.
 
-    A child that is not given stays absent (None: it uses ``base`` as a whole at run time)."""
+    A step that is not given stays absent (None: it uses ``base`` as a whole at run time)."""
     out = dict(data)
     parent = data.get(base)
-    for child in children:
+    for child in steps.text_steps():
         given = data.get(child)
         if isinstance(given, dict) and isinstance(parent, dict):
             out[child] = _overlay(parent, given)
@@ -56,76 +57,87 @@ def _overlay(base: dict, top: dict) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class StageConfig(Config):
-    """Ray resources of one stage (its actor pool) and how the pool scales.
+class StageConfig(Resources):
+    """Ray resources of one stage's actor pool (``core.resources.Resources``: num_cpus, resources,
+    actors or min_actors..max_actors), its batch size and how Ray restarts it.
 
-    actors: a fixed pool size; 0 = an autoscaling pool from ``min_actors`` (0 = 1) to ``max_actors``.
-    A stage that asks for GPUs (its role's ``num_gpus``) or custom ``resources`` grows beyond the
-    cluster's current size: Ray Data adds an actor while the pool's actors are all busy, the pending
-    actor's resource demand makes the cluster autoscaler add a node, and idle actors are released
-    (down to ``min_actors``) so idle nodes go; ``max_actors`` 0 leaves it unbounded (then the
-    cluster's ``max_workers`` bound it; the cluster preset sets what ``ray_cluster.yaml`` provides).
-    Without such resources decode gets the CPUs the other pools leave free (within
-    ``min_actors``/``max_actors`` when set) and an LLM stage ``min_actors`` actors (up to
-    ``max_actors``). resources: custom Ray resources per actor, e.g. ``{decode: 1}`` on a cluster
-    whose CPU nodes carry them. max_restarts / max_task_retries cap Ray's restarts of a crashed actor
-    and retries of its task (a retried task re-runs a crashing clip: rows of lost blocks are re-run
-    one by one afterwards instead, see ``isolate_crashes``).
+    A stage that asks for GPUs (its role's ``annotate.<role>.num_gpus``, the one place of that fact:
+    ``num_gpus`` here must stay 0) or custom ``resources`` grows beyond the cluster's current size: Ray
+    Data adds an actor while the pool's actors are all busy, the pending actor's resource demand makes
+    the cluster autoscaler add a node, and idle actors are released (down to ``min_actors``) so idle
+    nodes go; ``max_actors`` 0 leaves it unbounded (then the cluster's ``max_workers`` bound it; the
+    cluster preset sets what ``ray_cluster.yaml`` provides). Without such resources decode gets the
+    CPUs the other pools leave free (within ``min_actors``/``max_actors`` when set) and an LLM stage
+    ``min_actors`` actors (up to ``max_actors``). resources: custom Ray resources per actor, e.g.
+    ``{decode: 1}`` on a cluster whose CPU nodes carry them. max_restarts / max_task_retries cap Ray's
+    restarts of a crashed actor and retries of its task (a retried task re-runs a crashing clip: rows
+    of lost blocks are re-run one by one afterwards instead, see ``isolate_crashes``).
     """
 
-    num_cpus: float = 1.0
-    actors: int = 0
-    min_actors: int = 0
-    max_actors: int = 0
     batch_size: int = 16
-    resources: dict[str, float] = dataclasses.field(default_factory=dict)
     max_restarts: int = 3
     max_task_retries: int = 0
 
     def problems(self) -> list[str]:
-        out: list[str] = []
-        check_range(out, "num_cpus", self.num_cpus, 0.0, None)
-        check_range(out, "actors", self.actors, 0, 4096)
-        check_range(out, "min_actors", self.min_actors, 0, 4096)
-        check_range(out, "max_actors", self.max_actors, 0, 4096)
-        if self.actors and (self.min_actors or self.max_actors):
+        out = super().problems()
+        if self.num_gpus:
             out.append(
-                f"actors = {self.actors} fixes the pool size: leave min_actors/max_actors at 0, or set "
-                "actors = 0 for a pool that scales between them"
+                f"num_gpus = {self.num_gpus}: a stage's GPUs are its role's, annotate.<role>.num_gpus "
+                "(decode uses none); leave it at 0 here"
             )
-        if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
-            out.append(f"min_actors = {self.min_actors}: must be <= max_actors ({self.max_actors})")
         check_range(out, "batch_size", self.batch_size, 1, 100_000)
         check_range(out, "max_restarts", self.max_restarts, 0, 1000)
         check_range(out, "max_task_retries", self.max_task_retries, 0, 1000)
-        for name, amount in self.resources.items():
-            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
-                out.append(f"resources.{name} = {amount!r}: must be a number >= 0")
         return out
 
 
+def with_step_fields(after: str, fields: dict[str, tuple[str, object]]):
+    """A class decorator that declares one dataclass field per step (name -> (annotation, default))
+    right after field ``after``, before ``dataclasses.dataclass`` sees the class."""
+
+    def add(cls: type) -> type:
+        annotations: dict[str, object] = {}
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+            annotations[name] = annotation
+            if name == after:
+                for step, (step_annotation, default) in fields.items():
+                    annotations[step] = step_annotation
+                    setattr(cls, step, default)
+        cls.__annotations__ = annotations
+        return cls
+
+    return add
+
+
+def _stage_fields(text: bool) -> dict[str, tuple[str, object]]:
+    """The per-step fields of ``StagesConfig``: a text step's is None (``stages.text``) until given."""
+    return {
+        name: ("StageConfig | None", None)
+        if step.inherits
+        else ("StageConfig", StageConfig(batch_size=step.batch_size))
+        for name, step in steps.STEPS.items()
+        if step.inherits == text
+    }
+
+
 @dataclasses.dataclass(frozen=True)
+@with_step_fields("text", _stage_fields(text=True))
+@with_step_fields("decode", _stage_fields(text=False))
 class StagesConfig(Config):
     """Per-stage resources, e.g. ``--annotate.stages.decode.actors=8``; a text step not given uses
     ``text`` (given, it inherits every key it does not set from ``text``)."""
 
-    decode: StageConfig = StageConfig()
-    audio: StageConfig = StageConfig(batch_size=8)
-    video: StageConfig = StageConfig(batch_size=8)
-    omni: StageConfig = StageConfig(batch_size=4)
-    text: StageConfig = StageConfig(batch_size=16)
-    disambiguate: StageConfig | None = None
-    translate_en_zh: StageConfig | None = None
-    translate_zh_en: StageConfig | None = None
-    ov: StageConfig | None = None
+    decode: StageConfig = StageConfig()  # then one field per clue step of ``pipelines.steps``
+    text: StageConfig = StageConfig(batch_size=16)  # then one field per text step (None: ``text``)
 
     @classmethod
     def prepare_data(cls, data: dict) -> dict:
         return inherit(data)
 
     def of(self, role: str) -> StageConfig:
-        """The resources of ``role``'s stage (a text step not given: ``text``)."""
-        return getattr(self, role) or self.text
+        """The resources of ``role``'s stage (a text step not given, or registered after import:
+        ``text``)."""
+        return getattr(self, role, None) or self.text
 
 
 def _llm(model: str, max_new_tokens: int = 512) -> LLMConfig:
@@ -133,6 +145,7 @@ def _llm(model: str, max_new_tokens: int = 512) -> LLMConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+@with_step_fields("text", {name: ("LLMConfig | None", None) for name in steps.text_steps()})
 class AnnotateConfig(Config):
     """Clips -> clues -> disambiguated bilingual description -> OV labels (EMER-Coarse)."""
 
@@ -164,10 +177,7 @@ class AnnotateConfig(Config):
     video: LLMConfig = _llm("Qwen/Qwen2.5-VL-7B-Instruct")
     omni: LLMConfig = LLMConfig(backend="vllm", model="Qwen/Qwen2.5-Omni-7B", num_gpus=1.0)
     text: LLMConfig = _llm("Qwen/Qwen2-7B-Instruct")  # the text steps' base (keys they do not set)
-    disambiguate: LLMConfig | None = None  # S2: clues + subtitle -> description (None: ``text``)
-    translate_en_zh: LLMConfig | None = None
-    translate_zh_en: LLMConfig | None = None
-    ov: LLMConfig | None = None  # open-vocabulary label extraction
+    # then one ``LLMConfig | None`` per text step of ``pipelines.steps`` (None: ``text``)
     stop_after: str = "labels"  # "check": decode + check + write only (no LLM stages)
     # Ray and reliability
     stages: StagesConfig = StagesConfig()
@@ -191,8 +201,8 @@ class AnnotateConfig(Config):
                 "annotate.omni.backend = 'transformers': the omni role runs on vllm (Qwen2.5-Omni) "
                 "or on an OpenAI-compatible endpoint that takes audio and images (backend: openai)"
             )
-        for role in ("omni", *TEXT_STEPS, INHERIT_FROM):  # a text step not given is ``text``'s problem
-            if getattr(self, role) is not None and getattr(self, role).backend == "signal":
+        for role in (*_UNMEASURED, INHERIT_FROM):  # a text step not given is ``text``'s problem
+            if getattr(self, role, None) is not None and getattr(self, role).backend == "signal":
                 out.append(
                     f"annotate.{role}.backend = 'signal': only the audio and video clue roles can be "
                     "measured signals (pipelines.signals); this role needs an LLM backend"
@@ -236,16 +246,13 @@ class AnnotateConfig(Config):
         return self.stop_after == "labels"
 
     def llm(self, role: str) -> LLMConfig:
-        """The LLM config ``role`` runs with (a text step not given: ``text``)."""
-        return getattr(self, role) or self.text
+        """The LLM config ``role`` runs with (a text step not given, or registered after import:
+        ``text``)."""
+        return getattr(self, role, None) or self.text
 
     def roles(self) -> list[str]:
-        """The model roles this run calls, in pipeline order (none when it stops after the check)."""
-        if not self.llm_stages:
-            return []
-        clues = ["omni"] if self.clues == "omni" else ["audio", "video"]
-        translate = [f"translate_{self.translate}"] if self.translate != "none" else []
-        return [*clues, "disambiguate", *translate, "ov"]
+        """The model roles (steps) this run calls, in pipeline order (none when it stops after the check)."""
+        return [step.name for step in steps.run_steps(self)]
 
     def prompt_variants(self) -> dict[str, dict[str, object]]:
         """Role -> the prompts it replaces and its few-shot examples per prompt ({} = the papers')."""
@@ -288,6 +295,6 @@ RESUME_IGNORED = frozenset(
         "progress_every_s",
         "max_failure_fraction",
         "stop_after_fatal",
-        *(f"{role}.{key}" for role in (*ROLES, INHERIT_FROM) for key in _LLM_OPERATIONAL),
+        *(f"{role}.{key}" for role in (*steps.names(), INHERIT_FROM) for key in _LLM_OPERATIONAL),
     }
 )

@@ -1,10 +1,11 @@
 """Actor pools of the annotation job: which stages share a pool, what each actor asks, how big.
 
-``stage_groups`` puts each model role in its own pool (consecutive text steps with equal model and
-resources share one, and one loaded model); ``stage_asks`` says what one actor of each pool asks of
-Ray (an endpoint role, ``backend: openai``, asks no GPU and no GPU-node ``llm`` slot);
-``pool_bounds`` turns ``StageConfig`` (actors, or min_actors..max_actors) and the cluster into
-(min, max) bounds, max ``None`` meaning "as many as the autoscaler can add".
+``stage_groups`` puts each step of ``pipelines.steps`` in its own pool (consecutive steps that may
+share one, with equal model and resources, share one and one loaded model); ``stage_asks`` says what
+one actor of each pool asks of Ray (an endpoint role, ``backend: openai``, asks no GPU and no
+GPU-node ``llm`` slot); ``pool_sizes`` turns each pool's ``StageConfig`` (``Resources.bounds``) and
+the cluster's free CPUs into (min, max) actors, max ``None`` meaning "as many as the autoscaler can
+add".
 """
 
 from __future__ import annotations
@@ -13,41 +14,33 @@ import math
 from typing import Any
 
 from core import placement
-from pipelines.config import KIND, AnnotateConfig, StageConfig
-from pipelines.stages import (
-    CheckStage,
-    DecodeStage,
-    DisambiguateStage,
-    OVLabelStage,
-    TranslateStage,
-    llm_stage_classes,
-)
+from pipelines import steps
+from pipelines.config import AnnotateConfig, StageConfig
+from pipelines.stages import CheckStage, DecodeStage
 
 
 def stage_groups(cfg: AnnotateConfig) -> list[tuple[list, StageConfig, Any]]:
     """Stages grouped by the actor pool they run in: (stage classes, resources, LLM config or None).
 
-    Each model role gets its own pool, except that consecutive text steps with the same model config
-    and the same resources share one pool and one loaded model (as the demo's three text steps do).
+    Each step gets its own pool, except that consecutive steps that may share one (``share_pool``,
+    the text steps) with the same model config and the same resources share one pool and one loaded
+    model (as the demo's three text steps do).
     """
     groups: list[tuple[list, StageConfig, Any]] = [([DecodeStage, CheckStage], cfg.stages.decode, None)]
-    for cls in llm_stage_classes(cfg):
-        role = cls.role_for(cfg)
-        llm, res = cfg.llm(role), cfg.stages.of(role)
-        last = groups[-1]
-        if last[2] is not None and KIND.get(role) == "text" and (last[2], last[1]) == (llm, res):
-            if last[0][-1] in TEXT_STAGES:
-                last[0].append(cls)
-                continue
-        groups.append(([cls], res, llm))
+    shared = False  # may the last group take the next step
+    for step in steps.run_steps(cfg):
+        llm, res = cfg.llm(step.name), cfg.stages.of(step.name)
+        if shared and step.share_pool and (groups[-1][2], groups[-1][1]) == (llm, res):
+            groups[-1][0].append(step.stage)
+        else:
+            groups.append(([step.stage], res, llm))
+        shared = step.share_pool
     return groups
 
 
-TEXT_STAGES = (DisambiguateStage, TranslateStage, OVLabelStage)
-
-
-def pool_bounds(cfg: AnnotateConfig, groups) -> list[tuple[int, int | None]]:
-    """(min, max) actors per group (max ``None``: unbounded), see ``StageConfig``."""
+def pool_sizes(groups) -> list[tuple[int, int | None]]:
+    """(min, max) actors per group (max ``None``: unbounded), see ``StageConfig``: decode without
+    custom resources gets the CPUs the other pools leave free."""
     import ray
 
     totals = ray.cluster_resources()
@@ -66,7 +59,7 @@ def pool_bounds(cfg: AnnotateConfig, groups) -> list[tuple[int, int | None]]:
 
 def auto_bounds(res: StageConfig, llm) -> tuple[int, int | None] | None:
     if res.actors or resources_of(res, llm) or gpus(llm):  # fixed, or grows with an autoscaling cluster
-        return placement.pool_bounds(res.actors, res.min_actors, res.max_actors)
+        return res.bounds()
     if llm is not None:
         lo = max(1, res.min_actors)
         return lo, max(lo, res.max_actors)

@@ -24,9 +24,8 @@ from core.config import to_plain
 from core.fingerprint import fingerprint
 from core.llm.prompts import PROMPTS, system_for
 from core.secrets import redact_url
-from pipelines.config import KIND
 from pipelines.signals import backend as signals
-from pipelines.stages import llm_stage_classes
+from pipelines.steps import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +82,14 @@ def model_revision(llm: Any, kind: str = "") -> str:
 def steps(cfg: Any) -> dict[str, dict[str, Any]]:
     """Step name -> what produced it (``STEP_KEYS`` plus ``emer``), in pipeline order."""
     out: dict[str, dict[str, Any]] = {}
-    for cls in llm_stage_classes(cfg):
-        role = cls.role_for(cfg)
-        llm, prompt = cfg.llm(role), cls.prompt_for(cfg)
-        kind = KIND[role]
+    for step in run_steps(cfg):
+        role, kind = step.name, step.kind
+        llm, prompt = cfg.llm(role), step.prompt(cfg)
         if llm.backend == "signal":
             prompt, digest = SIGNAL_REFERENCE[kind], signals.reference_hash(kind)
         else:
             digest = prompt_hash(llm, prompt)
-        out[cls.name] = {
+        out[step.stage.name] = {
             "role": role,
             "backend": llm.backend,
             "model": llm.model,

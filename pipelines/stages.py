@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, ClassVar
 
 from core import metrics
 from core.llm import LLMRequest, create_backend
@@ -33,7 +33,6 @@ from core.schema import (
 )
 from core.stage import OK, REJECTED, Stage, fail
 from pipelines import decode_worker, fetch, media
-from pipelines.config import KIND, AnnotateConfig
 from pipelines.signals import backend as signals
 
 log = logging.getLogger(__name__)
@@ -151,6 +150,7 @@ class CheckStage(Stage):
 class LLMStage(Stage):
     """A stage that asks the role's LLM one question per row and stores the answer."""
 
+    kind: ClassVar[str] = "text"  # the input kind its model is asked with (core.llm.INPUT_KINDS)
     output = ""
     prompt = ""  # the registry prompt this stage asks (``prompt_for`` when it depends on the config)
 
@@ -167,7 +167,6 @@ class LLMStage(Stage):
         """The role, its LLM config and the columns needed under ``cfg`` (no model is loaded)."""
         self.role = self.role_for(self.cfg)
         self.llm_cfg = self.cfg.llm(self.role)
-        self.kind = KIND[self.role]
 
     signal = None  # a measurer (pipelines.signals) instead of an LLM: backend "signal"
 
@@ -231,6 +230,7 @@ class AudioClueStage(LLMStage):
     """Strategy S0: the audio LLM describes the acoustic emotion clues (no subtitle)."""
 
     name, role, output, prompt = "audio_clue", "audio", "audio_clue", "audio_clue"
+    kind = "audio"
     needs = ("audio",)
     produces = ("audio_clue", AUDIO_FEATURES)
 
@@ -248,6 +248,7 @@ class VideoClueStage(LLMStage):
     """Strategy S0: the video LLM describes facial, body and scene clues from the sampled frames."""
 
     name, role, output = "video_clue", "video", "video_clue"
+    kind = "video"
     needs = ("frames", "duration_s")
     produces = ("video_clue", FACE_EXPRESSIONS)
 
@@ -272,6 +273,7 @@ class OmniClueStage(LLMStage):
     sees the frames in one request, as Qwen2.5-Omni does."""
 
     name, role, output, prompt = "av_clue", "omni", "av_clue", "av_clue"
+    kind = "omni"
     needs = ("audio", "frames", "duration_s")
     produces = ("av_clue",)
 
@@ -364,10 +366,11 @@ class OVLabelStage(LLMStage):
         row[OV_LABELS] = parse_ov_labels(text)
 
 
-def llm_stage_classes(cfg: AnnotateConfig) -> list[type]:
-    """The model stages this run uses, in order (``cfg.roles()`` names their roles)."""
-    if not cfg.llm_stages:
-        return []
-    clues = [OmniClueStage] if cfg.clues == "omni" else [AudioClueStage, VideoClueStage]
-    translate = [TranslateStage] if cfg.translate != "none" else []
-    return [*clues, DisambiguateStage, *translate, OVLabelStage]
+class TextStepStage(LLMStage):
+    """A text step declared by its table entry alone (``pipelines.steps.text_step``): its prompt's
+    data fields filled from its input columns, the answer written to its output column."""
+
+    fields: ClassVar[dict[str, str]] = {}  # prompt data field -> input column
+
+    def request(self, row: dict[str, Any]):
+        return self.ask(self.prompt, {field: row.get(col) or "" for field, col in self.fields.items()})

@@ -16,6 +16,7 @@ import pytest
 
 from cluster import submit as sb
 from core import metrics, placement
+from core.resources import Resources
 from emer.cli import build_parser, split_overrides
 from emer.job_entry import entry_main
 
@@ -430,6 +431,6 @@ def test_placement_asks_for_custom_resources_only_when_configured():
     totals = {"CPU": 16.0, "decode": 8.0, "GPU": 2.0, "llm": 2.0}
     assert placement.fit_count({"CPU": 1, "decode": 1}, totals) == 8
     assert placement.fit_count({"CPU": 1, "llm": 1}, {"CPU": 4.0}) == 0
-    assert placement.pool_bounds(fixed=3) == (3, 3)
-    assert placement.pool_bounds(max_size=4) == (1, 4)  # autoscales from 1, also from 0 workers
+    assert Resources(actors=3).bounds() == (3, 3)
+    assert Resources(max_actors=4).bounds() == (1, 4)  # autoscales from 1, also from 0 workers
     assert placement.spread((1, None), {"CPU": 1, "decode": 1}, totals) == 8

@@ -43,10 +43,10 @@ def test_stage_config_checks_the_pool_bounds():
 
 
 def test_pool_bounds_autoscale_beyond_the_clusters_current_size():
-    assert placement.pool_bounds(fixed=3, max_size=9) == (3, 3)
-    assert placement.pool_bounds() == (1, None)  # unbounded: Ray Data and the autoscaler decide
-    assert placement.pool_bounds(min_size=2, max_size=4) == (2, 4)
-    assert placement.pool_bounds(min_size=5, max_size=4) == (5, 5)  # (config checks refuse it first)
+    assert StageConfig(actors=3).bounds() == (3, 3)
+    assert StageConfig().bounds() == (1, None)  # unbounded: Ray Data and the autoscaler decide
+    assert StageConfig(min_actors=2, max_actors=4).bounds() == (2, 4)
+    assert StageConfig(min_actors=2).bounds() == (2, None)
     cold = {"CPU": 2.0}  # an autoscaling cluster with no worker node yet
     assert placement.spread((1, None), {"CPU": 1, "llm": 1}, cold) == 1
     assert placement.spread((1, None), {"CPU": 1, "llm": 1}, {"CPU": 8.0, "llm": 3.0}) == 3
@@ -58,7 +58,7 @@ def _bounds(cfg: AnnotateConfig, totals: dict, monkeypatch) -> dict[str, tuple]:
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: totals)
     groups = pools.stage_groups(cfg)
-    return {g[0][0].name: b for g, b in zip(groups, pools.pool_bounds(cfg, groups))}
+    return {g[0][0].name: b for g, b in zip(groups, pools.pool_sizes(groups))}
 
 
 def test_the_cluster_preset_grows_on_a_cold_cluster(monkeypatch):
