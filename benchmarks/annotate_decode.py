@@ -80,14 +80,14 @@ def run_loop(rows: list[dict], out: str) -> float:
     import importlib
 
     from core.stage import StageChain, rows_to_table
-    from pipelines.sink import WriteStage
+    from pipelines.sink import writer
     from pipelines.stages import CheckStage, DecodeStage
 
     for lib in ("av", "decord", "PIL.Image", "soundfile"):  # imported before the clock, like ray.data
         importlib.import_module(lib)
 
     cfg = bench_config()
-    chain = StageChain([(DecodeStage, {}), (CheckStage, {}), (WriteStage, {"output": out})], cfg)
+    chain = StageChain([(DecodeStage, {}), (CheckStage, {}), writer(cfg, out)], cfg)
     batch = cfg.stages.decode.batch_size
     start = time.perf_counter()
     done = 0

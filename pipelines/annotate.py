@@ -133,7 +133,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
                 continue
             chain, llm, res, pool = [], None, res.replace(resources={}), (1, 1)  # the sink alone
         if i == len(groups) - 1:
-            chain.append((sink.WriteStage, {"output": output}))
+            chain.append(sink.writer(cfg, output))
         remote = pools.remote_for(res, llm, isolate)
         ds = map_stages(
             ds,

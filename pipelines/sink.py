@@ -45,6 +45,7 @@ from core.schema import (
 from core.stage import Stage
 from pipelines.config import RESUME_IGNORED
 from pipelines.provenance import run_fingerprint
+from pipelines.steps import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,24 @@ def shard_id(names: Iterable[str]) -> str:
 
 
 def sample_columns(cfg) -> tuple[str, ...]:
+    """The columns of a sample shard: the schema's, then the outputs of any step of the run that the
+    schema does not name (``pipelines.steps``)."""
     cols = BASE_COLUMNS + (("faces",) if cfg.face_check else ())
     cols += MEDIA_COLUMNS if cfg.store_media else ()
-    cols += (LLM_COLUMNS + SIGNAL_COLUMNS) if cfg.llm_stages else ()
+    if cfg.llm_stages:
+        cols += LLM_COLUMNS + SIGNAL_COLUMNS
+        cols += tuple(dict.fromkeys(c for s in run_steps(cfg) for c in s.outputs if c not in cols))
     return cols + (CONFIG_FINGERPRINT,)
+
+
+def writer(cfg, output: str) -> tuple[type[Stage], dict[str, Any]]:
+    """The sink of the last stage chain: ``WriteStage`` with its columns and the run's fingerprint
+    made here, on the driver (so a worker needs no step registered after import)."""
+    return WriteStage, {
+        "output": output,
+        "columns": sample_columns(cfg),
+        "fingerprint": run_fingerprint(cfg, RESUME_IGNORED),
+    }
 
 
 def write_shard(output: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pa.Table:
@@ -102,13 +117,13 @@ class WriteStage(Stage):
     name = "write"
 
     def setup(self) -> None:
-        self.fingerprint = run_fingerprint(self.cfg, RESUME_IGNORED)
+        self.fingerprint = self.options["fingerprint"]
 
     def finish(self, rows: list[dict[str, Any]]) -> pa.Table:
         for r in rows:
             r.setdefault("outcome", OK)
             r[CONFIG_FINGERPRINT] = self.fingerprint
-        return write_shard(self.options["output"], rows, sample_columns(self.cfg))
+        return write_shard(self.options["output"], rows, self.options["columns"])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.finish(batch.to_pylist())
