@@ -6,7 +6,8 @@ emotion-wheel cluster (with ``wheel_dir``). The high-level rule: the agreement o
 OV labels with an independent label set (``reference_uri``, or a discrete-label column of the data)
 under the wheel grouping, below ``min_agreement``; with neither, and ``signal_reference`` on, the
 measured signals of a ``signal``-role annotation (the face expression classifier's top label, the
-voice's arousal: ``pipelines.fine.signal_ref``). ``skip_rules`` turns rules off by id.
+voice's arousal: ``pipelines.fine.signal_ref``). ``skip_rules`` turns rules off by id; ``pool`` is the
+job's actor pool (``core.resources.Resources``, one fixed actor by default).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from core.config import Config, check_range
+from core.resources import Resources
 
 RULES = (
     "too_short",
@@ -48,8 +50,7 @@ class FilterConfig(Config):
     signal_reference: bool = True  # no reference labels: agree with face_expressions / audio_features
     skip_rules: list[str] = dataclasses.field(default_factory=list)  # rule ids not applied
     batch_size: int = 256  # rows per batch of the Ray job
-    actors: int = 1  # actors of the Ray job's pool
-    num_cpus: float = 1.0  # CPUs per actor
+    pool: Resources = Resources(actors=1)  # the Ray job's actor pool: what each actor asks, how many
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -67,8 +68,6 @@ class FilterConfig(Config):
                 f"known: {', '.join(RULES)}"
             )
         check_range(out, "filter.batch_size", self.batch_size, 1, 1_000_000)
-        check_range(out, "filter.actors", self.actors, 1, 4096)
-        check_range(out, "filter.num_cpus", self.num_cpus, 0.0, None)
         return out
 
     def active(self, rule: str) -> bool:
