@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 
 FATAL_RE = re.compile(r"\bHTTP (401|403|404)\b")
 FATAL_HINT = "check the API key variable, the model name and base_url, then rerun the same command"
@@ -68,16 +67,6 @@ def check_failure_budget(
         f"--max-failure-fraction sets it); {kept}: fix the cause (see the recorded reasons) and "
         "rerun the same command"
     )
-
-
-def summarize_reasons(reasons: Iterable[str], top: int = 3) -> str:
-    """The most frequent reasons, e.g. ``'HTTP 401: bad key' x12; 'timeout' x2``."""
-    counts: dict[str, int] = {}
-    for r in reasons:
-        key = str(r)[:160]
-        counts[key] = counts.get(key, 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
-    return "; ".join(f"{r!r} x{n}" for r, n in ranked)
 
 
 class BlockErrors(logging.Handler):

@@ -22,7 +22,6 @@ from core.config import to_plain
 from core.failures import FATAL_HINT, BlockErrors, FatalStreak, RunFailed, check_failure_budget
 from core.fingerprint import ResumeMismatch
 from core.fingerprint import changes as fingerprint_changes
-from core.llm import tiny
 from core.metrics import ProgressLine
 from core.runtime import worker_env
 from core.stage import FAILED, map_stages
@@ -317,26 +316,6 @@ def check_outcome(cfg: AnnotateConfig, manifest: dict[str, Any]) -> None:
             f"{c['failed']} failed, {c['pending']} pending): check --input (clips with the suffixes "
             f"{', '.join(cfg.extensions)}) and see failures/ for the reasons"
         )
-
-
-def with_tiny_models(cfg: AnnotateConfig, models_dir: str, max_new_tokens: int = 24) -> AnnotateConfig:
-    """``cfg`` with every LLM role on a tiny random-weight checkpoint of the real model class, built
-    once under ``models_dir`` (the offline demo; the text they generate is gibberish). The text steps
-    use ``text``'s; the omni role has no in-process class, so the clues stay separate."""
-
-    def tiny_role(role: str) -> Any:
-        return getattr(cfg, role).replace(
-            backend="transformers",
-            model=tiny.BUILDERS[role](f"{models_dir}/{role}"),
-            model_class="",
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min(4, max_new_tokens),
-            num_gpus=0.0,
-        )
-
-    steps = dict.fromkeys(("disambiguate", "translate_en_zh", "translate_zh_en", "ov"))
-    roles = {role: tiny_role(role) for role in ("audio", "video", "text")}
-    return cfg.replace(clues="separate", **roles, **steps)
 
 
 def _lost(todo: list[dict[str, Any]], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
