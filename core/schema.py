@@ -49,15 +49,21 @@ OUTCOMES = (OK, REJECTED, FAILED)
 NAME, CLIP = "name", "clip"
 FRAMES, AUDIO = "frames", "audio"
 DESCRIPTION_EN, DESCRIPTION_ZH = "description_en", "description_zh"
-OV_LABELS = "ov_labels"
+OV_LABELS, OV_RAW = "ov_labels", "ov_raw"
+SUBTITLE = "subtitle"  # the subtitle in annotate.subtitle_language: what the prompts get
+SUBTITLE_EN, SUBTITLE_ZH, SUBTITLE_MISSING = "subtitle_en", "subtitle_zh", "subtitle_missing"
+AUDIO_CLUE, VIDEO_CLUE, AV_CLUE = "audio_clue", "video_clue", "av_clue"
+CLUE_COLUMNS = (AUDIO_CLUE, VIDEO_CLUE, AV_CLUE)
+# The clue columns a run writes, by ``annotate.clues``: the audio and video LLMs', or the omni model's
+CLUES_OF = {"separate": (AUDIO_CLUE, VIDEO_CLUE), "omni": (AV_CLUE,)}
 CONFIG_FINGERPRINT = "config_fingerprint"  # per sample: digest of the settings and models that made it
 
 BASE_COLUMNS = (
     NAME,
     CLIP,
-    "subtitle_en",
-    "subtitle_zh",
-    "subtitle_missing",
+    SUBTITLE_EN,
+    SUBTITLE_ZH,
+    SUBTITLE_MISSING,
     "duration_s",
     "fps",
     "width",
@@ -67,7 +73,7 @@ BASE_COLUMNS = (
     "audio_shortfall_s",
 )
 MEDIA_COLUMNS = (FRAMES, AUDIO)
-LLM_COLUMNS = ("audio_clue", "video_clue", "av_clue", DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, "ov_raw")
+LLM_COLUMNS = (*CLUE_COLUMNS, DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, OV_RAW)
 AUDIO_FEATURES, FACE_EXPRESSIONS = "audio_features", "face_expressions"  # a signal role's numbers
 SIGNAL_COLUMNS = (AUDIO_FEATURES, FACE_EXPRESSIONS)
 AUDIO_FEATURE_FIELDS = (  # eGeMAPSv02 functionals (pipelines.signals.prosody.FEATURES) + arousal
@@ -84,6 +90,22 @@ AUDIO_FEATURE_FIELDS = (  # eGeMAPSv02 functionals (pipelines.signals.prosody.FE
     "arousal",
 )
 FAILURE_COLUMNS = (NAME, "stage", "reason", "outcome", CLIP)
+
+# EMER-Fine quality columns (``emer filter``, ``DATA/quality/``): the verdict and the rules' numbers
+QUALITY_PASS, QUALITY_FLAGS, QUALITY_REASONS = "quality_pass", "quality_flags", "quality_reasons"
+QUALITY_WORDS, QUALITY_NGRAM_COUNT = "quality_words", "quality_ngram_count"
+QUALITY_ASCII_SHARE, QUALITY_CJK_SHARE = "quality_ascii_share", "quality_cjk_share"
+QUALITY_OFF_WHEEL, QUALITY_AGREEMENT = "quality_off_wheel", "quality_agreement"
+QUALITY_NUMBERS: dict[str, pa.DataType] = {
+    QUALITY_WORDS: pa.int32(),
+    QUALITY_NGRAM_COUNT: pa.int32(),
+    QUALITY_ASCII_SHARE: pa.float64(),
+    QUALITY_CJK_SHARE: pa.float64(),
+    QUALITY_OFF_WHEEL: pa.int32(),
+    QUALITY_AGREEMENT: pa.float64(),
+}
+QUALITY_VERDICT = (QUALITY_PASS, QUALITY_FLAGS, QUALITY_REASONS)
+QUALITY_COLUMNS = (NAME, *QUALITY_VERDICT, *QUALITY_NUMBERS)
 
 # EMER-Fine CSV (MER layout)
 FINE_NAME, FINE_ENGLISH, FINE_CHINESE, FINE_OPENSET = "name", "english", "chinese", "openset"
@@ -106,10 +128,10 @@ def from_spreadsheet_safe(text: str) -> str:
 TYPES: dict[str, pa.DataType] = {
     NAME: pa.string(),
     CLIP: pa.string(),
-    "subtitle": pa.string(),
-    "subtitle_en": pa.string(),
-    "subtitle_zh": pa.string(),
-    "subtitle_missing": pa.bool_(),
+    SUBTITLE: pa.string(),
+    SUBTITLE_EN: pa.string(),
+    SUBTITLE_ZH: pa.string(),
+    SUBTITLE_MISSING: pa.bool_(),
     "outcome": pa.string(),
     "stage": pa.string(),
     "reason": pa.string(),
@@ -124,13 +146,13 @@ TYPES: dict[str, pa.DataType] = {
     "faces": pa.list_(pa.int32()),
     FRAMES: pa.list_(pa.binary()),
     AUDIO: pa.binary(),
-    "audio_clue": pa.string(),
-    "video_clue": pa.string(),
-    "av_clue": pa.string(),
+    AUDIO_CLUE: pa.string(),
+    VIDEO_CLUE: pa.string(),
+    AV_CLUE: pa.string(),
     DESCRIPTION_EN: pa.string(),
     DESCRIPTION_ZH: pa.string(),
     OV_LABELS: pa.list_(pa.string()),
-    "ov_raw": pa.string(),
+    OV_RAW: pa.string(),
     AUDIO_FEATURES: pa.struct([pa.field(f, pa.float64()) for f in AUDIO_FEATURE_FIELDS]),
     FACE_EXPRESSIONS: pa.struct(
         [
@@ -141,6 +163,10 @@ TYPES: dict[str, pa.DataType] = {
         ]
     ),
     CONFIG_FINGERPRINT: pa.string(),
+    QUALITY_PASS: pa.bool_(),
+    QUALITY_FLAGS: pa.list_(pa.string()),
+    QUALITY_REASONS: pa.list_(pa.string()),
+    **QUALITY_NUMBERS,
 }
 
 

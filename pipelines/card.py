@@ -28,7 +28,7 @@ from core.config import dump_yaml, to_plain
 from core.fingerprint import fingerprint
 from core.llm.tiny import MARKER as TINY_MARKER
 from core.plots import pyplot
-from core.schema import CONFIG_FINGERPRINT, OV_LABELS, SCHEMA_VERSION
+from core.schema import CONFIG_FINGERPRINT, NAME, OV_LABELS, OV_RAW, SCHEMA_VERSION, SUBTITLE_MISSING
 from core.secrets import redact_tree
 from pipelines import provenance, sink
 from pipelines.config import RESUME_IGNORED
@@ -60,7 +60,7 @@ SCHEMA_DOC = {
     "name": "sample id (clip file stem)",
     "clip": "source clip URI",
     "subtitle_en / subtitle_zh": "subtitle text (empty when the clip had no subtitle row)",
-    "subtitle_missing": "true when the subtitle CSV had no row for the clip",
+    SUBTITLE_MISSING: "true when the subtitle CSV had no row for the clip",
     "duration_s, fps, width, height, num_video_frames": "video stream metadata (source size)",
     "audio_s": "decoded audio track length in seconds",
     "audio_shortfall_s": "seconds of silence appended to `audio` where the track ends before the video "
@@ -72,7 +72,7 @@ SCHEMA_DOC = {
     "face_expressions": "signal video role: faces per frame, main face's expression probabilities",
     "description_en / description_zh": "disambiguated description (S2) and its translation",
     OV_LABELS: "open-vocabulary emotion labels (lower-case)",
-    "ov_raw": "the label LLM's raw answer",
+    OV_RAW: "the label LLM's raw answer",
 }
 
 
@@ -118,7 +118,7 @@ def write_manifest_and_card(
     names = listing.names
     counts = {"inputs": len(names), **state.counts(names)}
     counts["pending"] = counts["inputs"] - sum(counts[o] for o in sink.OUTCOMES)
-    columns = ["name", "subtitle_missing"] + ([OV_LABELS] if cfg.llm_stages else [])
+    columns = [NAME, SUBTITLE_MISSING] + ([OV_LABELS] if cfg.llm_stages else [])
     samples = _read(output, sink.SAMPLES, columns)
     failures = _read(output, sink.FAILURES, ["name", "stage", "outcome"])
     manifest = {
@@ -139,7 +139,7 @@ def write_manifest_and_card(
             "clips_without_subtitle_names": listing.missing_subtitles[:1000],
             "subtitles_without_clip": len(listing.orphan_subtitles),
             "subtitles_without_clip_names": listing.orphan_subtitles[:1000],
-            "samples_with_empty_subtitle": sum(1 for r in samples if r["subtitle_missing"]),
+            "samples_with_empty_subtitle": sum(1 for r in samples if r[SUBTITLE_MISSING]),
         },
         "labels": label_stats(samples) if cfg.llm_stages else None,
         "models": cfg.model_ids() if cfg.llm_stages else {},

@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from core import storage
+from core.schema import SUBTITLE, SUBTITLE_EN, SUBTITLE_MISSING, SUBTITLE_ZH
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,10 @@ def build_listing(input_uri: str, subtitles_uri: str, cfg) -> Listing:
             {
                 "name": name,
                 "clip": uri,
-                "subtitle_en": en,
-                "subtitle_zh": zh,
-                "subtitle": en if cfg.subtitle_language == "english" else zh,
-                "subtitle_missing": sub is None,
+                SUBTITLE_EN: en,
+                SUBTITLE_ZH: zh,
+                SUBTITLE: en if cfg.subtitle_language == "english" else zh,
+                SUBTITLE_MISSING: sub is None,
             }
         )
     orphans = sorted(set(subs) - set(clips))

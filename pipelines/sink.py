@@ -35,11 +35,13 @@ from core.schema import (
     FAILURE_COLUMNS,
     LLM_COLUMNS,
     MEDIA_COLUMNS,
+    NAME,
     OK,
     OUTCOMES,
     OV_LABELS,
     REJECTED,
     SIGNAL_COLUMNS,
+    SUBTITLE_MISSING,
     rows_to_table,
 )
 from core.stage import Stage
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 
 SAMPLES, FAILURES, MARKERS = "samples", "failures", "_markers"
 STALE_TEMP_S = 3600.0  # a temp file this old belongs to no live write
-SUMMARY_COLUMNS = ("name", "outcome", "stage", "reason", "shard", "subtitle_missing", OV_LABELS)
+SUMMARY_COLUMNS = (NAME, "outcome", "stage", "reason", "shard", SUBTITLE_MISSING, OV_LABELS)
 
 
 def shard_id(names: Iterable[str]) -> str:

@@ -23,11 +23,16 @@ from core.llm import LLMRequest, create_backend
 from core.llm.base import request_for
 from core.llm.labels import parse_ov_labels
 from core.schema import (
+    AUDIO_CLUE,
     AUDIO_FEATURES,
+    AV_CLUE,
     DESCRIPTION_EN,
     DESCRIPTION_ZH,
     FACE_EXPRESSIONS,
     OV_LABELS,
+    OV_RAW,
+    SUBTITLE,
+    VIDEO_CLUE,
     decode_audio,
     encode_audio,
 )
@@ -229,10 +234,10 @@ class LLMStage(Stage):
 class AudioClueStage(LLMStage):
     """Strategy S0: the audio LLM describes the acoustic emotion clues (no subtitle)."""
 
-    name, role, output, prompt = "audio_clue", "audio", "audio_clue", "audio_clue"
+    name, role, output, prompt = "audio_clue", "audio", AUDIO_CLUE, "audio_clue"
     kind = "audio"
     needs = ("audio",)
-    produces = ("audio_clue", AUDIO_FEATURES)
+    produces = (AUDIO_CLUE, AUDIO_FEATURES)
 
     def measure(self, row: dict[str, Any]) -> None:
         row[self.output], row[AUDIO_FEATURES] = self.signal.clue(row.get("audio"))
@@ -247,10 +252,10 @@ class AudioClueStage(LLMStage):
 class VideoClueStage(LLMStage):
     """Strategy S0: the video LLM describes facial, body and scene clues from the sampled frames."""
 
-    name, role, output = "video_clue", "video", "video_clue"
+    name, role, output = "video_clue", "video", VIDEO_CLUE
     kind = "video"
     needs = ("frames", "duration_s")
-    produces = ("video_clue", FACE_EXPRESSIONS)
+    produces = (VIDEO_CLUE, FACE_EXPRESSIONS)
 
     def measure(self, row: dict[str, Any]) -> None:
         row[self.output], row[FACE_EXPRESSIONS] = self.signal.clue(row["frames"])
@@ -272,10 +277,10 @@ class OmniClueStage(LLMStage):
     """Strategy S0 with one audio-video model (EMER Table 6, audio-video LLM): it hears the audio and
     sees the frames in one request, as Qwen2.5-Omni does."""
 
-    name, role, output, prompt = "av_clue", "omni", "av_clue", "av_clue"
+    name, role, output, prompt = "av_clue", "omni", AV_CLUE, "av_clue"
     kind = "omni"
     needs = ("audio", "frames", "duration_s")
-    produces = ("av_clue",)
+    produces = (AV_CLUE,)
 
     def request(self, row: dict[str, Any]):
         frames = list(row["frames"])
@@ -291,7 +296,7 @@ class DisambiguateStage(LLMStage):
     the subtitle (Table 1 #3)."""
 
     name, role = "disambiguate", "disambiguate"
-    needs = ("audio_clue", "video_clue", "subtitle")
+    needs = (AUDIO_CLUE, VIDEO_CLUE, SUBTITLE)
     produces = (DESCRIPTION_EN, DESCRIPTION_ZH)
 
     @classmethod
@@ -301,19 +306,19 @@ class DisambiguateStage(LLMStage):
     def configure(self) -> None:
         super().configure()
         if self.cfg.clues == "omni":
-            self.needs = ("av_clue", "subtitle")
+            self.needs = (AV_CLUE, SUBTITLE)
 
     def request(self, row: dict[str, Any]):
         if signals.no_evidence(row):  # measured: no speech, no face; no subtitle: nothing to ask
             row.update(signals.NO_EVIDENCE)
             return None
         if self.cfg.clues == "omni":
-            values = {"av_clue": row["av_clue"] or "", "subtitle": row["subtitle"] or ""}
+            values = {"av_clue": row[AV_CLUE] or "", "subtitle": row[SUBTITLE] or ""}
             return self.ask("disambiguate_av", values)
         values = {
-            "audio_clue": row["audio_clue"] or "",
-            "video_clue": row["video_clue"] or "",
-            "subtitle": row["subtitle"] or "",
+            "audio_clue": row[AUDIO_CLUE] or "",
+            "video_clue": row[VIDEO_CLUE] or "",
+            "subtitle": row[SUBTITLE] or "",
         }
         return self.ask("disambiguate", values)
 
@@ -352,17 +357,17 @@ class OVLabelStage(LLMStage):
 
     name, role, prompt = "ov_labels", "ov", "ov_extract"
     needs = (DESCRIPTION_EN, DESCRIPTION_ZH)
-    produces = (OV_LABELS, "ov_raw")
+    produces = (OV_LABELS, OV_RAW)
 
     def request(self, row: dict[str, Any]):
         if signals.no_evidence(row):
-            row["ov_raw"], row[OV_LABELS] = "[]", []
+            row[OV_RAW], row[OV_LABELS] = "[]", []
             return None
         clues = row.get(DESCRIPTION_EN) or row.get(DESCRIPTION_ZH) or ""
         return self.ask(self.prompt, {"clues": clues})
 
     def accept(self, row: dict[str, Any], text: str) -> None:
-        row["ov_raw"] = text
+        row[OV_RAW] = text
         row[OV_LABELS] = parse_ov_labels(text)
 
 

@@ -36,6 +36,7 @@ from core.schema import (
     FINE_OPENSET,
     NAME,
     OV_LABELS,
+    QUALITY_PASS,
     rows_to_table,
     spreadsheet_safe,
 )
@@ -64,7 +65,7 @@ def plan_rows(data: str, include_unreviewed_passing: bool = False) -> tuple[list
     passing: set[str] = set()
     if include_unreviewed_passing:
         q = read_quality(data).to_pylist()
-        passing = {r[NAME] for r in q if r.get("quality_pass")}
+        passing = {r[NAME] for r in q if r.get(QUALITY_PASS)}
     counts = dict.fromkeys(("accepted", "edited", "rejected", "unreviewed", "unreviewed_included"), 0)
     out = []
     for name in sorted(rows):

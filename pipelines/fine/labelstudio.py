@@ -23,7 +23,17 @@ import logging
 from typing import Any
 
 from core import storage
-from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, NAME, OV_LABELS
+from core.schema import (
+    AUDIO_CLUE,
+    DESCRIPTION_EN,
+    DESCRIPTION_ZH,
+    NAME,
+    OV_LABELS,
+    QUALITY_FLAGS,
+    SUBTITLE_EN,
+    SUBTITLE_ZH,
+    VIDEO_CLUE,
+)
 from pipelines.fine import reviewlog
 from pipelines.fine.labelstudio_read import check_task, read_export
 from pipelines.fine.reviewlog import Conflict, Decision, content_hash, current, newest, read_logs, state_hash
@@ -69,13 +79,13 @@ def task_of(i: int, row: dict[str, Any], decision: Decision | None, video_url: s
     data = {
         "video": video,
         "name": row[NAME],
-        "subtitle": row.get("subtitle_en") or row.get("subtitle_zh") or "",
-        "audio_clue": row.get("audio_clue") or "",
-        "video_clue": row.get("video_clue") or "",
+        "subtitle": row.get(SUBTITLE_EN) or row.get(SUBTITLE_ZH) or "",
+        "audio_clue": row.get(AUDIO_CLUE) or "",
+        "video_clue": row.get(VIDEO_CLUE) or "",
         "description": shown[DESCRIPTION_EN],
         "ov_labels": labels,
         "description_zh": row.get(DESCRIPTION_ZH) or "",
-        "quality_flags": ", ".join(row.get("quality_flags") or []),
+        "quality_flags": ", ".join(row.get(QUALITY_FLAGS) or []),
         "base": state_hash(row, decision),
     }
     result = [_text("description", shown[DESCRIPTION_EN]), _text("labels", labels)]

@@ -22,31 +22,29 @@ import pyarrow as pa
 
 from core import storage
 from core.config import to_plain
-from core.schema import NAME, SIGNAL_COLUMNS, rows_to_table
+from core.schema import (
+    CLUE_COLUMNS,
+    NAME,
+    QUALITY_COLUMNS,
+    QUALITY_FLAGS,
+    QUALITY_PASS,
+    QUALITY_REASONS,
+    SIGNAL_COLUMNS,
+    TYPES,
+    rows_to_table,
+)
 from core.stage import OK, Stage, map_stages
 from core.wheel import Wheel, load_wheel
 from pipelines import card
 from pipelines.fine.config import ERROR_RULE, RULES, FilterConfig
-from pipelines.fine.rules import NUMBERS, as_labels, check_row
+from pipelines.fine.rules import as_labels, check_row
 from pipelines.fine.signal_ref import SignalReference
 from pipelines.fine.view import LLM_NEEDED, QUALITY, SUMMARY, check_described, sample_files
 from pipelines.sink import shard_id
 
 log = logging.getLogger(__name__)
 
-QUALITY_COLUMNS = (NAME, "quality_pass", "quality_flags", "quality_reasons", *NUMBERS)
-TYPES = {
-    "quality_pass": pa.bool_(),
-    "quality_flags": pa.list_(pa.string()),
-    "quality_reasons": pa.list_(pa.string()),
-    "quality_words": pa.int32(),
-    "quality_ngram_count": pa.int32(),
-    "quality_ascii_share": pa.float64(),
-    "quality_cjk_share": pa.float64(),
-    "quality_off_wheel": pa.int32(),
-    "quality_agreement": pa.float64(),
-}
-SCHEMA = pa.schema([pa.field(NAME, pa.string())] + [pa.field(c, TYPES[c]) for c in QUALITY_COLUMNS[1:]])
+SCHEMA = pa.schema([pa.field(c, TYPES[c]) for c in QUALITY_COLUMNS])
 
 
 def load_reference(uri: str, column: str = "") -> tuple[dict[str, list[str]], str]:
@@ -108,9 +106,9 @@ class QualitySink(Stage):
         table = rows_to_table(out, QUALITY_COLUMNS).select(list(QUALITY_COLUMNS)).cast(SCHEMA)
         storage.write_table(table, storage.join(self.options["output"], QUALITY, f"part-{sid}.parquet"))
         small = [
-            {NAME: r[NAME], "quality_flags": r["quality_flags"], "shard": f"part-{sid}.parquet"} for r in out
+            {NAME: r[NAME], QUALITY_FLAGS: r[QUALITY_FLAGS], "shard": f"part-{sid}.parquet"} for r in out
         ]
-        return rows_to_table(small, (NAME, "quality_flags", "shard"))
+        return rows_to_table(small, (NAME, QUALITY_FLAGS, "shard"))
 
 
 def _recorded(row: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +118,9 @@ def _recorded(row: dict[str, Any]) -> dict[str, Any]:
     why = f"{ERROR_RULE}: {row.get('stage', '')}: {row.get('reason', '')}"
     return {
         NAME: row[NAME],
-        "quality_pass": False,
-        "quality_flags": [ERROR_RULE],
-        "quality_reasons": [why],
+        QUALITY_PASS: False,
+        QUALITY_FLAGS: [ERROR_RULE],
+        QUALITY_REASONS: [why],
     }
 
 
@@ -146,7 +144,8 @@ def plan_inputs(cfg: FilterConfig, data: str) -> tuple[list[str], str, dict[str,
     signal = [c for c in SIGNAL_COLUMNS if c in columns] if cfg.signal_reference and not ref["source"] else []
     if signal:
         ref = {"source": "signal", "column": ", ".join(signal), "names": None}
-    read = [NAME, *LLM_NEEDED, *([data_column] if data_column else []), *signal]
+    clues = [c for c in CLUE_COLUMNS if c in columns and c not in LLM_NEEDED]  # av_clue: an omni run's
+    read = [NAME, *LLM_NEEDED, *clues, *([data_column] if data_column else []), *signal]
     return read, data_column, {"wheel": wheel.source if wheel else None, "reference": ref}
 
 
@@ -165,9 +164,9 @@ def run_filter(cfg: FilterConfig, data: str) -> dict[str, Any]:
         ds,
         chain,
         cfg,
-        pool=(cfg.actors, cfg.actors),
+        pool=cfg.pool.bounds(),
         batch_size=cfg.batch_size,
-        remote={"num_cpus": cfg.num_cpus},
+        remote=cfg.pool.remote_args(),
     )
     rows = [
         r for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow") for r in batch.to_pylist()
@@ -183,11 +182,11 @@ def run_filter(cfg: FilterConfig, data: str) -> dict[str, Any]:
 
 def summarize(cfg: FilterConfig, rows: list[dict[str, Any]], inputs: dict[str, Any]) -> dict[str, Any]:
     """``{"rows", "passed", "by_flag": {rule: count}}`` plus the settings and the shards written."""
-    flags = Counter(f for r in rows for f in r["quality_flags"])
+    flags = Counter(f for r in rows for f in r[QUALITY_FLAGS])
     rules = [r for r in RULES if cfg.active(r)] + ([ERROR_RULE] if flags[ERROR_RULE] else [])
     return {
         "rows": len(rows),
-        "passed": sum(1 for r in rows if not r["quality_flags"]),
+        "passed": sum(1 for r in rows if not r[QUALITY_FLAGS]),
         "by_flag": {rule: flags[rule] for rule in rules},
         "skipped_rules": list(cfg.skip_rules),
         **inputs,

@@ -18,16 +18,39 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from core import storage
-from core.schema import CLIP, DESCRIPTION_EN, DESCRIPTION_ZH, NAME, OV_LABELS
+from core.schema import (
+    AUDIO_CLUE,
+    CLIP,
+    DESCRIPTION_EN,
+    DESCRIPTION_ZH,
+    NAME,
+    OV_LABELS,
+    QUALITY_FLAGS,
+    QUALITY_PASS,
+    QUALITY_REASONS,
+    QUALITY_VERDICT,
+    SUBTITLE_EN,
+    SUBTITLE_ZH,
+    VIDEO_CLUE,
+)
 from pipelines.fine import reviewlog
 from pipelines.fine.reviewlog import Decision
 
 log = logging.getLogger(__name__)
 
 SAMPLES, QUALITY = "samples", "quality"
-SHOWN = (NAME, CLIP, "subtitle_en", "subtitle_zh", "audio_clue", "video_clue", DESCRIPTION_EN, DESCRIPTION_ZH)
-SHOWN += (OV_LABELS,)
-QUALITY_COLUMNS = (NAME, "quality_pass", "quality_flags", "quality_reasons")
+SHOWN = (
+    NAME,
+    CLIP,
+    SUBTITLE_EN,
+    SUBTITLE_ZH,
+    AUDIO_CLUE,
+    VIDEO_CLUE,
+    DESCRIPTION_EN,
+    DESCRIPTION_ZH,
+    OV_LABELS,
+)
+VERDICT_COLUMNS = (NAME, *QUALITY_VERDICT)  # what the review shows of the filter
 
 
 def read_parts(folder: str, wanted: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -81,11 +104,11 @@ def load_dataset(data: str) -> Dataset:
         )
     quality = {
         r[NAME]: {
-            "pass": r.get("quality_pass"),
-            "flags": list(r.get("quality_flags") or []),
-            "reasons": list(r.get("quality_reasons") or []),
+            "pass": r.get(QUALITY_PASS),
+            "flags": list(r.get(QUALITY_FLAGS) or []),
+            "reasons": list(r.get(QUALITY_REASONS) or []),
         }
-        for r in read_parts(storage.join(data, QUALITY), QUALITY_COLUMNS)
+        for r in read_parts(storage.join(data, QUALITY), VERDICT_COLUMNS)
     }
     ds = Dataset(data, rows, quality, [])
     ds.queue = sorted(rows, key=lambda n: (not ds.flagged(n), n))

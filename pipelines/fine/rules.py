@@ -1,8 +1,9 @@
 """The quality rules of the EMER-Fine filter, applied to one EMER-Coarse row.
 
-``check_row`` returns a ``Verdict``: the rule ids that fired (``FilterConfig.RULES`` order), one
-reason per rule naming the value and the threshold, and the numbers the rules computed (recorded as
-``quality_*`` columns). ``agreement`` is the high-level check of MER-Caption: the set-level Avg of
+``check_row`` returns a ``Verdict``: the rule ids that fired (``pipelines.fine.config.RULES``
+order), one reason per rule naming the value and the threshold, and the numbers the rules computed
+(the ``core.schema.QUALITY_NUMBERS`` columns). ``missing_clue`` reads the clue columns the row's run
+wrote (``run_clues``: ``av_clue`` for an omni run). ``agreement`` is the high-level check of MER-Caption: the set-level Avg of
 AffectGPT eq. 1-3 for one sample, (|G∩P|/|P| + |G∩P|/|G|) / 2 between the description's OV labels P
 and an independent label set G, with labels grouped by emotion-wheel cluster in each of the wheel's
 ten views (a label that reaches no cluster stays itself) and averaged over the views; without a
@@ -19,7 +20,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.llm.labels import parse_ov_labels
-from core.schema import DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS
+from core.schema import (
+    AV_CLUE,
+    CLUES_OF,
+    DESCRIPTION_EN,
+    DESCRIPTION_ZH,
+    OV_LABELS,
+    QUALITY_AGREEMENT,
+    QUALITY_ASCII_SHARE,
+    QUALITY_CJK_SHARE,
+    QUALITY_NGRAM_COUNT,
+    QUALITY_OFF_WHEEL,
+    QUALITY_WORDS,
+)
 from core.wheel import Wheel
 from pipelines.fine.config import FilterConfig
 from pipelines.fine.signal_ref import SignalReference
@@ -27,14 +40,6 @@ from pipelines.fine.signal_ref import agreement as signal_agreement
 
 WORD = re.compile(r"\w+", re.UNICODE)
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
-NUMBERS = (
-    "quality_words",
-    "quality_ngram_count",
-    "quality_ascii_share",
-    "quality_cjk_share",
-    "quality_off_wheel",
-    "quality_agreement",
-)
 
 
 @dataclasses.dataclass
@@ -103,10 +108,10 @@ def check_row(
     labels = as_labels(row.get(OV_LABELS))
     if not labels:
         v.fire(cfg, "no_labels", "ov_labels is empty")
-    v.numbers["quality_off_wheel"] = None
+    v.numbers[QUALITY_OFF_WHEEL] = None
     if wheel is not None and labels:
         off = [x for x in labels if not wheel.reaches_any(x)]
-        v.numbers["quality_off_wheel"] = len(off)
+        v.numbers[QUALITY_OFF_WHEEL] = len(off)
         if len(off) / len(labels) > cfg.max_off_wheel_share:
             v.fire(
                 cfg,
@@ -120,7 +125,7 @@ def check_row(
     else:
         score = agreement(labels, reference, wheel) if reference is not None else None
         said = f"the reference [{', '.join(as_labels(reference))}]"
-    v.numbers["quality_agreement"] = None if score is None else round(score, 4)
+    v.numbers[QUALITY_AGREEMENT] = None if score is None else round(score, 4)
     if score is not None and score < cfg.min_agreement:
         v.fire(
             cfg,
@@ -131,20 +136,26 @@ def check_row(
     return v
 
 
+def run_clues(row: dict[str, Any]) -> tuple[str, ...]:
+    """The clue columns the row's annotation wrote: ``av_clue`` for an omni run (``annotate.clues:
+    omni``, whose audio and video clues stay null), else the audio and video clues."""
+    return CLUES_OF["omni" if row.get(AV_CLUE) is not None else "separate"]
+
+
 def _text_rules(v: Verdict, row: dict[str, Any], cfg: FilterConfig) -> None:
     """Length, repeated n-gram and missing clue."""
     en = str(row.get(DESCRIPTION_EN) or "")
-    words = v.numbers["quality_words"] = len(en.split())
+    words = v.numbers[QUALITY_WORDS] = len(en.split())
     if words < cfg.min_words:
         v.fire(cfg, "too_short", f"description_en has {words} words (< filter.min_words = {cfg.min_words})")
     if words > cfg.max_words:
         v.fire(cfg, "too_long", f"description_en has {words} words (> filter.max_words = {cfg.max_words})")
     gram, count = top_ngram(en, cfg.ngram)
-    v.numbers["quality_ngram_count"] = count
+    v.numbers[QUALITY_NGRAM_COUNT] = count
     if count >= cfg.ngram_repeats:
         limit = f"filter.ngram_repeats = {cfg.ngram_repeats}"
         v.fire(cfg, "repeated_ngram", f"the {cfg.ngram}-gram '{gram}' occurs {count} times (>= {limit})")
-    empty = [c for c in ("audio_clue", "video_clue") if not str(row.get(c) or "").strip()]
+    empty = [c for c in run_clues(row) if not str(row.get(c) or "").strip()]
     if empty:
         v.fire(cfg, "missing_clue", f"{' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty")
 
@@ -152,11 +163,11 @@ def _text_rules(v: Verdict, row: dict[str, Any], cfg: FilterConfig) -> None:
 def _language_rules(v: Verdict, row: dict[str, Any], cfg: FilterConfig) -> None:
     """description_en mostly ASCII letters, description_zh mostly CJK characters (and present)."""
     en, zh = str(row.get(DESCRIPTION_EN) or ""), str(row.get(DESCRIPTION_ZH) or "").strip()
-    ascii_share = v.numbers["quality_ascii_share"] = round(share(en, str.isascii), 4)
+    ascii_share = v.numbers[QUALITY_ASCII_SHARE] = round(share(en, str.isascii), 4)
     if en.strip() and ascii_share < cfg.min_ascii_share:
         limit = f"filter.min_ascii_share = {cfg.min_ascii_share}"
         v.fire(cfg, "language_en", f"{ascii_share:.0%} of description_en's letters are ASCII (< {limit})")
-    cjk = v.numbers["quality_cjk_share"] = round(share(zh, lambda c: bool(CJK.match(c))), 4) if zh else 0.0
+    cjk = v.numbers[QUALITY_CJK_SHARE] = round(share(zh, lambda c: bool(CJK.match(c))), 4) if zh else 0.0
     if not zh and cfg.require_zh:
         v.fire(cfg, "language_zh", "description_zh is empty (filter.require_zh=false if not translated)")
     elif zh and cjk < cfg.min_cjk_share:

@@ -18,12 +18,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import storage
-from core.schema import MEDIA_COLUMNS, NAME
+from core.schema import (
+    AUDIO_CLUE,
+    DESCRIPTION_EN,
+    DESCRIPTION_ZH,
+    MEDIA_COLUMNS,
+    NAME,
+    OV_LABELS,
+    QUALITY_PASS,
+    VIDEO_CLUE,
+)
 from pipelines.sink import SAMPLES
 
 QUALITY = "quality"
 SUMMARY = "summary.json"
-LLM_NEEDED = ("description_en", "description_zh", "ov_labels", "audio_clue", "video_clue")
+LLM_NEEDED = (DESCRIPTION_EN, DESCRIPTION_ZH, OV_LABELS, AUDIO_CLUE, VIDEO_CLUE)
 
 
 def sample_files(data: str) -> list[str]:
@@ -87,7 +96,7 @@ def read_quality(data: str) -> pa.Table:
         )
     uris = [storage.join(data, QUALITY, s) for s in summary["shards"]]
     if not uris:
-        return pa.table({NAME: pa.array([], pa.string()), "quality_pass": pa.array([], pa.bool_())})
+        return pa.table({NAME: pa.array([], pa.string()), QUALITY_PASS: pa.array([], pa.bool_())})
     fs, _ = storage.filesystem(uris[0])
     return pq.ParquetDataset([storage.filesystem(u)[1] for u in uris], filesystem=fs).read()
 
@@ -108,7 +117,7 @@ def read_filtered(data: str, columns: Sequence[str] | None = None, passing_only:
     (``passing_only=False``: every filtered row). ``columns``: sample columns to read (default all)."""
     quality = read_quality(data)
     if passing_only:
-        quality = quality.filter(pc.fill_null(quality["quality_pass"], False))
+        quality = quality.filter(pc.fill_null(quality[QUALITY_PASS], False))
     wanted = list(dict.fromkeys([NAME, *columns])) if columns else None
     samples = read_samples(data, wanted, names=quality[NAME].to_pylist())
     samples = samples.take(pc.sort_indices(samples, [(NAME, "ascending")]))

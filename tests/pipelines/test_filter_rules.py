@@ -166,3 +166,15 @@ def test_a_signal_that_says_nothing_is_no_reference(wheel):
     ref = SignalReference("happy", "low")
     v = check_row(clean_row(ov_labels=["meh"]), CFG, wheel, reference=ref)
     assert v.numbers["quality_agreement"] == 0
+
+
+def test_an_omni_runs_rows_are_checked_on_their_one_clue(tmp_path):
+    omni = clean_row(audio_clue=None, video_clue=None, av_clue="She smiles and her voice is bright.")
+    assert "missing_clue" not in check_row(omni, CFG).flags  # its audio and video clues stay null
+    v = check_row(clean_row(audio_clue=None, video_clue=None, av_clue=" "), CFG)
+    assert v.flags == ["missing_clue"] and v.reasons == ["missing_clue: av_clue is empty"]
+    # The filter job reads av_clue where the annotation wrote it (every EMER-Coarse since omni).
+    (tmp_path / "samples").mkdir()
+    pq.write_table(rows_to_table([omni]), tmp_path / "samples" / "part-0.parquet")
+    read, _, _ = quality.plan_inputs(CFG, str(tmp_path))
+    assert "av_clue" in read and "audio_clue" in read
