@@ -4,12 +4,13 @@ Media (frames sampled per clip, frame size, JPEG quality), the clip filter (dura
 MER2024: 2-16 s, audio present, audio length consistent with the video: shorter audio is padded with
 silence unless it covers under ``av_min_audio_fraction`` of the video, longer audio may exceed it by
 ``max(av_tolerance_s, av_tolerance_ratio * duration)``; optional face count), the
-subtitle language that feeds the prompts, the LLM of each role (one ``LLMConfig`` each, prompts
-overridable there: ``audio`` and ``video`` clues, or one ``omni`` model that hears and sees the clip;
-the text steps ``disambiguate``, ``translate_en_zh``, ``translate_zh_en`` and ``ov``, each of which
-inherits every key it does not set from ``text``), per-stage Ray resources (``stages.<role>``, the
-text steps inheriting from ``stages.text`` likewise: num_cpus, actors or min_actors/max_actors,
-batch_size, max_restarts; GPUs come from the role's ``num_gpus``) and reliability
+subtitle language that feeds the prompts, the LLM of each step of ``pipelines.steps`` (one
+``LLMConfig`` each, prompts overridable there: ``audio`` and ``video`` clues, or one ``omni`` model
+that hears and sees the clip; the text steps ``disambiguate``, ``translate_en_zh``,
+``translate_zh_en`` and ``ov``, each of which inherits every key it does not set from ``text``; the
+per-step fields are made from the table by ``with_step_fields``), per-stage Ray resources
+(``stages.<step>``, a ``core.resources.Resources`` plus batch_size and restarts, the text steps
+inheriting from ``stages.text`` likewise; GPUs come from the role's ``num_gpus``) and reliability
 knobs (retry_failed, max_errored_blocks, crash isolation). Limits on one clip's cost to a decode worker:
 ``max_clip_bytes`` (checked from the file/object size before reading, and while an S3 copy streams)
 and ``decode_timeout_s`` (decoding runs in a child process that is killed when it takes longer).

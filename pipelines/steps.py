@@ -91,6 +91,16 @@ class Step:
         return tuple(self.stage.produces)
 
 
+def text_step(name: str, prompt: str, inputs: dict[str, str], output: str, **options: Any) -> Step:
+    """A text step that asks registry prompt ``prompt`` with its data fields filled from the
+    ``inputs`` columns (data field -> column) and writes the answer to column ``output``."""
+    body = {"name": name, "role": name, "prompt": prompt, "fields": dict(inputs), "output": output}
+    body |= {"needs": tuple(inputs.values()), "produces": (output,), "__module__": __name__}
+    stage = type(f"{name.title().replace('_', '')}Stage", (TextStepStage,), body)
+    return Step(name, stage, share_pool=True, **options)
+
+
+# The steps in pipeline order; a new text step: ``text_step(name, prompt, {field: column}, output)``
 STEPS: dict[str, Step] = {
     s.name: s
     for s in (
@@ -104,15 +114,6 @@ STEPS: dict[str, Step] = {
     )
 }
 BUILT_IN = tuple(STEPS)  # the steps with config sections of their own (fields of the config classes)
-
-
-def text_step(name: str, prompt: str, inputs: dict[str, str], output: str, **options: Any) -> Step:
-    """A text step that asks registry prompt ``prompt`` with its data fields filled from the
-    ``inputs`` columns (data field -> column) and writes the answer to column ``output``."""
-    body = {"name": name, "role": name, "prompt": prompt, "fields": dict(inputs), "output": output}
-    body |= {"needs": tuple(inputs.values()), "produces": (output,), "__module__": __name__}
-    stage = type(f"{name.title().replace('_', '')}Stage", (TextStepStage,), body)
-    return Step(name, stage, share_pool=True, **options)
 
 
 def register(step: Step, after: str | None = None) -> None:

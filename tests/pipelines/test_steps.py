@@ -9,7 +9,9 @@ import dataclasses
 import pytest
 from annotate_helpers import all_inputs, check_every_name_once, openai_config
 
+from core.config import ConfigError
 from core.llm.prompts import PROMPTS
+from emer.runconfig import load_run_config
 from pipelines import steps
 from pipelines.annotate import run_annotation
 from pipelines.config import RESUME_IGNORED, AnnotateConfig, StagesConfig
@@ -34,6 +36,17 @@ def test_every_config_section_and_role_comes_from_the_table():
         assert all(s.stage.role_for(cfg) == s.name for s in run)  # the class runs the entry's step
     assert AnnotateConfig(stop_after="check").roles() == []
     assert [steps.kind_of(s) for s in ("audio", "video", "omni", "ov")] == ["audio", "video", "omni", "text"]
+
+
+def test_the_old_stage_keys_still_work_and_gpus_have_one_place():
+    run = load_run_config("demo", ["annotate.stages.ov.num_cpus=2", "annotate.stages.audio.max_actors=3"])
+    ov, text = run.annotate.stages.of("ov"), run.annotate.stages.text
+    assert ov.num_cpus == 2.0 and ov.batch_size == text.batch_size  # the rest inherited from text
+    assert run.annotate.stages.audio.bounds() == (1, 3)
+    with pytest.raises(
+        ConfigError, match=r"annotate.stages.video.num_gpus = 1.0: .*annotate.<role>.num_gpus"
+    ):
+        load_run_config("demo", ["annotate.stages.video.num_gpus=1"])
 
 
 @pytest.fixture
