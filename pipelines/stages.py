@@ -1,4 +1,5 @@
-"""The annotation stages: decode, check, audio clue, video clue, disambiguate, translate, OV labels.
+"""The annotation stages: decode, check, audio clue, video clue, disambiguate, translate, OV labels,
+and the generic text step (``TextStepStage``) of a ``pipelines.steps.text_step`` entry.
 
 CPU stages decode and filter clips (``pipelines.media``): the clip is fetched under the size cap
 (``pipelines.fetch``) and decoded in a child process with a per-row timeout
