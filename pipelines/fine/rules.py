@@ -3,12 +3,13 @@
 ``check_row`` returns a ``Verdict``: the rule ids that fired (``pipelines.fine.config.RULES``
 order), one reason per rule naming the value and the threshold, and the numbers the rules computed
 (the ``core.schema.QUALITY_NUMBERS`` columns). ``missing_clue`` reads the clue columns the row's run
-wrote (``run_clues``: ``av_clue`` for an omni run). ``agreement`` is the high-level check of MER-Caption: the set-level Avg of
-AffectGPT eq. 1-3 for one sample, (|G∩P|/|P| + |G∩P|/|G|) / 2 between the description's OV labels P
-and an independent label set G, with labels grouped by emotion-wheel cluster in each of the wheel's
-ten views (a label that reaches no cluster stays itself) and averaged over the views; without a
-wheel, exact labels. Without reference labels, a ``SignalReference`` (``pipelines.fine.signal_ref``:
-the measured face expression and voice arousal of a ``signal``-role annotation) stands in for G.
+wrote (``run_clues``: ``av_clue`` for an omni run). ``agreement`` is the high-level check of
+MER-Caption: the set-level Avg of AffectGPT eq. 1-3 for one sample, (|G∩P|/|P| + |G∩P|/|G|) / 2
+between the description's OV labels P and an independent label set G, with labels grouped by
+emotion-wheel cluster in each of the wheel's ten views (a label that reaches no cluster stays
+itself) and averaged over the views; without a wheel, exact labels. Without reference labels, a
+``SignalReference`` (``pipelines.fine.signal_ref``: the measured face expression and voice arousal
+of a ``signal``-role annotation) stands in for G.
 """
 
 from __future__ import annotations
