@@ -103,8 +103,9 @@ def _fit(payload: dict) -> dict:
     cfg: TrainConfig = payload["train"]
     train_ds, rows = train_dataset(cfg)
     datasets = {"train": train_ds.materialize() if cfg.materialize else train_ds}
+    workers = cfg.workers.actors
     per_epoch, total = total_optimizer_steps(
-        rows, cfg.num_workers, cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.iters_per_epoch
+        rows, workers, cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.iters_per_epoch
     )
     if cfg.eval_each_epoch:
         datasets["eval"], _ = eval_dataset(cfg)
@@ -114,7 +115,7 @@ def _fit(payload: dict) -> dict:
         rows,
         per_epoch,
         total,
-        cfg.num_workers,
+        cfg.workers.actors,
     )
     options = DataConfig.default_ingest_options()
     options.preserve_order = True  # the same seed gives the same batches (and the same loss)
@@ -131,9 +132,9 @@ def _fit(payload: dict) -> dict:
         train_loop,
         train_loop_config={**payload, "per_epoch": per_epoch, "total": total, "rows": rows},
         scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers,
+            num_workers=cfg.workers.actors,
             use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+            resources_per_worker={"CPU": float(cfg.workers.num_cpus), **cfg.workers.per_actor()},
         ),
         run_config=run_config,
         datasets=datasets,

@@ -8,8 +8,9 @@ rerun overwrites anything, the driver compares the newest checkpoint's record wi
 (``check_checkpoint``): a changed setting raises ``ResumeMismatch`` naming each key, old -> new.
 
 ``IGNORED_KEYS``: settings that cannot change what training computes, so a resume may change them.
-Everything else counts, conservatively, including ``train.use_gpu``, ``train.num_workers`` (the data
-split and the batch), ``train.epochs`` / ``train.max_steps`` (the lr schedule) and the model paths.
+Everything else counts, conservatively, including ``train.workers.num_gpus``,
+``train.workers.actors`` (the data split and the batch), ``train.epochs`` / ``train.max_steps`` (the
+lr schedule) and the model paths.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ IGNORED_KEYS = frozenset(
     {
         "train.storage_path",  # where the run is written (with run_name: which run this is)
         "train.run_name",
-        "train.cpus_per_worker",  # resources
+        "train.workers.num_cpus",  # resources
         "train.max_failures",  # fault tolerance
         "train.checkpoint_every",  # checkpoint housekeeping (the training steps are the same)
         "train.keep_checkpoints",
