@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from affect_model.model.checkpoint import from_pretrained
 from affect_model.train.batching import describe_in_length_order
-from affect_model.train.config import TrainConfig
+from affect_model.train.config import TrainConfig, TrainRun
 from affect_model.train.datasets import fine_split, media_source, read_parquet, select_rows
 from affect_model.train.loop import resolve_weights
 from affect_model.train.task import AffectGPTTask, absolute_paths, to_device
@@ -111,7 +111,7 @@ def output_uri(cfg: TrainConfig) -> str:
     return cfg.infer.output_uri or storage.join(cfg.storage_path, "infer", f"{cfg.infer.split}.parquet")
 
 
-def run_inference(run_cfg: Any) -> dict:
+def run_inference(run_cfg: TrainRun) -> dict[str, Any]:
     """Describe the configured split / table with the configured checkpoint; returns counts and paths."""
 
     _, cfg = absolute_paths(None, run_cfg.train)

@@ -3,15 +3,24 @@
 Defaults follow the AffectGPT paper where it says something (batch 3 per GPU, 100 epochs, only the
 Q-Former trains) and common practice where it does not (AdamW, linear warm-up then cosine decay,
 gradient clipping at 1.0, ZeRO stage 2, bf16). ``storage_path`` may be a local folder or ``s3://``.
+
+``TrainRun``: the run config as training reads it. The application's ``emer.runconfig.RunConfig`` is
+one (this package may not import it: ``pyproject.toml``'s import-linter layers), so it is described
+by the sections training uses: ``model``, ``train`` and ``evaluate`` (whose ``llm`` extracts OV labels
+for ``train.eval_extractor = llm``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Protocol
 
+from affect_model.model.config import ModelConfig
 from core import storage
 from core.config import Config, check_choice, check_range
+from core.llm import LLMConfig
 from core.resources import Resources
 
 
@@ -222,3 +231,30 @@ class TrainConfig(Config):
     @property
     def run_uri(self) -> str:
         return storage.join(self.storage_path, self.name)
+
+
+# scorer(gt_uri, pred_uri, extractor, labels_uri=...) -> metrics: the per-epoch evaluation's scoring, a
+# callable the application passes in (``evaluation.runs.epoch_scorer``; training never imports evaluation)
+Scorer = Callable[..., Mapping[str, float]]
+
+
+class EvaluateSection(Protocol):
+    """The ``evaluate`` section as training reads it."""
+
+    @property
+    def llm(self) -> LLMConfig: ...
+
+
+class TrainRun(Protocol):
+    """The run config as training reads it (``emer.runconfig.RunConfig`` is one)."""
+
+    @property
+    def model(self) -> ModelConfig: ...
+
+    @property
+    def train(self) -> TrainConfig: ...
+
+    @property
+    def evaluate(self) -> EvaluateSection: ...
+
+    def replace(self, **changes: Any) -> TrainRun: ...

@@ -20,6 +20,7 @@ import logging
 import os
 from typing import Any
 
+from affect_model.train.config import TrainRun
 from core import storage
 from core.config import to_plain
 from core.fingerprint import check_resume, fingerprint, output_affecting
@@ -56,7 +57,7 @@ IGNORED_KEYS = frozenset(
 )
 
 
-def _sections(run_cfg: Any) -> dict[str, Any]:
+def _sections(run_cfg: TrainRun) -> dict[str, Any]:
     out = {"model": to_plain(run_cfg.model), "train": to_plain(run_cfg.train)}
     evaluate = getattr(run_cfg, "evaluate", None)
     if run_cfg.train.eval_each_epoch and evaluate is not None:
@@ -64,7 +65,7 @@ def _sections(run_cfg: Any) -> dict[str, Any]:
     return out
 
 
-def run_record(run_cfg: Any) -> dict[str, Any]:
+def run_record(run_cfg: TrainRun) -> dict[str, Any]:
     """The output-affecting config of a training run and its fingerprint (JSON-ready)."""
     sections = _sections(run_cfg)
     return {
