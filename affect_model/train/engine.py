@@ -1,4 +1,4 @@
-"""One training-engine interface over DeepSpeed (ZeRO 0-3) and plain torch DDP, for the Ray Train loop.
+"""One training-engine interface over DeepSpeed (ZeRO 0-3) and plain torch DDP, for the Ray Train workers.
 
 ``make_engine(model, cfg, total_steps)`` returns an ``Engine`` whose ``micro_step(loss_fn, batch)`` does
 forward + backward of one micro-batch (with gradient accumulation) and ``step()`` updates at an
@@ -13,8 +13,8 @@ those digests before it reads anything (``integrity.verify``). DeepSpeed's own f
 its engine needs the key (``integrity.checkpoint_key``: kept outside checkpoint storage; missing is
 an error when the engine is made): a manifest rewritten without it is refused before DeepSpeed
 unpickles anything. The DDP state holds no pickled objects: the trainable weights are safetensors and
-the optimizer / scheduler / loop state a torch file of tensors and plain containers, read with
-``weights_only=True``; it uses the key when one is set.
+the optimizer / scheduler / step state a torch file of tensors and plain containers
+(``plain_state``), read with ``weights_only=True``; it uses the key when one is set.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from affect_model.train.schedule import make_scheduler, param_groups
 
 log = logging.getLogger(__name__)
 TAG = "state"  # DeepSpeed checkpoint tag inside a checkpoint folder
-STATE_KEY = "emer_loop"  # our loop state inside DeepSpeed's client_state (which also holds its own keys)
+STATE_KEY = "emer_loop"  # the worker's step state in DeepSpeed's client_state (a saved name: kept)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DDP_WEIGHTS = "ddp_weights.safetensors"  # the DDP engine's trainable weights
 DDP_STATE = "ddp_state.pt"  # its optimizer, scheduler and loop state: tensors and plain containers only
@@ -85,7 +85,7 @@ def _loss_of(output: Any) -> torch.Tensor:
 
 
 class Engine:
-    """Common surface of the DeepSpeed and DDP engines used by the training loop."""
+    """Common surface of the DeepSpeed and DDP engines a worker trains with (``train.worker``)."""
 
     module: torch.nn.Module  # the unwrapped model
     model: Callable  # what to call for a forward pass (the wrapper)
