@@ -23,10 +23,10 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from affect_model.model.checkpoint import CONFIG_FILE
-from affect_model.train.config import Scorer, TrainRun
+from affect_model.train.config import Scorer, TrainConfig, TrainRun
 from affect_model.train.datasets import eval_dataset, train_dataset
 from affect_model.train.integrity import checkpoint_key
 from affect_model.train.job import TrainJob
@@ -37,6 +37,10 @@ from affect_model.train.tracking import check_tracking
 from affect_model.train.worker import WEIGHTS_DIR, train_loop
 from core import storage
 from core.runtime import worker_env
+
+if TYPE_CHECKING:  # Ray is imported where it runs (the driver and the trainer task)
+    from ray.data import Dataset
+    from ray.train.torch import TorchTrainer
 
 log = logging.getLogger(__name__)
 
@@ -97,26 +101,49 @@ def run_training(
 
 
 def _fit(job: TrainJob) -> dict[str, Any]:
+    """Runs in the trainer task: the datasets, the step counts, then ``TorchTrainer.fit()``."""
+    cfg = job.train
+    train_ds, rows = train_dataset(cfg)
+    per_epoch, total = total_optimizer_steps(
+        rows,
+        cfg.workers.actors,
+        cfg.batch_size,
+        cfg.grad_accum,
+        cfg.epochs,
+        cfg.max_steps,
+        cfg.iters_per_epoch,
+    )
+    log.info(
+        "%s: %d training rows, %d steps/epoch, %d steps in all, %d worker(s)",
+        *(cfg.name, rows, per_epoch, total, cfg.workers.actors),
+    )
+    trainer = _trainer(job.with_steps(rows, per_epoch, total), _datasets(cfg, train_ds))
+    with _sigint_restored():
+        result = trainer.fit()
+    return {
+        "run_uri": cfg.run_uri,
+        "weights": storage.join(cfg.run_uri, WEIGHTS_DIR),
+        "steps": total,
+        "rows": rows,
+        "metrics": dict(result.metrics or {}),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+    }
+
+
+def _datasets(cfg: TrainConfig, train_ds: Dataset) -> dict[str, Dataset]:
+    """The ``train`` dataset (split over the workers) and, for per-epoch evaluation, ``eval``."""
+    datasets = {"train": train_ds.materialize() if cfg.materialize else train_ds}
+    if cfg.eval_each_epoch:
+        datasets["eval"], _ = eval_dataset(cfg)
+    return datasets
+
+
+def _trainer(job: TrainJob, datasets: dict[str, Dataset]) -> TorchTrainer:
+    """The ``TorchTrainer`` running ``train_loop`` bound to ``job`` on ``train.workers``."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    cfg = job.train
-    train_ds, rows = train_dataset(cfg)
-    datasets = {"train": train_ds.materialize() if cfg.materialize else train_ds}
-    workers = cfg.workers.actors
-    per_epoch, total = total_optimizer_steps(
-        rows, workers, cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.iters_per_epoch
-    )
-    if cfg.eval_each_epoch:
-        datasets["eval"], _ = eval_dataset(cfg)
-    log.info(
-        "%s: %d training rows, %d steps/epoch, %d steps in all, %d worker(s)",
-        cfg.name,
-        rows,
-        per_epoch,
-        total,
-        cfg.workers.actors,
-    )
+    cfg, workers = job.train, job.train.workers
     options = DataConfig.default_ingest_options()
     options.preserve_order = True  # the same seed gives the same batches (and the same loss)
     fs, path = storage.filesystem(cfg.storage_path)
@@ -128,27 +155,17 @@ def _fit(job: TrainJob) -> dict[str, Any]:
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
         worker_runtime_env={"env_vars": job.env},
     )
-    trainer = TorchTrainer(
-        functools.partial(train_loop, job.with_steps(rows, per_epoch, total)),  # a typed job, not a dict
+    return TorchTrainer(
+        functools.partial(train_loop, job),  # the typed job, not a dict of string keys
         scaling_config=ScalingConfig(
-            num_workers=cfg.workers.actors,
+            num_workers=workers.actors,
             use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": float(cfg.workers.num_cpus), **cfg.workers.per_actor()},
+            resources_per_worker={"CPU": float(workers.num_cpus), **workers.per_actor()},
         ),
         run_config=run_config,
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": options}),
     )
-    with _sigint_restored():
-        result = trainer.fit()
-    return {
-        "run_uri": cfg.run_uri,
-        "weights": storage.join(cfg.run_uri, WEIGHTS_DIR),
-        "steps": total,
-        "rows": rows,
-        "metrics": dict(result.metrics or {}),
-        "checkpoint": result.checkpoint.path if result.checkpoint else None,
-    }
 
 
 @contextlib.contextmanager
