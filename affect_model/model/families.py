@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from affect_model.model.config import ModelConfig
 from affect_model.model.flop_math import conv_out, transformer_layer
+
+if TYPE_CHECKING:  # transformers is imported where a model loads
+    from transformers import PretrainedConfig, SequenceFeatureExtractor
 
 WHISPER_FRAMES_PER_SECOND = 50  # encoder positions per second of audio (mel hop 10 ms, conv stride 2)
 WHISPER_WINDOW_POSITIONS = 1500  # a 30-s window
@@ -38,12 +42,12 @@ class AudioFamily:
     def input_dims(self) -> int:
         return self.input_shape.count(",") + 1
 
-    def load(self, path: str, cfg: Any, dtype: torch.dtype) -> nn.Module:
+    def load(self, path: str, cfg: PretrainedConfig, dtype: torch.dtype) -> nn.Module:
         import transformers
 
         return transformers.AutoModel.from_pretrained(path, dtype=dtype)
 
-    def width(self, cfg: Any) -> int:
+    def width(self, cfg: PretrainedConfig) -> int:
         return int(cfg.hidden_size)
 
     def clip_positions(self, clip_seconds: float) -> int:
@@ -54,10 +58,12 @@ class AudioFamily:
         """The encoder made to take one clip's input as ``model.audio_window`` says."""
         return model
 
-    def check_extractor(self, fe: Any, model_cfg: Any, cfg: Any) -> None:
+    def check_extractor(
+        self, fe: SequenceFeatureExtractor, model_cfg: ModelConfig, cfg: PretrainedConfig
+    ) -> None:
         """Refuse a feature extractor that does not fit the encoder (``cfg``) and ``model_cfg``."""
 
-    def extract(self, fe: Any, clips: np.ndarray, model_cfg: Any) -> np.ndarray:
+    def extract(self, fe: SequenceFeatureExtractor, clips: np.ndarray, model_cfg: ModelConfig) -> np.ndarray:
         """One encoder input per clip of ``clips [C, samples]``."""
         out = fe(
             list(clips),
@@ -68,11 +74,13 @@ class AudioFamily:
         )
         return out[self.input_key]
 
-    def input_size(self, cfg: Any, model_cfg: Any) -> tuple[int, ...]:
+    def input_size(self, cfg: PretrainedConfig, model_cfg: ModelConfig) -> tuple[int, ...]:
         """The shape of one clip's encoder input (what ``extract`` gives per clip)."""
         return (model_cfg.clip_samples,)
 
-    def encoder_flops(self, cfg: Any, model_cfg: Any, window: str | None = None) -> tuple[int, int, str]:
+    def encoder_flops(
+        self, cfg: PretrainedConfig, model_cfg: ModelConfig, window: str | None = None
+    ) -> tuple[int, int, str]:
         """(forward FLOPs of one clip, encoder frames per clip, the window used)."""
         flops, frames = waveform_encoder(cfg, model_cfg.clip_samples)
         return flops, frames, "clip"
@@ -85,7 +93,7 @@ class WhisperFamily(AudioFamily):
     input_key: str = "input_features"
     input_shape: str = "[batch, clips, mels, frames]"
 
-    def load(self, path: str, cfg: Any, dtype: torch.dtype) -> nn.Module:
+    def load(self, path: str, cfg: PretrainedConfig, dtype: torch.dtype) -> nn.Module:
         import transformers
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -94,7 +102,7 @@ class WhisperFamily(AudioFamily):
         full = transformers.WhisperModel.from_pretrained(path, dtype=dtype)  # full checkpoint: the encoder
         return full.get_encoder()
 
-    def width(self, cfg: Any) -> int:
+    def width(self, cfg: PretrainedConfig) -> int:
         return int(cfg.d_model)
 
     def clip_positions(self, clip_seconds: float) -> int:
@@ -103,7 +111,9 @@ class WhisperFamily(AudioFamily):
     def fit_window(self, model: nn.Module, positions: int, window: str) -> nn.Module:
         return truncate_whisper_positions(model, positions) if window == "clip" else model
 
-    def check_extractor(self, fe: Any, model_cfg: Any, cfg: Any) -> None:
+    def check_extractor(
+        self, fe: SequenceFeatureExtractor, model_cfg: ModelConfig, cfg: PretrainedConfig
+    ) -> None:
         name = model_cfg.audio_model
         if fe.n_samples < model_cfg.clip_samples:
             raise ValueError(
@@ -117,7 +127,7 @@ class WhisperFamily(AudioFamily):
                 f"the encoder takes exactly {frames}; use the checkpoint's own preprocessor_config.json"
             )
 
-    def extract(self, fe: Any, clips: np.ndarray, model_cfg: Any) -> np.ndarray:
+    def extract(self, fe: SequenceFeatureExtractor, clips: np.ndarray, model_cfg: ModelConfig) -> np.ndarray:
         length = {}  # padded: the extractor's own 30-s window
         if model_cfg.audio_window != "padded":  # real-length log-mel: pad only up to the clip's positions
             positions = self.clip_positions(model_cfg.clip_seconds)
@@ -125,10 +135,12 @@ class WhisperFamily(AudioFamily):
         out = fe(list(clips), sampling_rate=model_cfg.sample_rate, return_tensors="np", **length)
         return out[self.input_key]
 
-    def input_size(self, cfg: Any, model_cfg: Any) -> tuple[int, ...]:
+    def input_size(self, cfg: PretrainedConfig, model_cfg: ModelConfig) -> tuple[int, ...]:
         return (cfg.num_mel_bins, 2 * self.clip_positions(model_cfg.clip_seconds))
 
-    def encoder_flops(self, cfg: Any, model_cfg: Any, window: str | None = None) -> tuple[int, int, str]:
+    def encoder_flops(
+        self, cfg: PretrainedConfig, model_cfg: ModelConfig, window: str | None = None
+    ) -> tuple[int, int, str]:
         clip = self.clip_positions(model_cfg.clip_seconds)
         window = window or model_cfg.audio_window
         run = cfg.max_source_positions if window == "padded" else clip
@@ -190,7 +202,7 @@ def truncate_whisper_positions(encoder: nn.Module, positions: int) -> nn.Module:
     return encoder
 
 
-def waveform_encoder(cfg: Any, samples: int) -> tuple[int, int]:
+def waveform_encoder(cfg: PretrainedConfig, samples: int) -> tuple[int, int]:
     """HuBERT / wav2vec 2.0 / WavLM on ``samples`` raw samples: ``(flops, frames)``."""
     length, ch_in, total = samples, 1, 0
     for dim, kernel, stride in zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride, strict=True):
@@ -205,7 +217,7 @@ def waveform_encoder(cfg: Any, samples: int) -> tuple[int, int]:
     return total, length
 
 
-def whisper_encoder(cfg: Any, positions: int) -> int:
+def whisper_encoder(cfg: PretrainedConfig, positions: int) -> int:
     """Whisper's encoder on ``2 * positions`` log-mel frames (1500 positions: the 30-s window)."""
     d = cfg.d_model
     conv = 2 * (2 * positions) * cfg.num_mel_bins * d * 3 + 2 * positions * d * d * 3
