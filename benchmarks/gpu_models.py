@@ -26,6 +26,7 @@ import torch
 from affect_model.model import encoders, flops
 from affect_model.model.affectgpt import AffectGPT
 from affect_model.model.config import ModelConfig, debug_config
+from affect_model.model.families import audio_family
 from affect_model.model.prompt import IGNORE, SLOT_TEXT, PromptBuilder
 from core.config import compose
 from core.llm.tiny import build_tiny_tokenizer
@@ -244,9 +245,7 @@ class Batches:
 
     def _audio_input(self) -> tuple[int, ...]:
         acfg = flops.model_config(self.cfg.audio_model)
-        if acfg.model_type != "whisper":
-            return (self.cfg.clip_samples,)
-        return (acfg.num_mel_bins, 2 * encoders.whisper_clip_positions(self.cfg.clip_seconds))
+        return audio_family(acfg.model_type).input_size(acfg, self.cfg)
 
     def make(self, n: int, cached: bool, seed: int, worst: bool = False, answers: bool = True) -> dict:
         """One model batch of ``n`` rows on the device (``answers`` False: prompt only, for generation)."""

@@ -8,8 +8,9 @@ win (the head's ``CPU: 0``); it comes up to ``max_workers`` times (the head once
   asks ``num_cpus`` CPUs, the role's ``num_gpus`` GPUs (the ``LLMConfig`` of the same name in
   ``annotate``, if any) and its custom ``resources``; the pool holds ``actors`` actors, or with
   ``actors: 0`` from 1 up to ``max_actors``;
-- training: ``train.num_workers`` workers of ``train.cpus_per_worker`` CPUs (+ 1 GPU with
-  ``train.use_gpu``); ``emer features`` / ``emer infer``: their ``actors`` x ``cpus/gpus_per_actor``.
+- training: ``train.workers`` (a ``core.resources.Resources``: ``actors`` workers, each asking its
+  ``num_cpus``, ``num_gpus`` and custom ``resources``); ``emer features`` / ``emer infer``: their
+  ``pool`` (the same type) likewise.
 
 Each ask must fit on one node type; its largest count must fit in what those node types offer at
 their ``max_workers``; the smallest counts of the pools of one job (they run at the same time) must
@@ -145,13 +146,12 @@ def asks(run: Any, sections: Iterable[str] = ALL_SECTIONS) -> dict[str, list[Ask
     if "annotate" in sections:
         out["annotate"] = _stage_asks(run.annotate)
     t = run.train
-    if "train" in sections:
-        per = {"CPU": float(t.cpus_per_worker), "GPU": 1.0 if t.use_gpu else 0.0}
-        out["train"] = [Ask("train.num_workers", per, t.num_workers, t.num_workers)]
-    for name, sub in (("features", t.features), ("infer", t.infer)):
+    pools = {"train": ("train.workers", t.workers), "features": ("train.features.pool", t.features.pool)}
+    pools["infer"] = ("train.infer.pool", t.infer.pool)
+    for name, (key, res) in pools.items():
         if name in sections:
-            per = {"CPU": float(sub.cpus_per_actor), "GPU": float(sub.gpus_per_actor)}
-            out[name] = [Ask(f"train.{name}.actors", per, sub.actors, sub.actors)]
+            per = {"CPU": float(res.num_cpus), **res.per_actor()}
+            out[name] = [Ask(f"{key}.actors", per, res.actors, res.actors)]
     return out
 
 

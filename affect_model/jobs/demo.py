@@ -8,11 +8,10 @@ inference then run exactly as on the real EMER-Fine. Needs a connected Ray.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
 
 import pyarrow as pa
 
+from affect_model.train.config import Scorer, TrainRun
 from core import storage
 from core.schema import DESCRIPTION_EN
 
@@ -32,7 +31,7 @@ def write_fine_standin(coarse_uri: str, out_uri: str) -> str:
 
 
 def run_demo_training(
-    run_cfg: Any, coarse_uri: str, out_dir: str, scorer: Callable | None = None
+    run_cfg: TrainRun, coarse_uri: str, out_dir: str, scorer: Scorer | None = None
 ) -> dict[str, str]:
     """Stage 1 on ``coarse_uri``, stage 2 on the stand-in EMER-Fine split, inference on its test split.
     Step counts, batch size etc. come from ``run_cfg.train`` (configs/demo.yaml keeps them tiny);

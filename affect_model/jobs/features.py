@@ -27,7 +27,7 @@ from affect_model.model.media import MediaProcessor
 from affect_model.train.config import TrainConfig
 from affect_model.train.datasets import count_rows, read_parquet
 from affect_model.train.task import RAW_COLUMNS, absolute_paths
-from core import placement, storage
+from core import storage
 from core.stage import Stage, fail, map_stages
 
 log = logging.getLogger(__name__)
@@ -188,14 +188,12 @@ def build_features(model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
     if done:
         ds = ds.map_batches(_Skip(done), batch_format="pyarrow", batch_size=None)
     fc = cfg.features
-    remote = placement.remote_args(
-        num_cpus=fc.cpus_per_actor, num_gpus=fc.gpus_per_actor or None, **_capped_retries()
-    )
+    remote = fc.pool.remote_args(**_capped_retries())
     encoded = map_stages(
         ds,
         [(FeatureEncoder, {"dtype": fc.dtype})],
         model_cfg,
-        pool=(fc.actors, fc.actors),
+        pool=fc.pool.bounds(),
         batch_size=fc.batch_size,
         remote=remote,
     )

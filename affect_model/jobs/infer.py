@@ -20,11 +20,11 @@ import pyarrow as pa
 
 from affect_model.model.checkpoint import from_pretrained
 from affect_model.train.batching import describe_in_length_order
-from affect_model.train.config import TrainConfig
+from affect_model.train.config import TrainConfig, TrainRun
 from affect_model.train.datasets import fine_split, media_source, read_parquet, select_rows
 from affect_model.train.loop import resolve_weights
 from affect_model.train.task import AffectGPTTask, absolute_paths, to_device
-from core import placement, storage
+from core import storage
 from core.stage import OK, Stage, fail, map_stages
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def output_uri(cfg: TrainConfig) -> str:
     return cfg.infer.output_uri or storage.join(cfg.storage_path, "infer", f"{cfg.infer.split}.parquet")
 
 
-def run_inference(run_cfg: Any) -> dict:
+def run_inference(run_cfg: TrainRun) -> dict[str, Any]:
     """Describe the configured split / table with the configured checkpoint; returns counts and paths."""
 
     _, cfg = absolute_paths(None, run_cfg.train)
@@ -122,7 +122,7 @@ def run_inference(run_cfg: Any) -> dict:
     out = output_uri(cfg)
     t0 = time.perf_counter()
     ds, references = _inputs(cfg)
-    remote = placement.remote_args(num_cpus=ic.cpus_per_actor, num_gpus=ic.gpus_per_actor or None)
+    remote = ic.pool.remote_args()
     group = ic.batch_size if ic.group_by_length else 0  # map batches of several generate batches
     options = {
         "cached": cfg.use_cached_features,
@@ -132,7 +132,7 @@ def run_inference(run_cfg: Any) -> dict:
     }
     batch = ic.batch_size * (ic.length_bucket_size if group else 1)
     described = map_stages(
-        ds, [(Describer, options)], weights, pool=(ic.actors, ic.actors), batch_size=batch, remote=remote
+        ds, [(Describer, options)], weights, pool=ic.pool.bounds(), batch_size=batch, remote=remote
     )
     rows = described.select_columns(["name", "description", "error"]).take_all()
     ok = sorted((r for r in rows if not r["error"]), key=lambda r: r["name"])

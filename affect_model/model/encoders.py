@@ -4,10 +4,11 @@
 full or vision-only checkpoint and maps ``pixel_values [B, T, 3, H, W]`` to ``[B, T, N, D]`` (N = 1:
 the pooled frame embedding, or every patch token). With ``projection`` it loads a full CLIP's vision
 tower with its image projection and returns CLIP's image features (``image_embeds``, D = the
-projection width: 768 for ViT-L/14), as the official AffectGPT code does. ``AudioEncoder`` loads a
-Whisper encoder (from an encoder-only or a full Whisper checkpoint) or a waveform model (HuBERT,
-WavLM, wav2vec 2.0) and maps one input per clip ``[B, C, ...]`` to ``[B, C, M, D]`` (M = 1 pooled,
-or the clip's encoder frames). Both stay frozen and in eval mode; they run under ``torch.no_grad``.
+projection width: 768 for ViT-L/14), as the official AffectGPT code does. ``AudioEncoder`` loads the
+audio encoder its checkpoint's family says (``affect_model.model.families``: a Whisper encoder from an
+encoder-only or a full Whisper checkpoint, or a waveform model: HuBERT, WavLM, wav2vec 2.0) and maps
+one input per clip ``[B, C, ...]`` to ``[B, C, M, D]`` (M = 1 pooled, or the clip's encoder frames).
+Both stay frozen and in eval mode; they run under ``torch.no_grad``.
 
 Audio features per clip are the mean of the encoder's last ``layers`` hidden states (4 by default, as
 the AffectGPT framework does with chinese-hubert-large), pooled over time when ``tokens="pooled"``.
@@ -21,15 +22,15 @@ independent (no attention across clips), works for any clip count and cost scale
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import nn
 
+from affect_model.model.families import audio_family, vision_family
+
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-WHISPER_FRAMES_PER_SECOND = 50  # encoder positions per second of audio (mel hop 10 ms, conv stride 2)
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -63,7 +64,7 @@ def vision_width(path: str, projection: bool = False) -> int:
 
 def _projection_dim(path: str, cfg) -> int:
     dim = getattr(cfg, "projection_dim", None)
-    if cfg.model_type not in ("clip", "clip_vision_model") or dim is None:
+    if dim is None or not vision_family(cfg.model_type).projection:
         raise ValueError(
             f"{path}: model.vision_projection needs a CLIP checkpoint with its image projection "
             f"(e.g. openai/clip-vit-large-patch14), got model_type {cfg.model_type!r}"
@@ -83,38 +84,15 @@ def load_projected_clip(path: str, dtype: torch.dtype) -> nn.Module:
     return CLIPVisionModelWithProjection.from_pretrained(path, config=vision, dtype=dtype)
 
 
-def audio_kind(path: str) -> str:
-    """``whisper`` (log-mel input) or ``waveform`` (raw 16 kHz input: HuBERT, WavLM, wav2vec 2.0)."""
-    return "whisper" if _auto_config(path).model_type == "whisper" else "waveform"
-
-
-def audio_positions(path: str) -> int:
-    """Encoder positions of a Whisper checkpoint (its input is exactly twice as many mel frames)."""
-    return int(_auto_config(path).max_source_positions)
-
-
-def whisper_clip_positions(clip_seconds: float) -> int:
-    """Whisper encoder positions that cover one clip (its log-mel input has twice as many frames)."""
-    return math.ceil(clip_seconds * WHISPER_FRAMES_PER_SECOND)
-
-
-def truncate_whisper_positions(encoder: nn.Module, positions: int) -> nn.Module:
-    """Keep the first ``positions`` rows of a Whisper encoder's position table, so that it takes log-mel
-    input of ``2 * positions`` frames (the real clip) instead of its full window."""
-    if positions >= encoder.config.max_source_positions:
-        return encoder
-    old = encoder.embed_positions
-    new = nn.Embedding(positions, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
-    new.weight.data.copy_(old.weight.data[:positions])
-    encoder.embed_positions = new.requires_grad_(False)
-    encoder.config.max_source_positions = positions
-    encoder.max_source_positions = positions
-    return encoder
+def audio_config(path: str):
+    """The transformers config of the audio checkpoint at ``path`` (its family:
+    ``audio_family(cfg.model_type)``)."""
+    return _auto_config(path)
 
 
 def audio_width(path: str) -> int:
     cfg = _auto_config(path)
-    return int(cfg.d_model if cfg.model_type == "whisper" else cfg.hidden_size)
+    return audio_family(cfg.model_type).width(cfg)
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -139,17 +117,9 @@ def load_vision_tower(path: str, dtype: torch.dtype) -> nn.Module:
 
 
 def load_audio_encoder(path: str, dtype: torch.dtype) -> nn.Module:
-    """A Whisper encoder (encoder-only folder or full Whisper checkpoint) or a waveform ``AutoModel``."""
-    import transformers
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
+    """The audio encoder of the checkpoint at ``path``, loaded as its family says."""
     cfg = _auto_config(path)
-    if cfg.model_type != "whisper":
-        return transformers.AutoModel.from_pretrained(path, dtype=dtype)
-    if "WhisperEncoder" in (cfg.architectures or []):
-        return WhisperEncoder.from_pretrained(path, dtype=dtype)
-    full = transformers.WhisperModel.from_pretrained(path, dtype=dtype)  # full checkpoint: keep the encoder
-    return full.get_encoder()
+    return audio_family(cfg.model_type).load(path, cfg, dtype)
 
 
 class VisionEncoder(nn.Module):
@@ -204,17 +174,14 @@ class AudioEncoder(nn.Module):
     ) -> None:
         super().__init__()
         model = load_audio_encoder(path, dtype)
-        self.kind = "whisper" if model.config.model_type == "whisper" else "waveform"
+        self.family = audio_family(model.config.model_type)
         self.window = window
-        self.positions = whisper_clip_positions(clip_seconds) if self.kind == "whisper" else 0
-        if self.kind == "whisper" and window == "clip":
-            model = truncate_whisper_positions(model, self.positions)
-        self.model = _freeze(model)
+        self.positions = self.family.clip_positions(clip_seconds)  # kept per clip; 0 = all
+        self.model = _freeze(self.family.fit_window(model, self.positions, window))
         self.tokens = tokens
         self.clip_seconds = clip_seconds
         self.layers = layers
-        cfg = self.model.config
-        self.hidden_size = int(cfg.d_model if self.kind == "whisper" else cfg.hidden_size)
+        self.hidden_size = self.family.width(self.model.config)
 
     @classmethod
     def from_config(cls, cfg, dtype: torch.dtype) -> AudioEncoder:
@@ -232,21 +199,18 @@ class AudioEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, audio_features: torch.Tensor) -> torch.Tensor:
-        """Whisper: log-mel ``[B, C, mels, frames]``; waveform models: ``[B, C, samples]``.
-        Returns ``[B, C, M, D]``."""
-        want = 4 if self.kind == "whisper" else 3
-        if audio_features.dim() != want:
-            shape = "[batch, clips, mels, frames]" if want == 4 else "[batch, clips, samples]"
+        """The family's input per clip (Whisper: log-mel ``[B, C, mels, frames]``; waveform models:
+        ``[B, C, samples]``) -> ``[B, C, M, D]``."""
+        family = self.family
+        if audio_features.dim() != family.input_dims:
             raise ValueError(
-                f"audio_features: expected {shape} for a {self.kind} encoder, "
+                f"audio_features: expected {family.input_shape} for a {family.name} encoder, "
                 f"got {tuple(audio_features.shape)}"
             )
         b, c = audio_features.shape[:2]
         flat = audio_features.flatten(0, 1).to(self.model.dtype)
-        if self.kind == "whisper":
-            # padded window: keep the positions that cover the clip itself (a no-op for window="clip")
-            hidden = self._hidden(input_features=flat)[:, : self.positions]
-        else:
-            hidden = self._hidden(input_values=flat)
+        hidden = self._hidden(**{family.input_key: flat})
+        if self.positions:  # a padded window: keep the positions that cover the clip itself
+            hidden = hidden[:, : self.positions]
         feats = hidden.mean(1, keepdim=True) if self.tokens == "pooled" else hidden
         return feats.reshape(b, c, feats.shape[1], feats.shape[2])

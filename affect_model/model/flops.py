@@ -3,7 +3,8 @@
 Counts 2 FLOPs per multiply-add of every linear layer, convolution and attention product (QK^T and
 AV), which is what ``torch.utils.flop_counter.FlopCounterMode`` counts (norms, activations, softmax
 and the position-embedding add are left out); the unit tests check each formula against it on tiny
-instances. ``_real_size()`` holds the configs of the real checkpoints the presets name, so the counts
+instances. The audio encoders' formulas are their families' (``affect_model.model.families``).
+``_real_size()`` holds the configs of the real checkpoints the presets name, so the counts
 need no download. ``sample_flops`` gives one training sample's cost per tower for a ``ModelConfig``.
 """
 
@@ -11,14 +12,14 @@ from __future__ import annotations
 
 import math
 
-from affect_model.model import encoders
+from affect_model.model.families import WHISPER_WINDOW_POSITIONS, audio_family, vision_family
+from affect_model.model.flop_math import transformer_layer
 
 TEMPLATE_TOKENS = 40  # system prompt + instruction around the slots (LLaMA tokenizer, about)
 # the official ###Human template with its question + bos + the answer's ### (90 + 2 with SmolLM2's
 # BPE tokenizer as a stand-in for Qwen2.5's: both byte-level BPEs of English text)
 OFFICIAL_TEMPLATE_TOKENS = 92
 TOKENS_PER_WORD = 1.3
-WHISPER_WINDOW_POSITIONS = 1500  # 30 s
 
 
 def _real_size() -> dict:
@@ -65,46 +66,11 @@ def model_config(path: str):
     return AutoConfig.from_pretrained(path)
 
 
-def transformer_layer(n: int, d: int, ffn: int, kv: int | None = None, glu: bool = False) -> int:
-    """One self-attention + MLP layer over ``n`` tokens of width ``d`` (``kv``: K/V width for GQA)."""
-    kv = d if kv is None else kv
-    projections = 2 * n * d * (2 * d + 2 * kv)  # q, o: d x d; k, v: d x kv
-    attention = 4 * n * n * d  # QK^T and AV
-    mlp = (6 if glu else 4) * n * d * ffn
-    return projections + attention + mlp
-
-
-def _conv_out(length: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
-    return (length + 2 * padding - kernel) // stride + 1
-
-
-def waveform_encoder(cfg, samples: int) -> tuple[int, int]:
-    """HuBERT / wav2vec 2.0 / WavLM on ``samples`` raw samples: ``(flops, frames)``."""
-    length, ch_in, total = samples, 1, 0
-    for dim, kernel, stride in zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride, strict=True):
-        length = _conv_out(length, kernel, stride)
-        total += 2 * length * ch_in * dim * kernel
-        ch_in = dim
-    d, k = cfg.hidden_size, cfg.num_conv_pos_embeddings
-    total += 2 * length * ch_in * d  # feature projection
-    pos_len = _conv_out(length, k, 1, k // 2)  # grouped positional conv (one extra frame is trimmed)
-    total += 2 * pos_len * d * (d // cfg.num_conv_pos_embedding_groups) * k
-    total += cfg.num_hidden_layers * transformer_layer(length, d, cfg.intermediate_size)
-    return total, length
-
-
-def whisper_encoder(cfg, positions: int) -> int:
-    """Whisper's encoder on ``2 * positions`` log-mel frames (1500 positions: the 30-s window)."""
-    d = cfg.d_model
-    conv = 2 * (2 * positions) * cfg.num_mel_bins * d * 3 + 2 * positions * d * d * 3
-    return conv + cfg.encoder_layers * transformer_layer(positions, d, cfg.encoder_ffn_dim)
-
-
 def vision_tower(cfg) -> tuple[int, int]:
     """A ViT (CLIP / SigLIP vision) on one frame: ``(flops, tokens)``."""
     patches = (cfg.image_size // cfg.patch_size) ** 2
     d = cfg.hidden_size
-    tokens = patches + (1 if cfg.model_type.startswith("clip") else 0)
+    tokens = patches + (1 if vision_family(cfg.model_type).class_token else 0)
     embed = 2 * patches * cfg.num_channels * cfg.patch_size**2 * d
     return embed + cfg.num_hidden_layers * transformer_layer(tokens, d, cfg.intermediate_size), tokens
 
@@ -142,15 +108,9 @@ def audio_tower(cfg, audio_model: str | None = None, window: str | None = None) 
     """Forward FLOPs and encoder positions of one sample's ``audio_clips`` clips."""
     path = audio_model or cfg.audio_model
     acfg = model_config(path)
-    if acfg.model_type == "whisper":
-        clip = encoders.whisper_clip_positions(cfg.clip_seconds)
-        window = window or cfg.audio_window
-        run = acfg.max_source_positions if window == "padded" else clip
-        per_clip, frames = whisper_encoder(acfg, run), clip
-        width = acfg.d_model
-    else:
-        per_clip, frames = waveform_encoder(acfg, cfg.clip_samples)
-        window, width = "clip", acfg.hidden_size
+    family = audio_family(acfg.model_type)
+    per_clip, frames, window = family.encoder_flops(acfg, cfg, window)
+    width = family.width(acfg)
     tokens = cfg.audio_clips * (1 if cfg.audio_tokens == "pooled" else frames)
     return {
         "model": path,

@@ -2,7 +2,8 @@
 
 ``MediaProcessor`` uses the frozen encoders' own processors, loaded from the same ids / paths as the
 encoders: the vision tower's image processor (``AutoImageProcessor``) and the audio encoder's
-feature extractor (``WhisperFeatureExtractor`` -> log-mel per clip, of the clip's own length unless
+feature extractor, used as the encoder's family says (``affect_model.model.families``:
+``WhisperFeatureExtractor`` -> log-mel per clip, of the clip's own length unless
 ``audio_window = "padded"``; ``Wav2Vec2FeatureExtractor`` -> waveform per clip, normalised as the
 checkpoint's preprocessor config says). Frames are sampled uniformly to ``frames``; audio is cut into
 ``audio_clips`` clips of ``clip_seconds`` (consecutive, or spread evenly over longer audio).
@@ -25,6 +26,7 @@ import torch
 
 from affect_model.model import encoders
 from affect_model.model.config import ModelConfig
+from affect_model.model.families import audio_family
 from core.schema import decode_audio
 
 
@@ -81,7 +83,8 @@ class MediaProcessor:
         self.feature_extractor = (
             AutoFeatureExtractor.from_pretrained(cfg.audio_model) if cfg.use_audio else None
         )
-        self.audio_kind = encoders.audio_kind(cfg.audio_model) if cfg.use_audio else None
+        self.audio_cfg = encoders.audio_config(cfg.audio_model) if cfg.use_audio else None
+        self.audio_family = audio_family(self.audio_cfg.model_type) if cfg.use_audio else None
         if self.feature_extractor is not None:
             self._check_audio()
 
@@ -92,26 +95,7 @@ class MediaProcessor:
                 f"{cfg.audio_model}: feature extractor expects {fe.sampling_rate} Hz but "
                 f"model.sample_rate = {cfg.sample_rate}; resample the audio or fix the config"
             )
-        if self.audio_kind != "whisper":
-            return
-        if fe.n_samples < cfg.clip_samples:
-            raise ValueError(
-                f"{cfg.audio_model}: Whisper window {fe.chunk_length} s is shorter than "
-                f"model.clip_seconds = {cfg.clip_seconds}"
-            )
-        frames = 2 * encoders.audio_positions(cfg.audio_model)
-        if cfg.audio_window == "padded" and fe.nb_max_frames != frames:
-            raise ValueError(
-                f"{cfg.audio_model}: the feature extractor makes {fe.nb_max_frames} mel frames but "
-                f"the encoder takes exactly {frames}; use the checkpoint's own preprocessor_config.json"
-            )
-
-    def _whisper_length(self) -> dict:
-        """Real-length log-mel: pad each clip only up to the encoder positions covering it."""
-        if self.cfg.audio_window == "padded":
-            return {}
-        positions = encoders.whisper_clip_positions(self.cfg.clip_seconds)
-        return {"padding": "max_length", "max_length": 2 * positions * self.feature_extractor.hop_length}
+        self.audio_family.check_extractor(fe, cfg, self.audio_cfg)
 
     def video(self, frames: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
         """JPEG bytes -> ``pixel_values [T, 3, H, W]`` and ``frame_mask [T]`` (False for padding)."""
@@ -151,13 +135,5 @@ class MediaProcessor:
             clips[i, : len(piece)] = piece
         mask = torch.zeros(c, dtype=torch.bool)
         mask[: len(starts)] = True
-        fe, sr = self.feature_extractor, self.cfg.sample_rate
-        if self.audio_kind == "whisper":
-            feats = fe(list(clips), sampling_rate=sr, return_tensors="np", **self._whisper_length())[
-                "input_features"
-            ]
-        else:
-            feats = fe(
-                list(clips), sampling_rate=sr, padding="max_length", max_length=clip, return_tensors="np"
-            )["input_values"]
+        feats = self.audio_family.extract(self.feature_extractor, clips, self.cfg)
         return torch.from_numpy(np.asarray(feats, dtype=np.float32)), mask

@@ -2,13 +2,17 @@
 
 Each builder writes a folder that ``affect_model.model.encoders`` loads exactly like a downloaded model
 (weights + config + the matching image processor / feature extractor) and returns its path. Builders
-are idempotent (a completion marker is written last) and seeded, so two builds give the same weights.
+are idempotent, atomic (built in a temporary folder beside the target, completion marker last, then
+renamed into place: a reader never sees half a model) and seeded, so two builds give the same weights.
 The tiny LLM and tokenizer come from ``core.llm.tiny``. Random weights: plumbing only.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,17 +28,34 @@ MEL_BINS = 16
 
 
 def _build(out_dir: str | Path, what: str, make: Callable[[Path], None]) -> str:
+    """``make`` into a private temporary folder beside ``out_dir``, the marker written last, then the
+    folder renamed into place (an interrupted build leaves no ``out_dir``; a finished one is reused)."""
     import torch
 
     out = Path(out_dir)
     if (out / MARKER).is_file():
         return str(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(SEED)
-    make(out)
-    (out / MARKER).write_text(what + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        torch.manual_seed(SEED)
+        make(tmp)
+        (tmp / MARKER).write_text(what + "\n")
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("tiny %s written to %s", what, out)
     return str(out)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if out.is_dir() and not (out / MARKER).is_file():
+        shutil.rmtree(out)  # what a build interrupted before builds were atomic left behind
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if not (out / MARKER).is_file():  # not a build that finished first beside this one
+            raise
 
 
 def _vision_kwargs() -> dict:

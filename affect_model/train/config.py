@@ -3,15 +3,36 @@
 Defaults follow the AffectGPT paper where it says something (batch 3 per GPU, 100 epochs, only the
 Q-Former trains) and common practice where it does not (AdamW, linear warm-up then cosine decay,
 gradient clipping at 1.0, ZeRO stage 2, bf16). ``storage_path`` may be a local folder or ``s3://``.
+
+``TrainRun``: the run config as training reads it. The application's ``emer.runconfig.RunConfig`` is
+one (this package may not import it: ``pyproject.toml``'s import-linter layers), so it is described
+by the sections training uses: ``model``, ``train`` and ``evaluate`` (whose ``llm`` extracts OV labels
+for ``train.eval_extractor = llm``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Protocol
 
+from affect_model.model.config import ModelConfig
 from core import storage
 from core.config import Config, check_choice, check_range
+from core.llm import LLMConfig
+from core.resources import Resources
+
+
+def _one_pool() -> Resources:
+    return Resources(actors=1)
+
+
+def fixed_pool_problems(key: str, pool: Resources) -> list[str]:
+    """A Ray Train worker group or a job's actor pool here has a fixed size: ``actors`` >= 1."""
+    if pool.actors >= 1:
+        return []
+    return [f"{key}.actors = {pool.actors}: must be >= 1 (this pool has a fixed size)"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,17 +41,13 @@ class FeaturesConfig(Config):
 
     source_uri: str = ""  # media table (EMER-Coarse layout); "" = train.coarse_uri
     batch_size: int = 8
-    actors: int = 1
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
+    pool: Resources = dataclasses.field(default_factory=_one_pool)  # the encoder actors (fixed size)
     dtype: str = "float32"  # stored precision: float32 (exact) or float16 (half the size)
 
     def problems(self) -> list[str]:
         out: list[str] = []
         check_range(out, "train.features.batch_size", self.batch_size, 1, None)
-        check_range(out, "train.features.actors", self.actors, 1, None)
-        check_range(out, "train.features.cpus_per_actor", self.cpus_per_actor, 0, None)
-        check_range(out, "train.features.gpus_per_actor", self.gpus_per_actor, 0, None)
+        out += fixed_pool_problems("train.features.pool", self.pool)
         check_choice(out, "train.features.dtype", self.dtype, ("float32", "float16"))
         return out
 
@@ -44,9 +61,7 @@ class InferConfig(Config):
     split: str = "test"  # EMER-Fine split to describe (test/train/all), or "rows": every input row
     output_uri: str = ""  # Parquet (name, description); "" = <train.storage_path>/infer/<split>.parquet
     batch_size: int = 4
-    actors: int = 1
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
+    pool: Resources = dataclasses.field(default_factory=_one_pool)  # the generating actors (fixed size)
     max_new_tokens: int = 0  # 0 = model.max_new_tokens
     question: str = "description"  # what the official prompt asks: description | ovlabel
     group_by_length: bool = True  # generate batches of similar prompt length (output order is kept)
@@ -57,9 +72,7 @@ class InferConfig(Config):
         check_choice(out, "train.infer.split", self.split, ("test", "train", "all", "rows"))
         check_choice(out, "train.infer.question", self.question, ("description", "ovlabel"))
         check_range(out, "train.infer.batch_size", self.batch_size, 1, None)
-        check_range(out, "train.infer.actors", self.actors, 1, None)
-        check_range(out, "train.infer.cpus_per_actor", self.cpus_per_actor, 0, None)
-        check_range(out, "train.infer.gpus_per_actor", self.gpus_per_actor, 0, None)
+        out += fixed_pool_problems("train.infer.pool", self.pool)
         check_range(out, "train.infer.max_new_tokens", self.max_new_tokens, 0, None)
         check_range(out, "train.infer.length_bucket_size", self.length_bucket_size, 1, None)
         if self.output_uri and not self.output_uri.lower().endswith(".parquet"):
@@ -78,9 +91,8 @@ class TrainConfig(Config):
     fine_split_seed: int = 0  # the deterministic 266/66 EMER-Fine train/test split
     storage_path: str = "runs/train"  # checkpoints, curves, logs (local folder or s3://bucket/prefix)
     run_name: str = ""  # "" = "stage1" / "stage2"; the same name resumes the same run
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    # Ray Train's workers: actors = how many, num_cpus / num_gpus / resources = what each asks
+    workers: Resources = dataclasses.field(default_factory=_one_pool)
     batch_size: int = 3  # per worker and micro-step (the paper: 3 on one A100)
     grad_accum: int = 1
     materialize: bool = False  # read the rows once, keep them in Ray's object store (small sets)
@@ -144,7 +156,8 @@ class TrainConfig(Config):
             )
         if self.stage == 2 and not self.fine_uri:
             out.append("train.fine_uri = '': stage 2 trains on EMER-Fine; name its CSV (name, english)")
-        for key in ("num_workers", "batch_size", "grad_accum", "epochs", "log_every", "keep_checkpoints"):
+        out += fixed_pool_problems("train.workers", self.workers)
+        for key in ("batch_size", "grad_accum", "epochs", "log_every", "keep_checkpoints"):
             check_range(out, f"train.{key}", getattr(self, key), 1, None)
         for key in (
             "max_steps",
@@ -158,7 +171,6 @@ class TrainConfig(Config):
             check_range(out, f"train.{key}", getattr(self, key), 0, None)
         check_range(out, "train.max_failures", self.max_failures, -1, None)
         check_range(out, "train.length_bucket_size", self.length_bucket_size, 1, None)
-        check_range(out, "train.cpus_per_worker", self.cpus_per_worker, 0, None)
         check_range(out, "train.lr", self.lr, 0, None)
         check_range(out, "train.min_lr_ratio", self.min_lr_ratio, 0, 1)
         check_range(out, "train.warmup_lr", self.warmup_lr, 0, None)
@@ -197,6 +209,11 @@ class TrainConfig(Config):
         return []
 
     @property
+    def use_gpu(self) -> bool:
+        """Each worker holds GPUs (``train.workers.num_gpus`` > 0)."""
+        return self.workers.num_gpus > 0
+
+    @property
     def warmup_start_ratio(self) -> float:
         """``warmup_lr`` as a fraction of ``lr`` (0: the default ramp)."""
         return self.warmup_lr / self.lr if self.lr else 0.0
@@ -214,3 +231,30 @@ class TrainConfig(Config):
     @property
     def run_uri(self) -> str:
         return storage.join(self.storage_path, self.name)
+
+
+# scorer(gt_uri, pred_uri, extractor, labels_uri=...) -> metrics: the per-epoch evaluation's scoring, a
+# callable the application passes in (``evaluation.runs.epoch_scorer``; training never imports evaluation)
+Scorer = Callable[..., Mapping[str, float]]
+
+
+class EvaluateSection(Protocol):
+    """The ``evaluate`` section as training reads it."""
+
+    @property
+    def llm(self) -> LLMConfig: ...
+
+
+class TrainRun(Protocol):
+    """The run config as training reads it (``emer.runconfig.RunConfig`` is one)."""
+
+    @property
+    def model(self) -> ModelConfig: ...
+
+    @property
+    def train(self) -> TrainConfig: ...
+
+    @property
+    def evaluate(self) -> EvaluateSection: ...
+
+    def replace(self, **changes: Any) -> TrainRun: ...

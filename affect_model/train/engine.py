@@ -1,11 +1,11 @@
-"""One training-engine interface over DeepSpeed (ZeRO 0-3) and plain torch DDP, for the Ray Train loop.
+"""One training-engine interface over DeepSpeed (ZeRO 0-3) and plain torch DDP, for the Ray Train workers.
 
 ``make_engine(model, cfg, total_steps)`` returns an ``Engine`` whose ``micro_step(loss_fn, batch)`` does
 forward + backward of one micro-batch (with gradient accumulation) and ``step()`` updates at an
 accumulation boundary (AdamW, warm-up + cosine lr, gradient clipping). ``save``/``load`` write and read
 this rank's share of the training state in a local folder (DeepSpeed: every rank its own ZeRO shard,
 frozen parameters left out); ``trainable_state()`` gathers the full fp32 trainable weights on every rank.
-Only this file and ``train.py`` import DeepSpeed.
+Only this file imports DeepSpeed.
 
 ``save`` seals the folder last (``integrity.seal``: the sha256 of every file in it, so write any other
 files there first, with an HMAC made with the run's checkpoint key) and ``load`` checks the HMAC and
@@ -13,8 +13,8 @@ those digests before it reads anything (``integrity.verify``). DeepSpeed's own f
 its engine needs the key (``integrity.checkpoint_key``: kept outside checkpoint storage; missing is
 an error when the engine is made): a manifest rewritten without it is refused before DeepSpeed
 unpickles anything. The DDP state holds no pickled objects: the trainable weights are safetensors and
-the optimizer / scheduler / loop state a torch file of tensors and plain containers, read with
-``weights_only=True``; it uses the key when one is set.
+the optimizer / scheduler / step state a torch file of tensors and plain containers
+(``plain_state``), read with ``weights_only=True``; it uses the key when one is set.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -31,15 +30,15 @@ from safetensors.torch import load_file, save_file
 
 from affect_model.train.config import TrainConfig
 from affect_model.train.integrity import checkpoint_key, seal, verify
+from affect_model.train.plain_state import load_plain, require_plain
 from affect_model.train.schedule import make_scheduler, param_groups
 
 log = logging.getLogger(__name__)
 TAG = "state"  # DeepSpeed checkpoint tag inside a checkpoint folder
-STATE_KEY = "emer_loop"  # our loop state inside DeepSpeed's client_state (which also holds its own keys)
+STATE_KEY = "emer_loop"  # the worker's step state in DeepSpeed's client_state (a saved name: kept)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DDP_WEIGHTS = "ddp_weights.safetensors"  # the DDP engine's trainable weights
 DDP_STATE = "ddp_state.pt"  # its optimizer, scheduler and loop state: tensors and plain containers only
-_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device)
 
 
 def deepspeed_config(cfg: TrainConfig, world_size: int, use_gpu: bool) -> dict:
@@ -86,7 +85,7 @@ def _loss_of(output: Any) -> torch.Tensor:
 
 
 class Engine:
-    """Common surface of the DeepSpeed and DDP engines used by the training loop."""
+    """Common surface of the DeepSpeed and DDP engines a worker trains with (``train.worker``)."""
 
     module: torch.nn.Module  # the unwrapped model
     model: Callable  # what to call for a forward pass (the wrapper)
@@ -273,7 +272,7 @@ class DDPEngine(Engine):
             "scheduler": self.scheduler.state_dict(),
             "client_state": dict(client_state),
         }
-        _require_plain(state, DDP_STATE)
+        require_plain(state, DDP_STATE)
         torch.save(state, os.path.join(local_dir, DDP_STATE))
         seal(local_dir, self.rank, self.key)
 
@@ -283,7 +282,7 @@ class DDPEngine(Engine):
         missing = self._trainable_names() - set(weights)
         if missing:
             raise ValueError(f"{local_dir}: checkpoint lacks trainable weights {sorted(missing)[:5]}")
-        state = _load_plain(os.path.join(local_dir, DDP_STATE))
+        state = load_plain(os.path.join(local_dir, DDP_STATE))
         self.module.load_state_dict(weights, strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -296,36 +295,6 @@ class DDPEngine(Engine):
         return {
             n: p.detach().float().cpu().clone() for n, p in self.module.named_parameters() if p.requires_grad
         }
-
-
-def _require_plain(value: Any, where: str) -> None:
-    """Fail at save time (not at resume) if ``value`` holds what ``weights_only=True`` cannot read."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _require_plain(key, where)
-            _require_plain(item, f"{where}[{key!r}]")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _require_plain(item, f"{where}[{i}]")
-    elif not isinstance(value, _PLAIN):
-        raise TypeError(
-            f"{where}: {type(value).__name__} in the training state; only tensors, numbers, strings and "
-            "lists / dicts of them are saved (a checkpoint must load with torch.load(weights_only=True))"
-        )
-
-
-def _load_plain(path: str) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path}: refused, it holds not only tensors and plain containers (torch.load with "
-            f"weights_only=True failed: {str(err).splitlines()[0]}); emer never writes such a file: "
-            "do not resume from it (start a new run with another train.run_name)"
-        ) from err
-    if not isinstance(state, dict) or not {"optimizer", "scheduler", "client_state"} <= set(state):
-        raise ValueError(f"{path}: not an emer DDP training state (optimizer, scheduler, client_state)")
-    return state
 
 
 def make_engine(

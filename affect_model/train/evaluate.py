@@ -13,8 +13,9 @@ scorer the predictions are written and no metrics are reported.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
+from affect_model.train.job import WorkerContext
 from affect_model.train.report import write_ground_truth, write_predictions
 from affect_model.train.task import to_device
 from core import storage
@@ -24,16 +25,16 @@ from core.schema import DESCRIPTION_EN, OV_LABELS
 log = logging.getLogger(__name__)
 
 
-def _generate_share(loop: Any) -> list[dict]:
+def _generate_share(ctx: WorkerContext) -> list[dict]:
     import ray.train
 
-    cfg, task, module = loop.cfg, loop.task, loop.engine.module
+    cfg, task, module = ctx.cfg, ctx.task, ctx.module
     out: list[dict] = []
     shard = ray.train.get_dataset_shard("eval")
     for j, batch in enumerate(shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy")):
-        if j % loop.world != loop.rank:
+        if j % ctx.world != ctx.rank:
             continue
-        model_batch = loop.engine.cast(to_device(task.collate(module, batch, with_answer=False), loop.device))
+        model_batch = ctx.engine.cast(to_device(task.collate(module, batch, with_answer=False), ctx.device))
         texts = task.generate(module, model_batch, cfg.eval_new_tokens)  # as `emer infer`
         labels = batch.get(OV_LABELS)
         for i, text in enumerate(texts):
@@ -55,36 +56,37 @@ def _ground_truth_labels(rows: list[dict]) -> dict[str, list[str]] | None:
     return None
 
 
-def _extractor(loop: Any):
-    kind = loop.cfg.eval_extractor
+def _extractor(ctx: WorkerContext) -> Callable[[list[str]], list[str]] | None:
+    kind, eval_llm = ctx.cfg.eval_extractor, ctx.job.eval_llm
     if kind == "model":
-        return loop.task.label_extractor(loop.engine.module)
-    if kind == "llm" and loop.eval_llm is not None:
-        return Completer.from_config(loop.eval_llm)
+        return ctx.task.label_extractor(ctx.module)
+    if kind == "llm" and eval_llm is not None:
+        return Completer.from_config(eval_llm)
     return None
 
 
-def evaluate_epoch(loop: Any, epoch: int) -> dict[str, float]:
+def evaluate_epoch(ctx: WorkerContext, epoch: int) -> dict[str, float]:
     """Metrics of this epoch on rank 0 (``{}`` on the other ranks)."""
-    mine = _generate_share(loop)
+    mine = _generate_share(ctx)
     gathered = [mine]
-    if loop.world > 1:
+    if ctx.world > 1:
         import torch.distributed as dist
 
-        gathered = [None] * loop.world
+        gathered = [None] * ctx.world
         dist.all_gather_object(gathered, mine)
-    if loop.rank != 0:
+    if ctx.rank != 0:
         return {}
     rows = [r for part in gathered for r in part]
-    folder = storage.join(loop.run_uri, "eval")
+    folder = storage.join(ctx.cfg.run_uri, "eval")
     pred_uri = storage.join(folder, f"epoch_{epoch:03d}.parquet")
     gt_uri = storage.join(folder, "ground_truth.parquet")
     write_predictions(rows, pred_uri)
     write_ground_truth(rows, _ground_truth_labels(rows), gt_uri)
-    if loop.scorer is None:
+    scorer = ctx.job.scorer
+    if scorer is None:
         log.info("epoch %d: %d predictions in %s (no scorer given: not scored)", epoch, len(rows), pred_uri)
         return {}
-    metrics = loop.scorer(gt_uri, pred_uri, _extractor(loop), labels_uri=loop.cfg.eval_gt_uri)
+    metrics = scorer(gt_uri, pred_uri, _extractor(ctx), labels_uri=ctx.cfg.eval_gt_uri)
     log.info(
         "epoch %d eval on %d EMER-Fine test samples: %s",
         epoch,

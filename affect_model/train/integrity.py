@@ -29,6 +29,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from affect_model.train.config import TrainConfig
+
 log = logging.getLogger(__name__)
 MANIFEST_PREFIX = "checkpoint_digest"
 FORMAT = "emer-checkpoint-digest/2"  # /1: the same without the HMAC (read only without a key)
@@ -52,7 +54,7 @@ class CheckpointKeyMissing(ValueError):
     """No checkpoint key where ``train.checkpoint_key_env`` / ``train.checkpoint_key_file`` point."""
 
 
-def checkpoint_key(cfg: Any, required: bool) -> bytes | None:
+def checkpoint_key(cfg: TrainConfig, required: bool) -> bytes | None:
     """The run's checkpoint key: the file ``cfg.checkpoint_key_file`` names, else the variable
     ``cfg.checkpoint_key_env`` names. Missing: ``CheckpointKeyMissing`` when ``required``, else None.
     The key is never logged or echoed."""

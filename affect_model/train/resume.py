@@ -8,8 +8,9 @@ rerun overwrites anything, the driver compares the newest checkpoint's record wi
 (``check_checkpoint``): a changed setting raises ``ResumeMismatch`` naming each key, old -> new.
 
 ``IGNORED_KEYS``: settings that cannot change what training computes, so a resume may change them.
-Everything else counts, conservatively, including ``train.use_gpu``, ``train.num_workers`` (the data
-split and the batch), ``train.epochs`` / ``train.max_steps`` (the lr schedule) and the model paths.
+Everything else counts, conservatively, including ``train.workers.num_gpus``,
+``train.workers.actors`` (the data split and the batch), ``train.epochs`` / ``train.max_steps`` (the
+lr schedule) and the model paths.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import os
 from typing import Any
 
+from affect_model.train.config import TrainRun
 from core import storage
 from core.config import to_plain
 from core.fingerprint import check_resume, fingerprint, output_affecting
@@ -30,7 +32,7 @@ IGNORED_KEYS = frozenset(
     {
         "train.storage_path",  # where the run is written (with run_name: which run this is)
         "train.run_name",
-        "train.cpus_per_worker",  # resources
+        "train.workers.num_cpus",  # resources
         "train.max_failures",  # fault tolerance
         "train.checkpoint_every",  # checkpoint housekeeping (the training steps are the same)
         "train.keep_checkpoints",
@@ -55,7 +57,7 @@ IGNORED_KEYS = frozenset(
 )
 
 
-def _sections(run_cfg: Any) -> dict[str, Any]:
+def _sections(run_cfg: TrainRun) -> dict[str, Any]:
     out = {"model": to_plain(run_cfg.model), "train": to_plain(run_cfg.train)}
     evaluate = getattr(run_cfg, "evaluate", None)
     if run_cfg.train.eval_each_epoch and evaluate is not None:
@@ -63,7 +65,7 @@ def _sections(run_cfg: Any) -> dict[str, Any]:
     return out
 
 
-def run_record(run_cfg: Any) -> dict[str, Any]:
+def run_record(run_cfg: TrainRun) -> dict[str, Any]:
     """The output-affecting config of a training run and its fingerprint (JSON-ready)."""
     sections = _sections(run_cfg)
     return {

@@ -93,7 +93,7 @@ def total_optimizer_steps(
     if per_epoch < 1:
         raise ValueError(
             f"{rows} training rows are too few for {num_workers} worker(s) x batch {batch_size} x "
-            f"grad_accum {grad_accum}: lower train.batch_size / train.grad_accum / train.num_workers"
+            f"grad_accum {grad_accum}: lower train.batch_size / train.grad_accum / train.workers.actors"
         )
     per_epoch = iters_per_epoch or per_epoch
     total = per_epoch * epochs

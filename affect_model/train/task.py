@@ -17,6 +17,7 @@ import torch
 from affect_model.model.affectgpt import AffectGPT
 from affect_model.model.checkpoint import load_trainable, save_pretrained
 from affect_model.model.config import ModelConfig
+from affect_model.train.config import TrainConfig
 from affect_model.train.data import MediaProcessor, SampleEncoder, collate
 from core.stage import numpy_rows
 
@@ -141,7 +142,9 @@ def _absolute(value: str) -> str:
     return value
 
 
-def absolute_paths(model_cfg: ModelConfig | None, train_cfg: Any) -> tuple[Any, Any]:
+def absolute_paths(
+    model_cfg: ModelConfig | None, train_cfg: TrainConfig
+) -> tuple[ModelConfig | None, TrainConfig]:
     """Local relative paths made absolute on the driver: Ray workers run in other folders."""
     from pathlib import Path
 

@@ -11,6 +11,7 @@ import torch
 from affect_model.model import encoders
 from affect_model.model.affectgpt import AffectGPT
 from affect_model.model.config import debug_config
+from affect_model.model.families import audio_family
 from affect_model.model.tiny import (
     build_tiny_clip_full,
     build_tiny_hubert,
@@ -68,7 +69,7 @@ def test_whisper_encoder_from_full_whisper_checkpoint(tmp_path):
 def test_siglip_and_hubert_variant(tmp_path, tiny_root, rows):
     siglip = build_tiny_siglip_vision(tmp_path / "siglip")
     cfg = debug_config(tiny_root, audio_kind="hubert", vision_model=siglip)
-    assert encoders.audio_kind(cfg.audio_model) == "waveform"
+    assert audio_family(encoders.audio_config(cfg.audio_model).model_type).name == "waveform"
     model = AffectGPT(cfg).train()
     assert type(model.vision.model).__name__ == "SiglipVisionModel"
     assert type(model.audio.model).__name__ == "HubertModel"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from affect_model.model import encoders, flops
+from affect_model.model import encoders, families, flops
 from affect_model.model.config import ModelConfig, debug_config
 from affect_model.model.qformer import ModalityQFormer
 from affect_model.model.tiny import build_tiny_clip_vision, build_tiny_hubert, build_tiny_whisper_encoder
@@ -27,13 +27,13 @@ def _eager(enc):
 def test_encoder_formulas_match_flop_counter(tmp_path, clips):
     hubert = _eager(encoders.AudioEncoder(build_tiny_hubert(tmp_path / "h")))
     got = _counted(hubert, torch.randn(1, clips, 32000))
-    assert got == pytest.approx(clips * flops.waveform_encoder(hubert.model.config, 32000)[0], rel=0.02)
+    assert got == pytest.approx(clips * families.waveform_encoder(hubert.model.config, 32000)[0], rel=0.02)
     whisper = _eager(encoders.AudioEncoder(build_tiny_whisper_encoder(tmp_path / "w", window_seconds=4)))
     got = _counted(whisper, torch.randn(1, clips, 16, 200))  # a 2-s clip on its real length
-    assert got == pytest.approx(clips * flops.whisper_encoder(whisper.model.config, 100), rel=0.02)
+    assert got == pytest.approx(clips * families.whisper_encoder(whisper.model.config, 100), rel=0.02)
     padded = _eager(encoders.AudioEncoder(str(tmp_path / "w"), window="padded"))
     got = _counted(padded, torch.randn(1, clips, 16, 400))
-    assert got == pytest.approx(clips * flops.whisper_encoder(padded.model.config, 200), rel=0.02)
+    assert got == pytest.approx(clips * families.whisper_encoder(padded.model.config, 200), rel=0.02)
     vision = _eager(encoders.VisionEncoder(build_tiny_clip_vision(tmp_path / "v")))
     got = _counted(vision, torch.randn(1, clips, 3, 32, 32))
     assert got == pytest.approx(clips * flops.vision_tower(vision.model.config)[0], rel=0.02)

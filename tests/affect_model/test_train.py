@@ -18,6 +18,7 @@ from affect_model.model.checkpoint import read_trainable
 from affect_model.train.loop import run_training
 from affect_model.train.task import AffectGPTTask
 from core import storage
+from core.resources import Resources
 from evaluation.runs import epoch_scorer
 
 pytestmark = pytest.mark.slow
@@ -61,7 +62,7 @@ def stage1_ddp(ray_local, tiny_cfg, data, tmp_path_factory):
         coarse_uri=data["coarse"],
         storage_path=str(tmp_path_factory.mktemp("runs")),
         run_name="ddp",
-        num_workers=2,
+        workers=Resources(actors=2),
         strategy="ddp",
     )
     return cfg, run_training(cfg)

@@ -50,7 +50,7 @@ def test_presets_load_offline_with_the_papers_values(presets, llm, lora, targets
 
 def test_composed_preset_keeps_the_stage_settings():
     run = load_run_config(["stage1", "affectgpt-v1"])
-    assert (run.train.stage, run.train.num_workers, run.train.batch_size) == (1, 8, 3)
+    assert (run.train.stage, run.train.workers.actors, run.train.batch_size) == (1, 8, 3)
     assert run.train.coarse_uri == "s3://my-bucket/emer-coarse/samples"
 
 

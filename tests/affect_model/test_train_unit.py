@@ -404,25 +404,45 @@ def test_resume_record_refuses_changed_settings_and_allows_operational_ones(tmp_
         assert "model.lora_r: 8 -> 16" in str(err.value) and "train.run_name" in str(err.value)
 
 
-def test_max_steps_stops_cycling_the_data_after_the_current_pass():
+def test_max_steps_stops_cycling_the_data_after_the_current_pass(monkeypatch):
     """iters_per_epoch 5000 with max_steps 2: the epoch drains the pass it is in, then stops (it used
     to cycle 3-batch passes up to 5000 micro-batches, decoding every one)."""
-    from affect_model.train.loop import _Loop
+    from affect_model.train import shard
+    from affect_model.train.job import TrainJob, WorkerContext
 
-    loop = object.__new__(_Loop)
-    loop.cfg = TrainConfig(iters_per_epoch=5000, max_steps=2)
-    loop.state, loop.total = {"step": 0}, 2
-    passes = []
+    job = TrainJob(train=TrainConfig(iters_per_epoch=5000, max_steps=2), task=None, record={}, env={})
+    ctx = WorkerContext(job, engine=None, rank=0, world=1, device=torch.device("cpu"))
+    state, passes = {"step": 0}, []
 
-    def batches(epoch, cycle):
+    def batches(ctx, epoch, cycle):
         passes.append(cycle)
         for b in range(3):
             if cycle == 0 and b == 1:
-                loop.state["step"] = 2  # the last step is done inside the first pass
+                state["step"] = 2  # the last step is done inside the first pass
             yield b
 
-    loop._batches = batches
-    assert len(list(loop._micro_batches(0, limit=5000))) == 3 and passes == [0]
-    loop.state["step"], passes[:] = 0, []
-    loop._batches = lambda epoch, cycle: (passes.append(cycle), iter(range(3)))[1]
-    assert len(list(loop._micro_batches(0, limit=7))) == 9 and passes == [0, 1, 2]  # not stopped: cycles
+    def finished():
+        return state["step"] >= 2
+
+    monkeypatch.setattr(shard, "_batches", batches)
+    assert len(list(shard.micro_batches(ctx, 0, 5000, finished))) == 3 and passes == [0]
+    state["step"], passes[:] = 0, []
+    monkeypatch.setattr(shard, "_batches", lambda ctx, epoch, c: (passes.append(c), iter(range(3)))[1])
+    assert len(list(shard.micro_batches(ctx, 0, 7, finished))) == 9 and passes == [0, 1, 2]  # cycles
+
+
+def test_the_job_handed_to_workers_is_frozen_and_travels_by_pickle():
+    """Workers get a ``TrainJob`` (not a dict of string keys): its fields are fixed once the driver
+    fills in the step counts, and it survives the trip to a Ray worker unchanged."""
+    import dataclasses
+
+    import ray.cloudpickle
+
+    from affect_model.train.job import TrainJob
+
+    job = TrainJob(train=TrainConfig(max_steps=4), task=None, record={"fingerprint": "x"}, env={"A": "1"})
+    filled = job.with_steps(rows=16, per_epoch=8, total=4)
+    assert (job.rows, job.total) == (0, 0) and (filled.rows, filled.per_epoch, filled.total) == (16, 8, 4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        filled.total = 5
+    assert ray.cloudpickle.loads(ray.cloudpickle.dumps(filled)) == filled

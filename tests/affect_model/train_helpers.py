@@ -71,7 +71,6 @@ def run_config(model_cfg, **train):
     from emer.runconfig import RunConfig
 
     base = dict(
-        num_workers=1,
         batch_size=2,
         epochs=1,
         warmup_steps=2,

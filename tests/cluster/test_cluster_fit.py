@@ -60,12 +60,12 @@ def test_too_many_workers_name_the_key_and_the_node_types(without_train_node):
         fit.check_fit(load_run_config("stage1"), without_train_node, label="stage1")
     msg = str(err.value)
     assert "run config stage1 does not fit" in msg and str(without_train_node) in msg
-    assert "train.num_workers: 8 x {CPU: 10, GPU: 1}" in msg
+    assert "train.workers.actors: 8 x {CPU: 10, GPU: 1}" in msg
     assert "at most 0 fit" not in msg and "no node type has room" in msg  # 10 CPUs: no g5.2xlarge has them
     assert "gpu_worker {CPU: 8, GPU: 1, llm: 1} x4" in msg and "cpu_worker {CPU: 8, decode: 8} x16" in msg
-    small = load_run_config("stage1", ["train.cpus_per_worker=4"])
+    small = load_run_config("stage1", ["train.workers.num_cpus=4"])
     with pytest.raises(
-        fit.FitError, match=r"at most 4 fit \(gpu_worker 1 per node x4\); lower train.num_workers"
+        fit.FitError, match=r"at most 4 fit \(gpu_worker 1 per node x4\); lower train.workers.actors"
     ):
         fit.check_fit(small, without_train_node)
 
@@ -94,7 +94,7 @@ def test_an_impossible_stage_ask_and_pools_that_cannot_run_together():
 def test_emer_submit_checks_the_fit_before_sending(emer, without_train_node, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     rc, _, err = emer("submit", "--config", "stage1", "--cluster-yaml", without_train_node, "train")
-    assert rc == 2 and "does not fit" in err and "train.num_workers" in err
+    assert rc == 2 and "does not fit" in err and "train.workers.actors" in err
     rc, _, err = emer("submit", "--cluster-yaml", without_train_node, "train", "--config", "stage1")
     assert rc == 2 and "run config stage1 does not fit" in err  # --config after the subcommand counts too
     rc, _, err = emer(
