@@ -78,6 +78,6 @@ def _advertised() -> set[str]:
 @pytest.mark.parametrize("combo", sorted(_advertised()))
 def test_every_advertised_config_combination_loads(combo):
     names = re.split(r" --config[ =]", combo)
-    if any(re.fullmatch(r"[a-z]|[A-Z_]+(\.yaml)?", n) for n in names):
+    if any(re.fullmatch(r"[a-z]|[A-Z_]+(\.yaml)?", n) for name in names for n in name.split(",")):
         pytest.skip(f"{combo}: a placeholder")
     load_run_config(names)
