@@ -221,6 +221,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def format_override(key: str, value: Any) -> str:
+    """The dotted override that sets ``key`` to ``value`` (the inverse of ``parse_override``): the value
+    is written as YAML, so a string that YAML would read as another type (``'1.5'``, ``'null'``, a path
+    with ``: ``) stays a string."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return f"{key}={text.removesuffix(chr(10) + '...').removesuffix('...').strip()}"
+
+
 def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
     data = _deep_copy(data)
     for text in overrides:

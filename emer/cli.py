@@ -1,8 +1,9 @@
 """The ``emer`` command: one subcommand per job, thin (parse, load config, call).
 
-Each module in ``emer.commands`` adds its subcommands through ``register(subparsers, common)``.
-``common`` is a parent parser with ``--config`` and ``--address``; dotted overrides such as
-``--annotate.frames=8`` are collected into ``args.overrides``.
+Each module in ``emer.commands`` adds its subcommands through ``register(subparsers, parents)``;
+``parents`` (``emer.commands.flags.Parents``) says what a subcommand takes: no config, ``--config``,
+or ``--config`` and ``--address``. Dotted overrides such as ``--annotate.frames=8`` are collected into
+``args.overrides``; a command that takes no config refuses them.
 """
 
 from __future__ import annotations
@@ -13,33 +14,11 @@ import sys
 
 from core.config import ConfigError
 from core.failures import RunFailed
-from emer.commands import annotate, base, evaluate, exchange, fine, jobs, review, train
+from emer.commands import annotate, base, evaluate, exchange, fine, flags, jobs, review, train
 
 log = logging.getLogger(__name__)
 
 COMMANDS = (base, annotate, fine, review, exchange, train, evaluate, jobs)
-
-
-def common_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="FILE.yaml",
-        action="append",
-        default=None,
-        help="run config: a YAML file or a preset name from configs/; give it several times "
-        "to compose (later files override earlier ones key by key); defaults when omitted",
-    )
-    common.add_argument(
-        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)"
-    )
-    common.add_argument(
-        "--log-level",
-        default=None,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging verbosity (default INFO; WARNING for emer demo, which prints one line per phase)",
-    )
-    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         "overridden with a dotted flag, e.g. --annotate.frames=8.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    common = common_parser()
+    shared = flags.parents()
     for module in COMMANDS:
-        module.register(sub, common)
+        module.register(sub, shared)
     return parser
 
 
@@ -90,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    if overrides and not hasattr(args, "config"):
+        print(f"emer {args.command}: takes no config; not a flag here: --{overrides[0]}", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)

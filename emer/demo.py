@@ -26,8 +26,9 @@ from core import storage
 from core.config import dump_yaml
 from core.runtime import init_ray
 from emer import models
+from emer.commands import flags
 from emer.demo_eval import evaluate_demo, loss_curve
-from emer.runconfig import CONFIG_DIR, load_run_config, require_models, save_resolved
+from emer.runconfig import CONFIG_DIR, require_models, save_resolved
 from pipelines.annotate import check_outcome, run_annotation
 from pipelines.samples import generate_samples
 
@@ -96,11 +97,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def demo_config(args: argparse.Namespace) -> Any:
     """The run config of this demo: the preset (or --config), overrides, --address, quiet Ray."""
-    cfg = load_run_config(args.config or str(CONFIG_DIR / "demo.yaml"), args.overrides)
-    if args.address:
-        cfg = cfg.replace(ray=cfg.ray.replace(address=args.address))
     quiet = getattr(args, "log_level", None) is None  # one line per phase; --log-level INFO shows all
-    return cfg.replace(ray=cfg.ray.replace(progress_bars=False, worker_logs=not quiet))
+    ray = ["ray.progress_bars=false", f"ray.worker_logs={str(not quiet).lower()}"]
+    return flags.load(args, extra=ray, default=[str(CONFIG_DIR / "demo.yaml")])
 
 
 def with_checkpoint_key(cfg: Any, out: str) -> Any:

@@ -2,8 +2,9 @@
 
 The one route to a config: dataclass defaults -> YAML files (``--config`` given once or more; later
 files override earlier ones key by key; ``${EMER_MODELS}`` and other ``${VAR}`` in them expanded from
-the environment, ``EMER_MODELS`` defaulting to the models cache) -> dotted flags
-(``--annotate.frames=8``). ``load_run_config`` returns the validated config;
+the environment, ``EMER_MODELS`` defaulting to the models cache; ``--config a,b`` is ``--config a
+--config b``) -> dotted flags (``--annotate.frames=8``; a command's named flags become dotted
+overrides too, ``emer.commands.flags``). ``load_run_config`` returns the validated config;
 ``load_run_config_with_sources`` also says, per key, the file or flag its value came from
 (``emer config`` prints that). Sections: ``storage`` and ``ray`` (core),
 ``annotate`` and ``filter`` (pipelines), ``model`` and ``train`` (affect_model), ``evaluate`` (evaluation).
@@ -53,9 +54,6 @@ class RunConfig(Config):
             return [f"name = {self.name!r}: must be a plain run name (no slashes or spaces)"]
         return []
 
-    def run_dir(self) -> str:
-        return storage.join(self.output_dir, self.name)
-
 
 def preset_path(name: str) -> str:
     """A YAML file path, or the preset ``name`` from configs/ (``demo`` -> configs/demo.yaml)."""
@@ -64,10 +62,15 @@ def preset_path(name: str) -> str:
     return str(CONFIG_DIR / f"{name}.yaml")
 
 
+def split_configs(config: str | Sequence[str] | None) -> list[str]:
+    """The presets / files named, in order: ``["stage1,affectgpt-v1", "cluster"]`` is the same as
+    ``["stage1", "affectgpt-v1", "cluster"]`` (an existing file whose name holds a comma stays whole)."""
+    names = [config] if isinstance(config, str) else list(config or [])
+    return [p for c in names for p in ([c] if Path(c).is_file() else c.split(",")) if p.strip()]
+
+
 def _paths(config: str | Sequence[str] | None) -> list[str]:
-    if not config:
-        return []
-    return [preset_path(c) for c in ([config] if isinstance(config, str) else config)]
+    return [preset_path(c.strip()) for c in split_configs(config)]
 
 
 def load_run_config_with_sources(
@@ -121,5 +124,6 @@ __all__ = [
     "load_run_config_with_sources",
     "preset_path",
     "require_models",
+    "split_configs",
     "save_resolved",
 ]

@@ -10,13 +10,13 @@ directly (``core.llm.labels.parse_ov_answer``), without asking the LLM.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
 from core.llm.base import LLMConfig, LLMRequest, request_for
 from core.llm.labels import parse_label_list, parse_ov_answer
 from core.llm.prompts import REASK_SUFFIX
+from evaluation.reask import ask_until_parsed
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,16 @@ def extract_labels(
         direct = parse_ov_answer(d) if out[i] is None else None
         if direct is not None:
             out[i] = direct
-    pending = [i for i, v in enumerate(out) if v is None]
-    suffix = ""
-    for attempt in range(reask + 1):
-        if not pending:
-            break
-        reqs = [
-            request_for(llm or LLMConfig(), "ov_extract", {"clues": descriptions[i].strip()}) for i in pending
-        ]
-        reqs = [dataclasses.replace(r, prompt=r.prompt + suffix) for r in reqs]
-        still = []
-        for i, answer in zip(pending, complete(reqs)):
-            labels = parse_label_list(answer)
-            if labels is None:
-                still.append(i)
-            else:
-                out[i] = labels
-        pending, suffix = still, f"{REASK_SUFFIX} (attempt {attempt + 2})"
+    cfg = llm or LLMConfig()
+    found, pending = ask_until_parsed(
+        [i for i, v in enumerate(out) if v is None],
+        lambda i: request_for(cfg, "ov_extract", {"clues": descriptions[i].strip()}),
+        parse_label_list,
+        complete,
+        REASK_SUFFIX,
+        reask,
+    )
+    out = [found.get(i, v) for i, v in enumerate(out)]
     if pending:
         log.warning(
             "label extraction: %d of %d answers held no list; scored as empty predictions",

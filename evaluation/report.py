@@ -1,6 +1,7 @@
 """Reports: ``report.json`` (all numbers), ``report.md`` (tables) and PNG plots in one folder.
 
-Each command writes its own section (``ov``, ``text``, ``runs``, ``hit``, ``sentiment``); sections
+Each command writes its own section (``ov``, ``text``, ``runs``, ``hit``, ``sentiment``; the OV one
+always through ``write_ov_report``); sections
 already in the folder's ``report.json`` are kept, so ``emer evaluate ov`` then ``emer evaluate text``
 give one report.
 All files go through ``core.storage`` (local folder or s3:// prefix).
@@ -13,6 +14,8 @@ import json
 import logging
 import math
 from collections.abc import Callable
+
+import pyarrow as pa
 
 from core import storage
 from core.plots import pyplot
@@ -66,6 +69,21 @@ def write_report(
     storage.write_text(written["md"], render_markdown(report))
     log.info("report written: %s", written["md"])
     return written
+
+
+def write_ov_report(out_dir: str, summary: dict, rows: list[dict]) -> str:
+    """The one OV report (``emer evaluate ov``, ``report`` and a run's evaluation): the ``ov`` section,
+    its plot (F per emotion wheel when the wheels scored it, else the per-sample score histogram) and
+    ``ov-samples.csv`` (one row per sample). Returns the report.md URI."""
+    if "wheels" in summary:
+        plots = {"ov-wheels.png": plot_wheels(summary)}
+    else:
+        plots = {"ov-samples.png": plot_ov_samples(rows)} if rows else {}
+    md = write_report(out_dir, "ov", summary, plots)["md"]
+    if rows:
+        table = [{**r, "gt": str(r["gt"]), "pred": str(r["pred"])} for r in rows]
+        storage.write_table(pa.Table.from_pylist(table), storage.join(out_dir, "ov-samples.csv"))
+    return md
 
 
 def _plain(value):

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from core import storage
 from evaluation.config import EvaluateConfig
-from evaluation.report import METRICS, plot_wheels, write_report
+from evaluation.report import METRICS, write_ov_report, write_report
 from evaluation.scoring import Complete, load_ov_inputs, score_ov
 from evaluation.tables import label_lists, read_table, text_values
 from evaluation.text_metrics import text_scores
@@ -28,12 +28,20 @@ def evaluate_file(
 ) -> dict:
     """``{"ov": summary, "text": summary}`` for one prediction file (text only when both files hold
     the ``text_column``, OV only when the labels can be had)."""
+    return _score_file(gt_uri, pred_uri, cfg, complete, text)[0]
+
+
+def _score_file(
+    gt_uri: str, pred_uri: str, cfg: EvaluateConfig, complete: Complete | None, text: bool
+) -> tuple[dict, list[dict]]:
+    """``evaluate_file``'s result and the OV scores per sample (empty without OV)."""
     out: dict = {"predictions": pred_uri}
+    rows: list[dict] = []
     gt_table, pred_table = read_table(gt_uri, cfg.name_column), read_table(pred_uri, cfg.name_column)
     if gt_table.has(cfg.labels_column) and (
         pred_table.has(cfg.labels_column) or pred_table.has(cfg.text_column)
     ):
-        out["ov"], _ = score_ov(load_ov_inputs(gt_uri, pred_uri, cfg, complete), cfg, complete)
+        out["ov"], rows = score_ov(load_ov_inputs(gt_uri, pred_uri, cfg, complete), cfg, complete)
     if text and gt_table.has(cfg.text_column) and pred_table.has(cfg.text_column):
         hyp = dict(zip(pred_table.names, text_values(pred_table, cfg.text_column)))
         refs = text_values(gt_table, cfg.text_column)
@@ -43,7 +51,7 @@ def evaluate_file(
             f"{pred_uri}: nothing to score; it needs column {cfg.labels_column!r} or "
             f"{cfg.text_column!r} (and the ground truth the same)"
         )
-    return out
+    return out, rows
 
 
 def report_file(
@@ -56,11 +64,10 @@ def report_file(
 ) -> dict:
     """Evaluate one prediction file and write its report (``ov`` and ``text`` sections, plots) into
     ``out_dir``; returns the result with ``report`` set to the report.md URI. (``make demo`` ends here.)"""
-    result = evaluate_file(gt_uri, pred_uri, cfg, complete, text=text)
+    result, rows = _score_file(gt_uri, pred_uri, cfg, complete, text)
     where = {"gt": gt_uri, "predictions": pred_uri}
     if "ov" in result:
-        ov = {**where, **result["ov"]}
-        write_report(out_dir, "ov", ov, {"ov-wheels.png": plot_wheels(ov)} if "wheels" in ov else {})
+        write_ov_report(out_dir, {**where, **result["ov"]}, rows)
     if "text" in result:
         write_report(out_dir, "text", {**where, "language": cfg.language, **result["text"]})
     result["report"] = storage.join(out_dir, "report.md")

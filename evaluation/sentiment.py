@@ -20,7 +20,6 @@ positive, more negative is negative, a tie or no vote is neutral.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import re
@@ -29,6 +28,7 @@ from collections.abc import Callable, Sequence
 from core.llm.base import LLMConfig, LLMRequest, request_for
 from core.llm.prompts import POLARITY_REASK_SUFFIX
 from core.wheel import WHEELS, Wheel
+from evaluation.reask import ask_until_parsed
 
 log = logging.getLogger(__name__)
 POLARITIES = ("positive", "negative", "neutral")
@@ -100,22 +100,16 @@ def llm_polarity(
     """(polarity per sample, indices whose answer never parsed: scored neutral). An empty label
     list is neutral without a request; equal label sets share one (cached) request."""
     out: list[str | None] = [None if labels else "neutral" for labels in label_lists]
-    pending = [i for i, v in enumerate(out) if v is None]
-    suffix = ""
-    for attempt in range(reask + 1):
-        if not pending:
-            break
-        reqs = [
-            request_for(llm or LLMConfig(), "ov_sentiment", {"emotion_words": repr(sorted(label_lists[i]))})
-            for i in pending
-        ]
-        answers = complete([dataclasses.replace(r, prompt=r.prompt + suffix) for r in reqs])
-        still = []
-        for i, answer in zip(pending, answers):
-            out[i] = parse_polarity(answer)
-            if out[i] is None:
-                still.append(i)
-        pending, suffix = still, f"{POLARITY_REASK_SUFFIX} (attempt {attempt + 2})"
+    cfg = llm or LLMConfig()
+    found, pending = ask_until_parsed(
+        [i for i, v in enumerate(out) if v is None],
+        lambda i: request_for(cfg, "ov_sentiment", {"emotion_words": repr(sorted(label_lists[i]))}),
+        parse_polarity,
+        complete,
+        POLARITY_REASK_SUFFIX,
+        reask,
+    )
+    out = [found.get(i, v) for i, v in enumerate(out)]
     if pending:
         log.warning("sentiment: %d answers named no single polarity; scored neutral", len(pending))
     return [v or "neutral" for v in out], pending

@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from affect_model.model.tiny import build_tiny_models
-from core.config import Config, check_choice, check_range
+from core.config import Config, check_choice, check_range, read_yaml
 
 DTYPES = ("float32", "bfloat16", "float16")
 FUSIONS = ("none", "qformer", "attention")
@@ -265,15 +265,18 @@ def debug_config(root: str | Path, **changes) -> ModelConfig:
         max_new_tokens=8,
     )
     if official:
-        base.update(
-            vision_projection=True,
-            chat_format="affectgpt",
-            media_sampling="affectgpt",
-            fusion="attention",
-            target="hybrid",
-            audio_clips=8,
-            frames=8,
-            stop="###",
-        )
+        base.update(official_switches())
     base.update(changes)
     return ModelConfig(**base)
+
+
+# The official layout's switches a tiny config takes from its preset (sizes and towers stay tiny).
+OFFICIAL_SWITCHES = ("vision_projection", "chat_format", "media_sampling", "fusion", "target")
+OFFICIAL_SWITCHES += ("audio_clips", "frames", "stop")
+OFFICIAL_PRESET = Path(__file__).resolve().parents[2] / "configs" / "affectgpt-qwen25.yaml"
+
+
+def official_switches() -> dict:
+    """``OFFICIAL_SWITCHES`` as ``configs/affectgpt-qwen25.yaml`` sets them: the preset is the only copy."""
+    model = read_yaml(OFFICIAL_PRESET)["model"]
+    return {key: model[key] for key in OFFICIAL_SWITCHES}

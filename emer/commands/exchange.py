@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emer.commands.flags import Parents
 from pipelines.fine.export import export_fine
 from pipelines.fine.labelstudio import export_tasks, import_tasks
 from pipelines.fine.view import check_described
@@ -13,10 +14,10 @@ from pipelines.fine.view import check_described
 DATA_HELP = "the `emer annotate` output folder (or s3:// prefix) whose samples/ was reviewed"
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     ex = sub.add_parser(
         "export",
-        parents=[common],
+        parents=parents.plain,
         help="write EMER-Fine, or Label Studio tasks, from an EMER-Coarse dataset and its review log",
         description="Export the reviewed dataset: `fine` (the EMER-Fine CSV stage 2 trains on) or "
         "`label-studio` (tasks and a labeling config for review in Label Studio).",
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     exsub = ex.add_subparsers(dest="export_command", metavar="FORMAT", required=True)
     fine = exsub.add_parser(
         "fine",
-        parents=[common],
+        parents=parents.plain,
         help="EMER-Fine: the rows whose newest review decision is accept or edit",
         description="Write FILE.csv with name, english, chinese, openset (the MER layout `emer train "
         "--stage 2 --train.fine_uri=FILE.csv --train.fine_media_uri=DATA/samples` reads) and FILE.parquet "
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     ls = exsub.add_parser(
         "label-studio",
-        parents=[common],
+        parents=parents.plain,
         help="Label Studio tasks (JSON) and a labeling config (XML) for reviewing the rows",
         description="Write Label Studio tasks, one per row (those passing `emer filter`, or every row "
         "where it has not run), showing the current description and labels pre-filled as predictions, "
@@ -70,14 +71,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     im = sub.add_parser(
         "import",
-        parents=[common],
+        parents=parents.plain,
         help="bring review decisions back from an annotation tool",
         description="Import review decisions: `label-studio` reads a Label Studio JSON export.",
     )
     imsub = im.add_subparsers(dest="import_command", metavar="FORMAT", required=True)
     li = imsub.add_parser(
         "label-studio",
-        parents=[common],
+        parents=parents.plain,
         help="append a Label Studio JSON export's decisions to DATA/review/NAME.jsonl",
         description="Read a Label Studio export (Export -> JSON) of tasks written by `emer export "
         "label-studio` and append one decision per annotated task (its newest annotation not cancelled: "

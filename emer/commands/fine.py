@@ -6,7 +6,8 @@ import argparse
 import logging
 
 from core.runtime import init_ray
-from emer.runconfig import load_run_config
+from emer.commands import flags
+from emer.commands.flags import Parents, config_flag
 from pipelines.fine.config import RULES
 from pipelines.fine.quality import run_filter
 from pipelines.fine.view import check_described
@@ -14,10 +15,10 @@ from pipelines.fine.view import check_described
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser(
         "filter",
-        parents=[common],
+        parents=parents.ray,
         help="quality rules over EMER-Coarse: flags and reasons per row in DATA/quality/",
         description="Apply the quality rules of MER-Caption to every EMER-Coarse row of --data: "
         f"low-level ({', '.join(RULES[:-1])}) and the high-level agreement of the description's OV "
@@ -33,34 +34,31 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--data", required=True, metavar="DIR", help="an `emer annotate` output folder or s3:// prefix"
     )
-    p.add_argument(
+    config_flag(
+        p,
         "--reference",
-        default=None,
+        key="filter.reference_uri",
         metavar="FILE",
         help="independent labels: CSV/Parquet with name and openset (a list literal, as in the MER "
-        "files or `emer samples`' reference-openset.csv) or emotion (default filter.reference_uri; "
+        "files or `emer samples`' reference-openset.csv) or emotion (sets filter.reference_uri; "
         "none: the data's emotion column, else its face_expressions / audio_features)",
     )
-    p.add_argument(
+    config_flag(
+        p,
         "--wheel-dir",
-        default=None,
+        key="filter.wheel_dir",
         metavar="DIR",
         help="emotion-wheel folder (wheel_mapping.json): turns on off_wheel and wheel grouping of the "
-        "agreement (default filter.wheel_dir; none: exact labels)",
+        "agreement (sets filter.wheel_dir; none: exact labels)",
     )
     p.set_defaults(func=_filter)
 
 
 def _filter(args: argparse.Namespace) -> int:
-    run = load_run_config(args.config, args.overrides)
-    cfg = run.filter
-    if args.reference is not None:
-        cfg = cfg.replace(reference_uri=args.reference)
-    if args.wheel_dir is not None:
-        cfg = cfg.replace(wheel_dir=args.wheel_dir)
+    run = flags.load(args)
     check_described(args.data)  # a wrong --data fails before Ray starts
-    init_ray(run.ray.replace(address=args.address) if args.address else run.ray, quiet=True)
-    s = run_filter(cfg, args.data)
+    init_ray(run.ray, quiet=True)
+    s = run_filter(run.filter, args.data)
     flagged = ", ".join(f"{rule} {n}" for rule, n in s["by_flag"].items() if n) or "none"
     print(
         f"filter: {s['rows']} rows -> {s['passed']} pass, {s['rows'] - s['passed']} flagged ({flagged}); "

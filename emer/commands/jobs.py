@@ -18,15 +18,27 @@ from pathlib import Path
 from cluster import fit
 from cluster import submit as sb
 from core.secrets import redact_url
+from emer.commands.flags import Parents
 from emer.runconfig import load_run_config
 
 log = logging.getLogger(__name__)
 
 
-def register(sub, common) -> None:
+def _dashboard_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--address",
+        default=None,
+        help="the cluster dashboard's Jobs API URL, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS)",
+    )
+    return p
+
+
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
+    dashboard = _dashboard_parser()
     p = sub.add_parser(
         "submit",
-        parents=[common],
+        parents=[*parents.config, dashboard],
         help="run any emer command as a job on a Ray cluster",
         description="Submit `emer SUBCOMMAND ARGS…` as a Ray job (the project folder travels with it). "
         "Secret variables (S3 keys, LLM API keys) are passed by name only: the cluster's "
@@ -96,13 +108,16 @@ def register(sub, common) -> None:
 
     j = sub.add_parser(
         "jobs",
-        parents=[common],
+        parents=parents.plain,
         help="list, inspect, follow and stop Ray jobs",
         description="Jobs on the Ray cluster at --address / RAY_ADDRESS.",
     )
     jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION")
     lp = jsub.add_parser(
-        "list", parents=[common], help="list submitted jobs", description="Submitted jobs, oldest first."
+        "list",
+        parents=[*parents.plain, dashboard],
+        help="list submitted jobs",
+        description="Submitted jobs, oldest first.",
     )
     lp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lp.set_defaults(func=cmd_list)
@@ -111,7 +126,9 @@ def register(sub, common) -> None:
         ("logs", cmd_logs, "print (or --follow) a job's logs"),
         ("stop", cmd_stop, "stop a running job"),
     ):
-        sp = jsub.add_parser(name, parents=[common], help=helptext, description=helptext + ".")
+        sp = jsub.add_parser(
+            name, parents=[*parents.plain, dashboard], help=helptext, description=helptext + "."
+        )
         sp.add_argument("job_id", help="submission id (from `emer submit` or `emer jobs list`)")
         if name == "logs":
             sp.add_argument(

@@ -12,6 +12,7 @@ import getpass
 import logging
 import os
 
+from emer.commands.flags import Parents
 from pipelines.fine.review_auth import TOKEN_ENV, page_url
 
 log = logging.getLogger(__name__)
@@ -19,10 +20,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8377
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser(
         "review",
-        parents=[common],
+        parents=parents.plain,
         help="review EMER-Coarse rows in the browser (accept, edit, reject) into EMER-Fine",
         description="Serve a small web page that shows one clip at a time with its subtitle, clues, "
         "merged description and OV labels; a reviewer accepts, edits or rejects it (keys a, s, r; "

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import yaml
 from annotate_helpers import all_inputs, check_every_name_once
 from clip_copies import link_clip
 from llm_fixtures import fake_openai_server
@@ -42,11 +43,16 @@ def test_annotate_command_then_retry_failed(s3, ray_local, sample_clips, tmp_pat
     assert (out / "manifest.json").read_text() == manifest_before
     assert (out / "config.yaml").read_text() == resolved
 
-    assert main([*args, "--retry-failed"]) == 1  # the broken inputs fail again: no row recovered
+    # the broken inputs fail again: no row recovered
+    assert main([*args, "--retry-failed", "--max-failure-fraction", "0.75"]) == 1
     assert "none of the 6 rows processed gave a sample" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["this_run"]["attempted"] == 6 and manifest["this_run"]["skipped_finished"] == 8
     assert manifest["counts"]["ok"] == 8
+    # The saved config is the config that ran: the flags are in it, as in the manifest.
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["annotate"] == manifest["config"]
+    assert (saved["annotate"]["retry_failed"], saved["annotate"]["max_failure_fraction"]) == (True, 0.75)
     check_every_name_once(str(out), all_inputs(sample_clips))
 
 

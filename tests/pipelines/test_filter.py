@@ -51,6 +51,8 @@ def test_filter_records_flags_summary_and_card(ray_local, tmp_path, emer):
         "low_agreement": 2,
     }
     assert summary["reference"] == {"source": str(ref), "column": "openset", "names": 3}
+    # --reference / --wheel-dir are config keys: the recorded config is the one that ran
+    assert (summary["config"]["reference_uri"], summary["config"]["wheel_dir"]) == (str(ref), str(wheel))
     q = {r["name"]: r for r in read_quality(str(data)).to_pylist()}
     assert sorted(q) == ["s1", "s2", "s3", "s4", "s5", "s6"]
     assert q["s1"]["quality_pass"] and q["s1"]["quality_agreement"] == 0.875
