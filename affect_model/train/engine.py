@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from affect_model.train.config import TrainConfig
+from affect_model.train.ds_config import deepspeed_config
 from affect_model.train.integrity import checkpoint_key, seal, verify
 from affect_model.train.plain_state import load_plain, require_plain
 from affect_model.train.schedule import make_scheduler, param_groups
@@ -39,40 +40,6 @@ STATE_KEY = "emer_loop"  # the worker's step state in DeepSpeed's client_state (
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DDP_WEIGHTS = "ddp_weights.safetensors"  # the DDP engine's trainable weights
 DDP_STATE = "ddp_state.pt"  # its optimizer, scheduler and loop state: tensors and plain containers only
-
-
-def deepspeed_config(cfg: TrainConfig, world_size: int, use_gpu: bool) -> dict:
-    """The DeepSpeed JSON config for ``cfg`` (the scheduler is passed separately: see ``make_engine``)."""
-    zero: dict[str, Any] = {"stage": cfg.zero_stage}
-    if cfg.zero_stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = False
-    if cfg.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": bool(use_gpu)}
-    opt_params: dict[str, Any] = {
-        "lr": cfg.lr,
-        "betas": list(cfg.betas),
-        "eps": 1e-8,
-        "weight_decay": cfg.weight_decay,
-    }
-    if cfg.torch_adam:
-        opt_params["torch_adam"] = True
-    ds: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "train_batch_size": cfg.batch_size * cfg.grad_accum * world_size,
-        "optimizer": {"type": "AdamW", "params": opt_params},
-        "zero_optimization": zero,
-        "gradient_clipping": cfg.grad_clip,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    if cfg.offload_optimizer and cfg.torch_adam:
-        ds["zero_force_ds_cpu_optimizer"] = False
-    if cfg.precision == "bf16":
-        ds["bf16"] = {"enabled": True}
-    elif cfg.precision == "fp16":
-        ds["fp16"] = {"enabled": True, "initial_scale_power": 16, "loss_scale_window": 100}
-    return ds
 
 
 def _loss_of(output: Any) -> torch.Tensor:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from affect_model.train.config import TrainConfig
-from affect_model.train.engine import DDPEngine, deepspeed_config
+from affect_model.train.ds_config import deepspeed_config
+from affect_model.train.engine import DDPEngine
 from affect_model.train.report import History
 from affect_model.train.schedule import lr_factor, param_groups, total_optimizer_steps
 from core.config import ConfigError
