@@ -53,7 +53,8 @@ def test_official_preset_trains_exports_imports_and_infers(ray_local, tiny_root,
     assert any(k.startswith("heads.affectgpt_proj") for k in saved) and any("lora_A" in k for k in saved)
 
     pth = tmp_path / "official.pth"
-    assert main(["models", "export-affectgpt", str(run), "--output", str(pth), *common]) == 0
+    # export reads the model config from the run's weights: it takes no --config (nor overrides)
+    assert main(["models", "export-affectgpt", str(run), "--output", str(pth)]) == 0
     keys = set(torch.load(pth, weights_only=True)["model"])
     assert {"affectgpt_proj.weight", "multi_llama_proj.weight", "image_llama_proj.weight"} <= keys
     assert not any(k.startswith("heads.") or k.startswith("llm.") for k in keys)
