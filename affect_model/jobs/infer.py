@@ -25,6 +25,7 @@ from affect_model.train.datasets import fine_split, media_source, read_parquet, 
 from affect_model.train.loop import resolve_weights
 from affect_model.train.task import AffectGPTTask, absolute_paths, to_device
 from core import storage
+from core.schema import NAME, SUBTITLE_EN, SUBTITLE_ZH
 from core.stage import OK, Stage, fail, map_stages
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Describer(Stage):
         size = int(self.options.get("group") or 0)
         if not size or len(rows) <= size:
             return self._describe_or_fail(rows)
-        columns = {k: [r.get(k) for r in rows] for k in ("name", "subtitle_en", "subtitle_zh")}
+        columns = {k: [r.get(k) for r in rows] for k in (NAME, SUBTITLE_EN, SUBTITLE_ZH)}
         lengths = self.task.lengths(self.model, columns, with_answer=False)
         return describe_in_length_order(rows, lengths, size, self._describe_or_fail)
 

@@ -3,59 +3,20 @@
 Each builder writes a folder that ``affect_model.model.encoders`` loads exactly like a downloaded model
 (weights + config + the matching image processor / feature extractor) and returns its path. Builders
 are idempotent, atomic (built in a temporary folder beside the target, completion marker last, then
-renamed into place: a reader never sees half a model) and seeded, so two builds give the same weights.
-The tiny LLM and tokenizer come from ``core.llm.tiny``. Random weights: plumbing only.
+renamed into place: a reader never sees half a model) and seeded, so two builds give the same weights:
+``core.llm.tiny.build_folder`` builds them, as it builds the tiny LLMs and tokenizer.
+Random weights: plumbing only.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from core.llm.tiny import build_tiny_text_llm
+from core.llm.tiny import build_folder, build_tiny_text_llm
 
-logger = logging.getLogger(__name__)
-
-MARKER = ".tiny_complete"
-SEED = 0
 IMAGE_SIZE = 32
 CLIP_SECONDS = 2  # the tiny Whisper encoder takes exactly one 2-second clip (100 positions)
 MEL_BINS = 16
-
-
-def _build(out_dir: str | Path, what: str, make: Callable[[Path], None]) -> str:
-    """``make`` into a private temporary folder beside ``out_dir``, the marker written last, then the
-    folder renamed into place (an interrupted build leaves no ``out_dir``; a finished one is reused)."""
-    import torch
-
-    out = Path(out_dir)
-    if (out / MARKER).is_file():
-        return str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        torch.manual_seed(SEED)
-        make(tmp)
-        (tmp / MARKER).write_text(what + "\n")
-        _move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("tiny %s written to %s", what, out)
-    return str(out)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.is_dir() and not (out / MARKER).is_file():
-        shutil.rmtree(out)  # what a build interrupted before builds were atomic left behind
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        if not (out / MARKER).is_file():  # not a build that finished first beside this one
-            raise
 
 
 def _vision_kwargs() -> dict:
@@ -80,7 +41,7 @@ def build_tiny_clip_vision(out_dir: str | Path) -> str:
             size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
         ).save_pretrained(str(out))
 
-    return _build(out_dir, "CLIPVisionModel", make)
+    return build_folder(out_dir, "CLIPVisionModel", make)
 
 
 def build_tiny_clip_full(out_dir: str | Path) -> str:
@@ -107,7 +68,7 @@ def build_tiny_clip_full(out_dir: str | Path) -> str:
             size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
         ).save_pretrained(str(out))
 
-    return _build(out_dir, "CLIPModel", make)
+    return build_folder(out_dir, "CLIPModel", make)
 
 
 def build_tiny_siglip_vision(out_dir: str | Path) -> str:
@@ -119,7 +80,7 @@ def build_tiny_siglip_vision(out_dir: str | Path) -> str:
         SiglipVisionModel(SiglipVisionConfig(**_vision_kwargs())).save_pretrained(str(out))
         SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(str(out))
 
-    return _build(out_dir, "SiglipVisionModel", make)
+    return build_folder(out_dir, "SiglipVisionModel", make)
 
 
 def build_tiny_whisper_encoder(out_dir: str | Path, window_seconds: int = CLIP_SECONDS) -> str:
@@ -155,7 +116,7 @@ def build_tiny_whisper_encoder(out_dir: str | Path, window_seconds: int = CLIP_S
             n_fft=400,
         ).save_pretrained(str(out))
 
-    return _build(out_dir, "WhisperEncoder", make)
+    return build_folder(out_dir, "WhisperEncoder", make)
 
 
 def build_tiny_hubert(out_dir: str | Path) -> str:
@@ -186,7 +147,7 @@ def build_tiny_hubert(out_dir: str | Path) -> str:
             return_attention_mask=True,
         ).save_pretrained(str(out))
 
-    return _build(out_dir, "HubertModel", make)
+    return build_folder(out_dir, "HubertModel", make)
 
 
 def build_tiny_models(

@@ -29,6 +29,8 @@ from core.schema import (
     FRAMES,
     NAME,
     OV_LABELS,
+    SUBTITLE_EN,
+    SUBTITLE_ZH,
     coarse_schema,
     decode_audio,
     encode_audio,
@@ -38,7 +40,7 @@ from core.schema import (
 log = logging.getLogger(__name__)
 
 # What training reads of EMER-Coarse (the columns ``emer annotate`` writes; see core.schema).
-COARSE_COLUMNS = (NAME, "subtitle_en", "subtitle_zh", DESCRIPTION_EN, FRAMES, AUDIO, OV_LABELS)
+COARSE_COLUMNS = (NAME, SUBTITLE_EN, SUBTITLE_ZH, DESCRIPTION_EN, FRAMES, AUDIO, OV_LABELS)
 COARSE_SCHEMA = coarse_schema(COARSE_COLUMNS)
 FINE_TEST_FRACTION = 66 / 332  # EMER-Fine: 266 train / 66 test of 332
 __all__ = [

@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -159,7 +160,7 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 1200) -> str:
     def make(out: Path) -> None:
         _make_tokenizer(vocab_size).save_pretrained(str(out))
 
-    return _build(out_dir, "tokenizer (byte-level BPE)", make, marker=TOKENIZER_MARKER)
+    return build_folder(out_dir, "tokenizer (byte-level BPE)", make, marker=TOKENIZER_MARKER)
 
 
 def _make_tokenizer(vocab_size: int):
@@ -196,23 +197,37 @@ def _tokenizer_in(out: Path):
     return AutoTokenizer.from_pretrained(str(out))
 
 
-def _build(out_dir: str | Path, what: str, make: Callable[[Path], None], marker: str = MARKER) -> str:
-    """Run ``make`` into a private temporary folder, move its files into out_dir, write the marker last."""
+def build_folder(out_dir: str | Path, what: str, make: Callable[[Path], None], marker: str = MARKER) -> str:
+    """``make`` into a private temporary folder beside ``out_dir``, the marker written last, then the
+    folder renamed into place: an interrupted build leaves no ``out_dir``, a finished one is reused,
+    and a reader never sees half a model. Seeded, so two builds give the same weights. Every tiny
+    checkpoint (these LLMs and tokenizer, ``affect_model.model.tiny``'s encoders) is built this way."""
     import torch
 
     out = Path(out_dir)
     if (out / marker).is_file():
         return str(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
         torch.manual_seed(SEED)
-        make(Path(tmp))
-        out.mkdir(exist_ok=True)
-        for item in Path(tmp).iterdir():
-            os.replace(item, out / item.name)  # same file system: atomic per file
-    (out / marker).write_text(what + "\n")
+        make(tmp)
+        (tmp / marker).write_text(what + "\n")
+        _move_into_place(tmp, out, marker)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("tiny %s written to %s", what, out)
     return str(out)
+
+
+def _move_into_place(tmp: Path, out: Path, marker: str) -> None:
+    if out.is_dir() and not (out / marker).is_file():
+        shutil.rmtree(out)  # what a build interrupted before builds were atomic left behind
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if not (out / marker).is_file():  # not a build that finished first beside this one
+            raise
 
 
 def _text_kwargs(tok, hidden: int = 64, layers: int = 2, heads: int = 4) -> dict:
@@ -247,7 +262,7 @@ def build_tiny_text_llm(out_dir: str | Path) -> str:
         tok = _tokenizer_in(out)
         _save_model(Qwen2ForCausalLM(Qwen2Config(**_text_kwargs(tok))), out, tok)
 
-    return _build(out_dir, "text llm (Qwen2ForCausalLM)", make)
+    return build_folder(out_dir, "text llm (Qwen2ForCausalLM)", make)
 
 
 def build_tiny_audio_llm(out_dir: str | Path) -> str:
@@ -285,7 +300,7 @@ def build_tiny_audio_llm(out_dir: str | Path) -> str:
         proc = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE)
         proc.save_pretrained(str(out))
 
-    return _build(out_dir, "audio llm (Qwen2AudioForConditionalGeneration)", make)
+    return build_folder(out_dir, "audio llm (Qwen2AudioForConditionalGeneration)", make)
 
 
 def build_tiny_video_llm(out_dir: str | Path) -> str:
@@ -341,7 +356,7 @@ def build_tiny_video_llm(out_dir: str | Path) -> str:
         )
         proc.save_pretrained(str(out))
 
-    return _build(out_dir, "video llm (Qwen2_5_VLForConditionalGeneration)", make)
+    return build_folder(out_dir, "video llm (Qwen2_5_VLForConditionalGeneration)", make)
 
 
 BUILDERS: dict[str, Callable[[str | Path], str]] = {

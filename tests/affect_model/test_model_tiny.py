@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from affect_model.model import tiny
+from core.llm.tiny import MARKER
 
 
 def test_an_interrupted_build_leaves_nothing_and_a_finished_one_is_reused(tmp_path):
@@ -15,7 +16,7 @@ def test_an_interrupted_build_leaves_nothing_and_a_finished_one_is_reused(tmp_pa
         raise RuntimeError("killed half way")
 
     with pytest.raises(RuntimeError, match="half way"):
-        tiny._build(out, "x", broken)
+        tiny.build_folder(out, "x", broken)
     assert not out.exists() and list(out.parent.iterdir()) == []  # no half model, no temp folder
     calls = []
 
@@ -23,9 +24,9 @@ def test_an_interrupted_build_leaves_nothing_and_a_finished_one_is_reused(tmp_pa
         calls.append(folder)
         (folder / "config.json").write_text('{"ok": true}')
 
-    assert tiny._build(out, "x", make) == str(out) == tiny._build(out, "x", make)
+    assert tiny.build_folder(out, "x", make) == str(out) == tiny.build_folder(out, "x", make)
     assert len(calls) == 1 and calls[0] != out  # built elsewhere, then renamed into place
-    assert sorted(p.name for p in out.iterdir()) == [tiny.MARKER, "config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "config.json"]
     assert [p.name for p in out.parent.iterdir()] == ["tiny-x"]
 
 
@@ -33,5 +34,5 @@ def test_a_half_written_folder_of_an_older_build_is_replaced(tmp_path):
     out = tmp_path / "tiny-y"
     out.mkdir()
     (out / "stale.bin").write_text("partial")
-    tiny._build(out, "y", lambda folder: (folder / "config.json").write_text("{}"))
-    assert sorted(p.name for p in out.iterdir()) == [tiny.MARKER, "config.json"]
+    tiny.build_folder(out, "y", lambda folder: (folder / "config.json").write_text("{}"))
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "config.json"]
