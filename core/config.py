@@ -226,7 +226,7 @@ def format_override(key: str, value: Any) -> str:
     is written as YAML, so a string that YAML would read as another type (``'1.5'``, ``'null'``, a path
     with ``: ``) stays a string."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-    return f"{key}={text.removesuffix(chr(10) + '...').removesuffix('...').strip()}"
+    return f"{key}={text.removesuffix(chr(10) + '...')}"
 
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:

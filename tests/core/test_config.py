@@ -121,3 +121,12 @@ def test_a_wrong_key_in_the_second_file_names_that_file(tmp_path):
     assert problems[0].startswith("annotate.framez: unknown key; did you mean 'annotate.frames'?")
     assert all(p.endswith(f"(from {second})") for p in problems)
     assert "must be an integer" in problems[1]
+
+
+@pytest.mark.parametrize(
+    "value", ["wait...", "...", "1.5", "a: b", "null", "x", 1.5, 3, True, None, [1, "2"], {"a": 1}]
+)
+def test_format_override_is_the_inverse_of_parse_override(value):
+    from core.config import format_override
+
+    assert parse_override(format_override("annotate.text.prompt", value)) == ("annotate.text.prompt", value)
