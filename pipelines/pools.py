@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from core import placement
+from core.resources import Resources
 from pipelines import steps
 from pipelines.config import AnnotateConfig, StageConfig
 from pipelines.stages import CheckStage, DecodeStage
@@ -66,8 +67,14 @@ def auto_bounds(res: StageConfig, llm) -> tuple[int, int | None] | None:
     return None
 
 
+def actor_resources(res: StageConfig, llm) -> Resources:
+    """What one actor of a pool asks: the stage's CPUs, its role's GPUs and the custom resources as
+    they reach Ray (``gpus``, ``resources_of``)."""
+    return Resources(num_cpus=res.num_cpus, num_gpus=gpus(llm), resources=resources_of(res, llm))
+
+
 def per_actor(res: StageConfig, llm) -> dict[str, float]:
-    return {"CPU": res.num_cpus, "GPU": gpus(llm), **resources_of(res, llm)}
+    return actor_resources(res, llm).per_actor()
 
 
 def gpus(llm) -> float:
@@ -107,10 +114,6 @@ def batch_size_for(configured: int, rows: int, actors: int) -> int:
 def remote_for(res: StageConfig, llm, isolate: bool = False) -> dict[str, Any]:
     """The ``ray_remote_args`` of one pool's actors (``isolate``: no task retries, so a crash
     re-runs nothing behind the crash isolation's back)."""
-    return placement.remote_args(
-        resources_of(res, llm),
-        num_cpus=res.num_cpus,
-        num_gpus=gpus(llm) or None,
-        max_restarts=res.max_restarts,
-        max_task_retries=0 if isolate else res.max_task_retries,
+    return actor_resources(res, llm).remote_args(
+        max_restarts=res.max_restarts, max_task_retries=0 if isolate else res.max_task_retries
     )
