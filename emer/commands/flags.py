@@ -4,7 +4,7 @@ A flag that sets a config key is declared with that key (``config_flag(p, "--ret
 key="annotate.retry_failed", ...)``); ``load(args)`` turns the flags given into dotted overrides, after
 the user's own ``--a.b=c`` ones (a named flag wins), and builds the config once. So the config a
 command runs is the config it saves (``config.yaml``, the manifest, ``evaluate-config.yaml``), and
-``emer config`` shows each flag's value with the flag as its source.
+``emer config`` shows each flag's value under the key it sets (the dotted key as its source).
 
 The parent parsers say what a command takes: ``Parents.plain`` (``--log-level`` only: no config, and
 dotted overrides are refused), ``Parents.config`` (+ ``--config``) and ``Parents.ray`` (+ ``--address``,
