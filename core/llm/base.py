@@ -22,7 +22,8 @@ from core.schema import SAMPLE_RATE
 from core.secrets import redact_url
 
 BACKENDS = ("transformers", "openai", "vllm", "signal")
-INPUT_KINDS = ("text", "audio", "video", "omni")  # the kinds of input a backend is asked for
+INPUT_KINDS = ("text", "audio", "video", "omni", "asr")  # the kinds of input a backend is asked for
+# asr: speech to text (core.llm.asr): request.audio, the prompt optional (a hint of words, names)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -247,7 +248,9 @@ class LLMBackend(ABC):
 def request_problem(req: LLMRequest, kind: str, text_only: bool = True) -> str | None:
     """Why ``req`` cannot be asked of a model of input ``kind`` (``INPUT_KINDS``), or None (every
     backend, and the vLLM Ray Data stage, checks requests with it). ``text_only``: text refuses media."""
-    if not isinstance(req.prompt, str) or not req.prompt.strip():
+    if kind == "asr" and req.audio is None:
+        return "asr role needs request.audio (16 kHz mono float32)"
+    if kind != "asr" and (not isinstance(req.prompt, str) or not req.prompt.strip()):
         return "empty prompt"
     if kind == "audio" and req.audio is None:
         return "audio role needs request.audio (16 kHz mono float32)"

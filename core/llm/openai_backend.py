@@ -160,7 +160,7 @@ class OpenAIBackend(LLMBackend):
         for attempt in range(self.cfg.max_retries + 1):
             retry_after = None
             try:
-                return _parse(self._create(messages), attempt + 1)
+                return self.parse(self._create(messages), attempt + 1)
             except (openai.APITimeoutError, openai.APIConnectionError) as err:
                 reason = f"{type(err).__name__}: {err}"
             except (MalformedResponse, openai.APIResponseValidationError, ValueError) as err:
@@ -196,6 +196,10 @@ class OpenAIBackend(LLMBackend):
 
     def messages(self, req: LLMRequest) -> list[dict]:
         return chat_messages(req)
+
+    def parse(self, resp: object, attempts: int) -> LLMResult:
+        """The result of one answered request (``MalformedResponse`` when it is not usable)."""
+        return _parse(resp, attempts)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
