@@ -6,7 +6,7 @@ the environment, ``EMER_MODELS`` defaulting to the models cache; ``--config a,b`
 --config b``) -> dotted flags (``--annotate.frames=8``; a command's named flags become dotted
 overrides too, ``emer.commands.flags``). ``load_run_config`` returns the validated config;
 ``load_run_config_with_sources`` also says, per key, the file or flag its value came from
-(``emer config`` prints that). Sections: ``storage`` and ``ray`` (core),
+(``emer config`` prints that). Sections: ``storage`` and ``ray`` (core), ``clips``,
 ``annotate`` and ``filter`` (pipelines), ``model`` and ``train`` (affect_model), ``evaluate`` (evaluation).
 ``require_models`` checks, before any worker starts, that every model a command loads is here.
 """
@@ -28,6 +28,7 @@ from core.storage import StorageConfig, save_resolved
 from emer.models import ENV as MODELS_ENV
 from emer.models import models_dir
 from evaluation.config import EvaluateConfig
+from pipelines.clips.config import ClipsConfig
 from pipelines.config import AnnotateConfig
 from pipelines.fine.config import FilterConfig
 
@@ -43,6 +44,7 @@ class RunConfig(Config):
     output_dir: str = "runs"
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+    clips: ClipsConfig = dataclasses.field(default_factory=ClipsConfig)
     annotate: AnnotateConfig = dataclasses.field(default_factory=AnnotateConfig)
     filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -95,6 +97,8 @@ def model_keys(run: RunConfig, sections: Sequence[str]) -> list[tuple[str, str]]
             if llm.backend not in ("openai", "signal") and key not in seen:  # signal: no model file
                 seen.add(key)
                 items.append((f"annotate.{key}.model", llm.model))
+    if "clips" in sections and run.clips.transcribe and run.clips.asr.backend != "openai":
+        items.append(("clips.asr.model", run.clips.asr.model))
     if "model" in sections:
         m = run.model
         items += [("model.vision_model", m.vision_model), ("model.audio_model", m.audio_model)]

@@ -15,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import uuid
 
 from core import storage
+from core.config import Config, check_range
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +33,26 @@ class CutError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Encoding:
-    """How clips are written: re-encoded (codecs, CRF, preset) or stream-copied."""
+class Encoding(Config):
+    """How clips are written (``clips.cut``): re-encoded (codecs, CRF, preset) or stream-copied."""
 
-    copy: bool = False
+    copy: bool = False  # stream copy: no re-encoding, but the cut snaps to a keyframe
     video_codec: str = "libx264"
     audio_codec: str = "aac"
-    crf: int = 20
+    crf: int = 20  # libx264 quality (lower: better, bigger)
     preset: str = "veryfast"
-    threads: int = 1
-    timeout_s: float = 300.0
+    threads: int = 1  # ffmpeg threads per cut (a decode actor asks one CPU)
+    timeout_s: float = 300.0  # one cut longer than this fails its segment
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_range(out, "cut.crf", self.crf, 0, 51)
+        check_range(out, "cut.threads", self.threads, 0, 64)
+        check_range(out, "cut.timeout_s", self.timeout_s, 0.0, None)
+        for key in ("video_codec", "audio_codec", "preset"):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", getattr(self, key)):
+                out.append(f"cut.{key} = {getattr(self, key)!r}: must be an ffmpeg name ([A-Za-z0-9_.-])")
+        return out
 
 
 def clip_name(video: str, start: float, end: float) -> str:
