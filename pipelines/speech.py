@@ -16,7 +16,7 @@ import math
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +35,13 @@ MAX_PEAK = 0.95
 
 @dataclass(frozen=True)
 class Prosody:
-    """espeak-ng's voice settings: pitch 0-99 (50 default), speed in wpm, amplitude 0-200 (100)."""
+    """espeak-ng's voice settings: pitch 0-99 (50 default), speed in wpm, amplitude 0-200 (100),
+    and the voice (``-v``: a language such as ``en-us``, optionally ``+variant`` such as ``en+f3``)."""
 
     pitch: int = 50
     speed: int = WPM
     amplitude: int = 100
+    voice: str = VOICE
 
 
 NEUTRAL = Prosody()
@@ -66,7 +68,7 @@ def speak(espeak: str, text: str, seconds: float, prosody: Prosody = NEUTRAL) ->
     voice = _espeak(espeak, text, prosody)
     if len(voice) > room:  # too long for the clip: say it faster, then trim what is still over
         wpm = min(MAX_WPM, math.ceil(prosody.speed * len(voice) / room) + 5)
-        voice = _espeak(espeak, text, Prosody(prosody.pitch, wpm, prosody.amplitude))
+        voice = _espeak(espeak, text, replace(prosody, speed=wpm))
     voice = voice[:room].copy()
     fade = min(len(voice), SAMPLE_RATE // 50)  # 20 ms, so a trimmed end does not click
     voice[len(voice) - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
@@ -75,11 +77,19 @@ def speak(espeak: str, text: str, seconds: float, prosody: Prosody = NEUTRAL) ->
     return out
 
 
+def utterance(espeak: str, text: str, prosody: Prosody = NEUTRAL, floor: float = 0.02) -> np.ndarray:
+    """``text`` spoken by espeak-ng (float32, ``SAMPLE_RATE`` Hz) with the silence espeak-ng puts
+    before and after it cut off: from the first to the last sample above ``floor`` x the peak."""
+    voice = _espeak(espeak, text, prosody)
+    loud = np.flatnonzero(np.abs(voice) >= floor * float(np.abs(voice).max()))
+    return voice[loud[0] : loud[-1] + 1].copy()
+
+
 def _espeak(espeak: str, text: str, prosody: Prosody) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp, "speech.wav")
         p = prosody
-        cmd = [espeak, "-v", VOICE, "-s", str(p.speed), "-p", str(p.pitch), "-a", str(p.amplitude)]
+        cmd = [espeak, "-v", p.voice, "-s", str(p.speed), "-p", str(p.pitch), "-a", str(p.amplitude)]
         cmd += ["-w", str(wav), "--stdin"]
         try:
             subprocess.run(cmd, input=text.encode("utf-8"), check=True, capture_output=True, timeout=30)

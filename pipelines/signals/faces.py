@@ -1,8 +1,9 @@
 """The video signal: faces per sampled frame (MTCNN) and the main face's expression probabilities.
 
-MTCNN is facenet-pytorch's (its shipped ``pnet/rnet/onet.pt`` state dicts; nothing is downloaded).
-Those files are loaded with ``torch.load(..., weights_only=True)`` here first, so a file that holds
-anything but tensors is refused before facenet-pytorch's own ``torch.load`` (whose default is
+MTCNN is facenet-pytorch's (its shipped ``pnet/rnet/onet.pt`` state dicts; nothing is downloaded),
+built by ``load_mtcnn`` (also the clips job's face filter, ``pipelines.clips.faces``). Those files
+are loaded with ``torch.load(..., weights_only=True)`` here first, so a file that holds anything but
+tensors is refused before facenet-pytorch's own ``torch.load`` (whose default is
 ``weights_only=True`` from torch 2.6 on) reads it again. The main face of a frame is the most
 probable detection; its grayscale crop goes to the FER2013 mini-Xception
 (``pipelines.signals.expression``). ``describe`` turns the per-frame results into one sentence.
@@ -37,16 +38,8 @@ class FaceReader:
 
     def __init__(self) -> None:
         import torch  # heavy: torch
-        from facenet_pytorch import MTCNN  # heavy: torch, torchvision
 
-        # One thread: the actor is one of several processes on the node's cores, and MTCNN's many
-        # small convolutions ran ~30x slower with torch's default thread pool on a busy 2-core box.
-        torch.set_num_threads(1)
-        data = Path(str(resources.files("facenet_pytorch") / "data"))
-        states = {n: torch.load(data / f"{n}.pt", weights_only=True) for n in ("pnet", "rnet", "onet")}
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=MIN_FACE_PX, device="cpu").eval()
-        for name, state in states.items():
-            getattr(self.mtcnn, name).load_state_dict(state)
+        self.mtcnn = load_mtcnn()
         self.classifier = build_classifier()
         self.torch = torch
 
@@ -54,21 +47,53 @@ class FaceReader:
         from PIL import Image
 
         img = Image.open(io.BytesIO(jpeg)).convert("RGB")
-        boxes, probs = self.mtcnn.detect(img)
-        if boxes is None:
+        found = detect_faces(self.mtcnn, img)
+        if not found:
             return FrameFaces(0, None)
-        keep = [i for i, p in enumerate(probs) if p is not None and p >= MIN_FACE_PROB]
-        if not keep:
-            return FrameFaces(0, None)
-        main = boxes[max(keep, key=lambda i: probs[i])]
-        face = _crop(np.asarray(img.convert("L")), main)
+        face = _crop(np.asarray(img.convert("L")), found[0][0])
         if face is None:
-            return FrameFaces(len(keep), None)
+            return FrameFaces(len(found), None)
         out = self.classifier(self.torch.from_numpy(prepare([face])))[0]
-        return FrameFaces(len(keep), [round(float(p), 4) for p in out])
+        return FrameFaces(len(found), [round(float(p), 4) for p in out])
 
     def read(self, frames: list[bytes]) -> list[FrameFaces]:
         return [self.frame(f) for f in frames]
+
+
+def load_mtcnn():
+    """facenet-pytorch's MTCNN (all faces of a frame, the smallest ``MIN_FACE_PX``) with its shipped
+    weights, each file read with ``torch.load(weights_only=True)``; torch set to one thread."""
+    import torch  # heavy: torch
+    from facenet_pytorch import MTCNN  # heavy: torch, torchvision
+
+    # One thread: the actor is one of several processes on the node's cores, and MTCNN's many
+    # small convolutions ran ~30x slower with torch's default thread pool on a busy 2-core box.
+    torch.set_num_threads(1)
+    data = Path(str(resources.files("facenet_pytorch") / "data"))
+    states = {n: torch.load(data / f"{n}.pt", weights_only=True) for n in ("pnet", "rnet", "onet")}
+    mtcnn = MTCNN(keep_all=True, min_face_size=MIN_FACE_PX, device="cpu").eval()
+    for name, state in states.items():
+        getattr(mtcnn, name).load_state_dict(state)
+    return mtcnn
+
+
+def detect_faces(mtcnn, img) -> list[tuple[np.ndarray, float]]:
+    """The faces MTCNN finds in one RGB image (PIL or HxWx3 uint8) with a score of at least
+    ``MIN_FACE_PROB``: ``(box [x1, y1, x2, y2], score)``, the most probable first."""
+    return _kept(*mtcnn.detect(img))
+
+
+def detect_faces_batch(mtcnn, frames: np.ndarray) -> list[list[tuple[np.ndarray, float]]]:
+    """``detect_faces`` for each of ``[N, H, W, 3]`` uint8 frames of one size, in one MTCNN call."""
+    boxes, probs = mtcnn.detect(frames)
+    return [_kept(b, p) for b, p in zip(boxes, probs)]
+
+
+def _kept(boxes, probs) -> list[tuple[np.ndarray, float]]:
+    if boxes is None:
+        return []
+    found = [(np.asarray(b, dtype=np.float64), float(p)) for b, p in zip(boxes, probs) if p is not None]
+    return sorted((f for f in found if f[1] >= MIN_FACE_PROB), key=lambda f: -f[1])
 
 
 def _crop(gray: np.ndarray, box: np.ndarray) -> np.ndarray | None:
