@@ -9,7 +9,7 @@ from core.runtime import init_ray
 from emer.commands import flags
 from emer.commands.flags import Parents, config_flag
 from emer.runconfig import require_models
-from pipelines.clips.job import check_outcome, run_clips
+from pipelines.clips.job import check_outcome, list_videos, run_clips
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 def _clips(args: argparse.Namespace) -> int:
     run = flags.load(args)
     require_models(run, "clips")
+    list_videos(run.clips, args.input, args.subtitles)  # a wrong --input fails before Ray starts
     init_ray(run.ray)
     m = run_clips(run.clips, args.input, args.output, args.subtitles, resolved=run)
     c, r = m["counts"], m["this_run"]

@@ -128,7 +128,7 @@ def _method(m: dict[str, Any], cfg: ClipsConfig) -> list[str]:
         "- Segmentation: by the subtitle file's timestamps where a video has one (SRT, ASS, VTT), else "
         f"Silero VAD (threshold {cfg.vad.threshold:g}) with speaker merging (resemblyzer GE2E, cosine "
         f">= {cfg.speakers.threshold:g}, pauses <= {cfg.speakers.max_gap_s:g} s).",
-        f"- Faces: {cfg.face_frames} sampled frames per segment; {faces}.",
+        f"- Faces: {cfg.faces.frames} sampled frames per segment; {faces}.",
         f"- Cut: {cut}; names `<video>_<start_ms>_<end_ms>.mp4`.",
         f"- ASR for clips without a subtitle line: {asr}; the transcript fills `chinese` or `english` "
         "by script (CJK characters: chinese).",

@@ -42,8 +42,7 @@ class ClipsConfig(Config):
     extensions: list[str] = dataclasses.field(default_factory=lambda: list(VIDEO_EXTENSIONS))
     min_duration_s: float = 2.0  # shorter segments are rejected (MER2024: 2-16 s)
     max_duration_s: float = 16.0  # longer segments are rejected
-    check_faces: bool = True  # the face filter on each segment (one face, same person)
-    face_frames: int = 8  # frames sampled per segment for the face filter
+    check_faces: bool = True  # the face filter on each segment (one face, same person; clips.faces)
     frame_short_side: int = 240  # px: sampled frames are scaled so their short side is this
     max_video_bytes: int = 64 * 2**30  # a bigger source video fails unread
     transcribe: bool = True  # ASR for clips without a subtitle line (VAD segments)
@@ -65,7 +64,6 @@ class ClipsConfig(Config):
                 f"clips.max_duration_s = {self.max_duration_s}: must be > clips.min_duration_s "
                 f"({self.min_duration_s})"
             )
-        check_range(out, "clips.face_frames", self.face_frames, 1, 256)
         check_range(out, "clips.frame_short_side", self.frame_short_side, 32, 4096)
         check_range(out, "clips.max_video_bytes", self.max_video_bytes, 1, None)
         check_range(out, "clips.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)

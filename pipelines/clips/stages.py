@@ -119,7 +119,7 @@ class SegmentStage(Stage):
             out.update(outcome=REJECTED, stage="duration", reason=reason)
             return out
         if self.cfg.check_faces:
-            times = sample_times(seg.start, seg.end, self.cfg.face_frames)
+            times = sample_times(seg.start, seg.end, self.cfg.faces.frames)
             verdict = self.faces().check(frames_at(path, times, info, self.cfg.frame_short_side))
             out.update(C.face_fields(verdict))
             if verdict.reason:

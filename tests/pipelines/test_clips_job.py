@@ -65,7 +65,7 @@ def whisper(tmp_path_factory) -> str:
 def config(model: str) -> ClipsConfig:
     return ClipsConfig.from_dict(
         {
-            "face_frames": 4,
+            "faces": {"frames": 4},
             "max_failure_fraction": 1.0,
             "asr": {"model": model, "max_new_tokens": 6, "min_new_tokens": 2},
             "stages": {"decode": {"max_actors": 2}, "asr": {"num_cpus": 0.5}},
