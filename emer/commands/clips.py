@@ -73,8 +73,8 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 
 def _clips(args: argparse.Namespace) -> int:
     run = flags.load(args)
-    require_models(run, "clips")
     list_videos(run.clips, args.input, args.subtitles)  # a wrong --input fails before Ray starts
+    require_models(run, "clips")
     init_ray(run.ray)
     m = run_clips(run.clips, args.input, args.output, args.subtitles, resolved=run)
     c, r = m["counts"], m["this_run"]

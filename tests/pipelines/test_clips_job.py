@@ -1,25 +1,27 @@
 """One real ``emer clips`` run (local Ray, real MTCNN, Silero VAD, resemblyzer, tiny Whisper) over a
 folder that mixes good source videos with every kind of bad input: each bad input is one recorded
 failure naming its file and reason, the good videos give their clips, a rerun redoes nothing, and
-the output feeds ``emer annotate`` unchanged."""
+the output (on S3, moto) feeds ``emer annotate`` unchanged."""
 
 from __future__ import annotations
 
 import csv
+import io
 import shutil
-from pathlib import Path
 
 import pytest
 from clips_helpers import SRT, make_video, speech_wav
 
+from core import storage
 from core.config import ConfigError
 from core.failures import RunFailed
 from core.llm.tiny import MARKER
 from core.llm.tiny_whisper import build_tiny_whisper
-from core.storage import read_table
 from emer.models import models_dir
+from pipelines.annotate import run_annotation
 from pipelines.clips.config import ClipsConfig
-from pipelines.clips.job import check_outcome, list_videos, run_clips
+from pipelines.clips.job import check_outcome, run_clips
+from pipelines.config import AnnotateConfig
 
 PAST_END = "1\n00:00:05,000 --> 00:00:07,000\nlate\n\n2\n00:00:06,000 --> 00:00:06,000\nzero\n"
 BAD = {  # video -> (stage, words in the reason)
@@ -68,24 +70,28 @@ def config(model: str) -> ClipsConfig:
             "faces": {"frames": 4},
             "max_failure_fraction": 1.0,
             "asr": {"model": model, "max_new_tokens": 6, "min_new_tokens": 2},
-            "stages": {"decode": {"max_actors": 2}, "asr": {"num_cpus": 0.5}},
+            "stages": {"decode": {"actors": 1}, "asr": {"num_cpus": 0.5}},
         }
     )
 
 
-def test_clips_run_records_every_bad_video_keeps_the_good_ones_and_resumes(
-    ray_local, sources, tmp_path_factory
-):
+@pytest.fixture(scope="module")
+def clips_run(ray_local, s3, sources, whisper):
+    """One clips run: local source videos, the output on S3 (moto)."""
     videos, subs = sources
-    cfg = config(build_tiny_whisper(tmp_path_factory.mktemp("asr") / "tiny-whisper"))
-    out = str(tmp_path_factory.mktemp("clips_out"))
-    m = run_clips(cfg, str(videos), out, str(subs))
+    cfg, out = config(whisper), s3.uri("clips-run")
+    return cfg, out, run_clips(cfg, str(videos), out, str(subs))
+
+
+def test_clips_run_records_every_bad_video_and_keeps_the_good_ones(clips_run, sources):
+    cfg, out, m = clips_run
+    videos = sources[0]
     failures = {f["name"]: f for f in m["failures"]}
     assert set(failures) == set(BAD)
     for name, (stage, words) in BAD.items():
         f = failures[name]
         assert f["stage"] == stage and words in f["reason"] and f"{videos}/{name}.mp4" in f["reason"], f
-    table = {r["name"]: r for r in read_table(f"{out}/clips.parquet").to_pylist()}
+    table = {r["name"]: r for r in storage.read_table(f"{out}/clips.parquet").to_pylist()}
     kept = sorted(n for n, r in table.items() if r["outcome"] == "ok")
     assert kept[:2] == ["ep_srt_1000_3500", "ep_srt_4200_6700"]
     short = table["ep_srt_7000_7800"]
@@ -103,25 +109,38 @@ def test_clips_run_records_every_bad_video_keeps_the_good_ones_and_resumes(
     assert len(vad) == 1 and vad[0]["method"] == "vad" and vad[0]["asr_model"] == cfg.asr.model
     assert vad[0]["text"] and (vad[0]["english"] or vad[0]["chinese"])  # tiny Whisper's gibberish
     assert vad[0]["speaker_similarity"] is not None and 3.0 < vad[0]["duration_s"] < 11.0
-    with open(f"{out}/subtitles.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(storage.read_text(f"{out}/subtitles.csv"))))
     assert [r["name"] for r in rows] == kept
-    assert sorted(p.stem for p in Path(out, "clips").iterdir()) == kept  # no temp file, no failed clip
+    clips = storage.list_files(f"{out}/clips")
+    assert [c.rsplit("/", 1)[1] for c in clips] == [f"{k}.mp4" for k in kept]  # no temp, no failed clip
     assert m["counts"]["clips"] == len(kept) == 3 and m["this_run"]["failed"] == len(BAD)
-    card = open(f"{out}/README.md", encoding="utf-8").read()
+    card = storage.read_text(f"{out}/README.md")
     assert "| failed | 6 |" in card and "bad_noface" in card
 
-    again = run_clips(cfg, str(videos), out, str(subs))  # a rerun redoes nothing finished
+
+def test_a_rerun_redoes_nothing_finished(clips_run, sources):
+    cfg, out, _ = clips_run
+    again = run_clips(cfg, str(sources[0]), out, str(sources[1]))
     assert again["this_run"]["attempted"] == 0 and again["this_run"]["skipped_finished"] == 8
-    assert again["counts"]["clips"] == 3
+    assert again["counts"]["clips"] == 3 and len(again["failures"]) == len(BAD)
 
 
-def test_every_video_failing_exits_non_zero_and_an_empty_prefix_names_itself(s3):
+def test_clips_output_feeds_annotate_unchanged(clips_run, tmp_path):
+    _, out, m = clips_run
+    cfg = AnnotateConfig.from_dict({"stop_after": "check", "stages": {"decode": {"actors": 1}}})
+    done = run_annotation(cfg, f"{out}/clips", f"{out}/subtitles.csv", str(tmp_path / "annotated"))
+    assert done["counts"]["ok"] == m["counts"]["clips"] == 3
+    samples = storage.read_table(str(tmp_path / "annotated" / "samples")).to_pylist()
+    zh = {r["name"]: r["subtitle_zh"] for r in samples}
+    assert zh["ep_srt_4200_6700"] == "我很好，谢谢。"
+
+
+def test_every_video_failing_exits_non_zero_and_an_empty_prefix_names_itself(s3, emer, tmp_path):
     cfg = ClipsConfig()
     manifest = {"this_run": {"attempted": 3, "failed": 3, "listing_failed": 0}, "counts": {"clips": 0}}
     with pytest.raises(RunFailed, match="3 of 3 videos failed"):
         check_outcome(cfg, manifest)
-    with pytest.raises(FileNotFoundError, match=f"--input {s3.uri('nothing-here')}: no video found"):
-        list_videos(cfg, s3.uri("nothing-here"))
+    rc, _, err = emer("clips", "--input", s3.uri("nothing-here"), "--output", tmp_path)
+    assert rc == 2 and f"--input {s3.uri('nothing-here')}: no video found" in err  # before Ray starts
     with pytest.raises(ConfigError, match="clips.max_duration_s"):
         ClipsConfig(min_duration_s=5, max_duration_s=4)
