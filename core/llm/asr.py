@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult
 from core.llm.openai_backend import MalformedResponse, OpenAIBackend
+from core.llm.transformers_backend import pick_device
 from core.schema import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,6 @@ class WhisperBackend(LLMBackend):
         super().__init__(cfg, kind)
         import torch
         import transformers
-
-        from core.llm.transformers_backend import pick_device
 
         name = cfg.model_class or DEFAULT_CLASS
         cls = getattr(transformers, name, None)

@@ -19,6 +19,7 @@ import numpy as np
 
 from core import storage
 from core.schema import SAMPLE_RATE
+from pipelines.media import MediaError, probe_and_audio
 
 
 class SourceError(RuntimeError):
@@ -81,8 +82,6 @@ def probe(path: str) -> Probe:
 
 def audio_16k(path: str) -> np.ndarray:
     """The first audio stream as 16 kHz mono float32 (``SourceError`` when it does not decode)."""
-    from pipelines.media import MediaError, probe_and_audio
-
     try:
         audio = probe_and_audio(path, backend="ffmpeg")[1]
     except MediaError as err:

@@ -23,6 +23,7 @@ from core.schema import SAMPLE_RATE, decode_audio, encode_audio
 from core.stage import FAILED, REJECTED, Stage
 from pipelines.clips import columns as C
 from pipelines.clips.cut import clip_name, cut_clip
+from pipelines.clips.faces import FaceFilter
 from pipelines.clips.segment import Segment, SubtitleError, parse_subtitles
 from pipelines.clips.source import (
     Probe,
@@ -34,6 +35,8 @@ from pipelines.clips.source import (
     probe,
     sample_times,
 )
+from pipelines.clips.speakers import SpeakerEncoder, merge_same_speaker
+from pipelines.clips.vad import speech_segments
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +55,11 @@ class SegmentStage(Stage):
 
     def faces(self):
         if self._faces is None:
-            from pipelines.clips.faces import FaceFilter
-
             self._faces = FaceFilter(self.cfg.faces)
         return self._faces
 
     def speakers(self):
         if self._speakers is None:
-            from pipelines.clips.speakers import SpeakerEncoder
-
             self._speakers = SpeakerEncoder()
         return self._speakers
 
@@ -100,9 +99,6 @@ class SegmentStage(Stage):
             if not segments:
                 raise SubtitleError(f"subtitles {sub}: no usable line ({len(dropped)} dropped)")
             return segments, [C.dropped_row(row, d) for d in dropped], None
-        from pipelines.clips.speakers import merge_same_speaker
-        from pipelines.clips.vad import speech_segments
-
         audio = audio_16k(path)
         spans = speech_segments(audio, SAMPLE_RATE, self.cfg.vad)
         if not spans:

@@ -20,6 +20,7 @@ from emer.runconfig import load_run_config
 WITH_CONFIG = {
     "demo",
     "config",
+    "clips",
     "annotate",
     "filter",
     "train",
