@@ -25,6 +25,7 @@ from core.metrics import ProgressLine
 from core.runtime import worker_env
 from core.stage import FAILED, map_stages
 from pipelines import pools
+from pipelines.annotate import _runtime_env as runtime_env  # one rule for a pool's env
 from pipelines.clips import card, outputs
 from pipelines.clips import columns as C
 from pipelines.clips.config import ClipsConfig
@@ -91,14 +92,14 @@ def build_pipeline(cfg: ClipsConfig, rows: list[dict[str, Any]], output: str):
     """The lazy Dataset: SegmentStage on the decode pool, then AsrStage where a video needs ASR."""
     import ray
 
-    env = {"env_vars": worker_env()} if worker_env() else None
+    env = runtime_env(worker_env())  # the driver's S3 endpoint etc., unless the job gives them already
     dec = cfg.stages.decode
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     ds = map_stages(
         ds,
         [(SegmentStage, {"output": output})],
         cfg,
-        pool=(dec.bounds()[0], min(dec.bounds()[1] or len(rows), len(rows))),
+        pool=capped(dec.bounds(), len(rows)),
         batch_size=None,
         remote=pools.remote_for(dec, None),
         runtime_env=env,
@@ -115,6 +116,12 @@ def build_pipeline(cfg: ClipsConfig, rows: list[dict[str, Any]], output: str):
             runtime_env=env,
         )
     return ds
+
+
+def capped(bounds: tuple[int, int | None], rows: int) -> tuple[int, int]:
+    """A pool's (min, max) actors, no more than there are videos (one video a task)."""
+    hi = min(bounds[1] or rows, rows)
+    return min(bounds[0], hi), hi
 
 
 def _execute(cfg: ClipsConfig, plan: Plan, output: str) -> tuple[outputs.VideoCollector, list[dict]]:
