@@ -183,17 +183,24 @@ def check_settings(output: str, wanted: dict[str, Any]) -> None:
 def plan(cfg: NoiseConfig, input_uri: str, output: str) -> tuple[list[dict], list[dict], list[str]]:
     """(rows to do, clips refused while listing, names already finished)."""
     todo, refused, done = [], [], []
+    finished = _stems(storage.join(output, PARAMS), ".json") & _stems(storage.join(output, CLIPS), ".mp4")
     for name, uri in list_clips(input_uri, cfg.extensions).items():
         reason = unsafe_id_reason(name)
         if reason:
             refused.append(
                 {"name": name, "stage": "list", "reason": reason, "outcome": "failed", "clip": uri}
             )
-        elif storage.exists(params_uri(output, name)) and storage.exists(clip_uri(output, name)):
+        elif name in finished:
             done.append(name)
         else:
             todo.append({"name": name, "clip": uri})
     return todo, refused, done
+
+
+def _stems(folder: str, suffix: str) -> set[str]:
+    """File names without ``suffix`` in ``folder`` (one listing; temp files left out)."""
+    files = storage.list_files(folder, [suffix], recursive=False, skip_temp=True)
+    return {f.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(suffix) for f in files}
 
 
 def run_noise(
@@ -270,10 +277,9 @@ def execute(
 def write_outputs(output: str, failures: list[dict[str, Any]], subtitles: str | None) -> int:
     """``noise.csv`` from every clip's params, ``failures.csv`` and the copied subtitles; returns the
     number of noisy clips in the table."""
-    params = [
-        json.loads(storage.read_text(u)) for u in storage.list_files(storage.join(output, PARAMS), [".json"])
-    ]
-    params = [p for p in params if storage.exists(clip_uri(output, p["name"]))]
+    clips = _stems(storage.join(output, CLIPS), ".mp4")
+    markers = storage.list_files(storage.join(output, PARAMS), [".json"], recursive=False, skip_temp=True)
+    params = [p for p in (json.loads(storage.read_text(u)) for u in markers) if p["name"] in clips]
     storage.write_text(storage.join(output, "noise.csv"), _csv(TABLE_COLUMNS, params))
     storage.write_text(storage.join(output, "failures.csv"), _csv(FAILURE_COLUMNS, failures))
     if subtitles:

@@ -16,7 +16,7 @@ import soundfile as sf
 from clip_copies import link_clip
 
 from pipelines.clips.noise import NoiseConfig, snr_db
-from pipelines.clips.noise_job import NoiseStage, run_noise
+from pipelines.clips.noise_job import NoiseStage, list_noise, run_noise
 from pipelines.clips.noise_media import decode_audio, probe
 from pipelines.config import AnnotateConfig
 from pipelines.inputs import build_listing
@@ -173,3 +173,23 @@ def test_cli_all_failing_exits_one_and_an_empty_noise_dir_names_the_flag(ray_loc
     assert code == 1 and "3 of 3 clips failed" in err
     assert "0 noisy, 3 failed" in out
     assert json.loads((tmp_path / "o2" / "manifest.json").read_text())["counts"]["failed"] == 3
+
+
+def test_clips_and_noise_on_s3_give_the_same_noisy_clip(s3, noisy, inputs):
+    """The per-clip work with the clip, the noise files and the output all on S3 (moto)."""
+    from core import storage
+
+    out, _ = noisy
+    base = f"s3://{s3.bucket}/noise-test"
+    name = GOOD[0]
+    storage.write_bytes(f"{base}/in/{name}.mp4", (inputs["root"] / "clips" / f"{name}.mp4").read_bytes())
+    for p in sorted((inputs["root"] / "noise").iterdir()):
+        storage.write_bytes(f"{base}/noise/{p.name}", p.read_bytes())
+    files = list_noise(NoiseConfig(), f"{base}/noise")
+    stage = NoiseStage(NoiseConfig(), noise_files=files, noise_dir=f"{base}/noise", output=f"{base}/out")
+    rows = [{"name": name, "clip": f"{base}/in/{name}.mp4"}]
+    stage.run_rows(rows)
+    assert rows[0]["outcome"] == "ok", rows[0].get("reason")
+    assert storage.read_bytes(f"{base}/out/clips/{name}.mp4") == (out / "clips" / f"{name}.mp4").read_bytes()
+    params = json.loads(storage.read_text(f"{base}/out/params/{name}.json"))
+    assert params["noise_file"] == _table(out / "noise.csv")[name]["noise_file"]
