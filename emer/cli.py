@@ -14,11 +14,11 @@ import sys
 
 from core.config import ConfigError
 from core.failures import RunFailed
-from emer.commands import annotate, base, clips, evaluate, exchange, fine, flags, jobs, review, train
+from emer.commands import annotate, base, clips, evaluate, exchange, fine, flags, jobs, noise, review, train
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (base, clips, annotate, fine, review, exchange, train, evaluate, jobs)
+COMMANDS = (base, clips, annotate, fine, review, exchange, train, evaluate, jobs, noise)
 
 
 def build_parser() -> argparse.ArgumentParser:

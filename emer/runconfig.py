@@ -7,7 +7,8 @@ the environment, ``EMER_MODELS`` defaulting to the models cache; ``--config a,b`
 overrides too, ``emer.commands.flags``). ``load_run_config`` returns the validated config;
 ``load_run_config_with_sources`` also says, per key, the file or flag its value came from
 (``emer config`` prints that). Sections: ``storage`` and ``ray`` (core), ``clips``,
-``annotate`` and ``filter`` (pipelines), ``model`` and ``train`` (affect_model), ``evaluate`` (evaluation).
+``annotate``, ``filter`` and ``noise`` (pipelines), ``model`` and ``train`` (affect_model),
+``evaluate`` (evaluation).
 ``require_models`` checks, before any worker starts, that every model a command loads is here.
 """
 
@@ -29,6 +30,7 @@ from emer.models import ENV as MODELS_ENV
 from emer.models import models_dir
 from evaluation.config import EvaluateConfig
 from pipelines.clips.config import ClipsConfig
+from pipelines.clips.noise import NoiseConfig
 from pipelines.config import AnnotateConfig
 from pipelines.fine.config import FilterConfig
 
@@ -50,6 +52,7 @@ class RunConfig(Config):
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    noise: NoiseConfig = dataclasses.field(default_factory=NoiseConfig)
 
     def problems(self) -> list[str]:
         if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith("."):

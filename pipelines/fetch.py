@@ -24,11 +24,13 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def too_big_reason(uri: str, size: int, cap: int, streamed: bool = False) -> str:
+def too_big_reason(
+    uri: str, size: int, cap: int, streamed: bool = False, key: str = "annotate.max_clip_bytes"
+) -> str:
     what = f"passed the cap after {size} bytes while streaming" if streamed else f"is {size} bytes"
     return (
-        f"clip {uri} {what} ({_mib(size)}), over annotate.max_clip_bytes = {cap} ({_mib(cap)}): "
-        "raise annotate.max_clip_bytes to decode it, or cut the clip"
+        f"clip {uri} {what} ({_mib(size)}), over {key} = {cap} ({_mib(cap)}): "
+        f"raise {key} to decode it, or cut the clip"
     )
 
 
@@ -41,11 +43,12 @@ def clip_size(uri: str) -> int:
 
 
 @contextlib.contextmanager
-def local_clip(uri: str, max_bytes: int) -> Iterator[str]:
-    """A local path for ``uri`` for the block: itself, or an S3 object streamed to a temporary file."""
+def local_clip(uri: str, max_bytes: int, key: str = "annotate.max_clip_bytes") -> Iterator[str]:
+    """A local path for ``uri`` for the block: itself, or an S3 object streamed to a temporary file
+    (``key``: the config key of the cap, named in the refusal)."""
     size = clip_size(uri)
     if size > max_bytes:
-        raise MediaError(too_big_reason(uri, size, max_bytes))
+        raise MediaError(too_big_reason(uri, size, max_bytes, key=key))
     if not storage.is_s3(uri):
         yield uri
         return
@@ -54,7 +57,7 @@ def local_clip(uri: str, max_bytes: int) -> Iterator[str]:
         try:
             storage.copy_to(uri, tmp, max_bytes)
         except storage.SizeLimitExceeded as err:
-            raise MediaError(too_big_reason(uri, err.seen, max_bytes, streamed=True)) from err
+            raise MediaError(too_big_reason(uri, err.seen, max_bytes, True, key)) from err
         except FileNotFoundError as err:
             raise MediaError(f"clip {uri} does not exist (moved or deleted since the listing)") from err
         tmp.flush()

@@ -22,6 +22,7 @@ WITH_CONFIG = {
     "config",
     "clips",
     "annotate",
+    "noise",
     "filter",
     "train",
     "features",
@@ -83,6 +84,8 @@ def _value(action: argparse.Action):
         return [str(choice)], choice
     if action.type is float:
         return ["0.25"], 0.25
+    if action.type is int:
+        return ["7"], 7
     return ["1.5: x.parquet"], "1.5: x.parquet"  # a string YAML would misread (as a mapping)
 
 
