@@ -27,6 +27,14 @@ FACES_PER_FRAME, ONE_FACE_FRACTION = "faces_per_frame", "one_face_fraction"
 SAME_PERSON, IDENTITY_METHOD = "same_person", "identity_method"
 ASR_MODEL, ASR_AUDIO = "asr_model", "asr_audio"  # asr_audio: FLAC bytes, only between the stages
 OUTCOME, STAGE, REASON = "outcome", "stage", "reason"
+# Seconds each step took, measured inside the stages (a model's first load included). Per video,
+# on its first row (the others null): vad (Silero), speakers (encoder + merging), source (the rest
+# of the video's time: copy, probe, subtitle parsing, 16 kHz audio decode, ASR audio encoding).
+# Per segment: faces (frame decode + detection), cut (ffmpeg), asr (the clip's share of its
+# transcription batch). A column's sum is the step's total time.
+SECONDS_SOURCE, SECONDS_VAD, SECONDS_SPEAKERS = "seconds_source", "seconds_vad", "seconds_speakers"
+SECONDS_FACES, SECONDS_CUT, SECONDS_ASR = "seconds_faces", "seconds_cut", "seconds_asr"
+TIMING_COLUMNS = (SECONDS_SOURCE, SECONDS_VAD, SECONDS_SPEAKERS, SECONDS_FACES, SECONDS_CUT, SECONDS_ASR)
 
 ROW_COLUMNS = (
     NAME,
@@ -54,6 +62,7 @@ ROW_COLUMNS = (
     REASON,
     SUBTITLE_FILE,
     ROWS_TOTAL,
+    *TIMING_COLUMNS,
 )
 OUTCOMES = (OK, REJECTED, FAILED)
 
@@ -112,6 +121,11 @@ def video_failure(video_row: dict[str, Any], stage: str, reason: str) -> dict[st
         STAGE: stage,
         REASON: f"video {video_row[SOURCE]}: {reason}",
     }
+
+
+def step_seconds(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Total seconds per step over ``rows`` (the timing columns' sums, step name without prefix)."""
+    return {c.removeprefix("seconds_"): round(sum(r.get(c) or 0.0 for r in rows), 3) for c in TIMING_COLUMNS}
 
 
 def face_fields(verdict: Any) -> dict[str, Any]:

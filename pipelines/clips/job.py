@@ -8,7 +8,8 @@ and, when some video has no subtitle file, ``AsrStage`` on its own pool (``clips
 ``clips.asr.num_gpus`` GPUs per actor, none for an endpoint). The rows stream back to the driver,
 which finishes each video as soon as its rows are in (``outputs.VideoCollector``). A video lost
 with a crashed worker gets no marker (a rerun redoes it) and is recorded as failed for this run.
-Then ``clips.parquet``, ``subtitles.csv``, ``manifest.json``, ``config.yaml`` and the card.
+Then ``clips.parquet``, ``subtitles.csv``, ``manifest.json`` (``this_run.step_seconds``: the
+seconds each step took over this run's videos, from the markers), ``config.yaml`` and the card.
 """
 
 from __future__ import annotations
@@ -172,10 +173,20 @@ def run_clips(
         "ok": sum(1 for m in now if m["outcome"] != FAILED),
         "failed": sum(1 for m in now if m["outcome"] == FAILED) + len(lost),
         "seconds": round(time.perf_counter() - start, 2),
+        "step_seconds": step_totals(now),  # summed over the workers: may exceed the wall seconds
     }
     listed = [r[C.VIDEO] for r in plan.videos] + [r[C.VIDEO] for r in plan.refused]
     where = {"input": input_uri, "subtitles": subtitles_uri, "output": output}
     return card.write_manifest_and_card(cfg, where, listed, markers, tables, run, resolved)
+
+
+def step_totals(markers: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds per step (VAD, speakers, faces, cut, ASR, source) over the videos of this run."""
+    total: dict[str, float] = {}
+    for m in markers:
+        for step, s in m.get("seconds", {}).items():
+            total[step] = round(total.get(step, 0.0) + s, 3)
+    return total
 
 
 def check_outcome(cfg: ClipsConfig, manifest: dict[str, Any]) -> None:

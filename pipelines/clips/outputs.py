@@ -3,7 +3,8 @@
 Per source video, from the driver as soon as all its rows have come back (``VideoCollector``):
 ``segments/<video>.parquet`` (every segment: kept, rejected with its reason and numbers, failed),
 ``failures/<video>.parquet`` when the video failed (the annotation's failure columns: name, stage,
-reason, outcome, clip) and, last, the done marker ``_markers/<video>.json``. A video with a marker
+reason, outcome, clip) and, last, the done marker ``_markers/<video>.json`` (its counts, and the
+seconds each step took on it: ``columns.TIMING_COLUMNS`` summed). A video with a marker
 is finished and a rerun skips it (``--retry-failed``: except the failed ones). A video fails when it
 cannot be used at all, or when none of its segments gave a clip (the reason counts the segments each
 filter removed). A clip whose transcription failed is removed from ``clips/``, so ``clips/`` and
@@ -98,6 +99,7 @@ def finish_video(output: str, video: str, rows: list[dict[str, Any]]) -> dict[st
         "seq": time.time_ns(),
         "segments": len(segments),
         **{o: sum(1 for r in segments if r[C.OUTCOME] == o) for o in C.OUTCOMES},
+        "seconds": C.step_seconds(rows),  # per step, measured inside the stages
     }
     storage.write_text(marker_uri(output, video), json.dumps(marker))
     return marker

@@ -14,7 +14,10 @@ video is complete. The VAD models, the speaker encoder and the face detector loa
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from core import storage
@@ -73,24 +76,26 @@ class SegmentStage(Stage):
         rows[:] = out
 
     def video_rows(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        stage = "source"
+        stage, clock = "source", Clock()
         try:
-            with local_video(row[C.SOURCE], self.cfg.max_video_bytes) as path:
+            with clock(C.SECONDS_SOURCE), local_video(row[C.SOURCE], self.cfg.max_video_bytes) as path:
                 info = probe(path)
                 stage = "subtitles" if row[C.SUBTITLE_FILE] else "vad"
                 if not info.has_audio:
                     raise SourceError(_no_audio(row[C.SUBTITLE_FILE]))
-                segments, dropped, audio = self.segments(path, info, row)
+                segments, dropped, audio = self.segments(path, info, row, clock)
                 stage = "cut"
-                rows = [self.segment_row(row, path, info, s, audio) for s in segments]
+                rows = [self.segment_row(row, path, info, s, audio, clock) for s in segments]
         except (SourceError, SubtitleError) as err:
-            return [C.video_failure(row, stage, str(err))]
+            return [{**C.video_failure(row, stage, str(err)), **clock.video_seconds()}]
         except Exception as err:  # noqa: BLE001 - one broken video is one failure row, not a crashed job
             log.warning("clips: video %s failed at %s", row[C.SOURCE], stage, exc_info=True)
-            return [C.video_failure(row, stage, f"{type(err).__name__}: {err}")]
-        return rows + dropped
+            return [{**C.video_failure(row, stage, f"{type(err).__name__}: {err}"), **clock.video_seconds()}]
+        out = rows + dropped
+        out[0].update(clock.video_seconds())
+        return out
 
-    def segments(self, path: str, info: Probe, row: dict[str, Any]):
+    def segments(self, path: str, info: Probe, row: dict[str, Any], clock: Clock):
         """(segments, rejected rows of dropped subtitle lines, the 16 kHz audio or None)."""
         sub = row[C.SUBTITLE_FILE]
         if sub:
@@ -100,14 +105,19 @@ class SegmentStage(Stage):
                 raise SubtitleError(f"subtitles {sub}: no usable line ({len(dropped)} dropped)")
             return segments, [C.dropped_row(row, d) for d in dropped], None
         audio = audio_16k(path)
-        spans = speech_segments(audio, SAMPLE_RATE, self.cfg.vad)
+        with clock(C.SECONDS_VAD):
+            spans = speech_segments(audio, SAMPLE_RATE, self.cfg.vad)
         if not spans:
             raise SourceError("Silero VAD found no speech in the audio (and there is no subtitle file)")
         sp = self.cfg.speakers
-        merged = merge_same_speaker(spans, audio, SAMPLE_RATE, self.speakers(), sp.threshold, sp.max_gap_s)
+        with clock(C.SECONDS_SPEAKERS):
+            encoder = self.speakers()
+            merged = merge_same_speaker(spans, audio, SAMPLE_RATE, encoder, sp.threshold, sp.max_gap_s)
         return merged, [], audio
 
-    def segment_row(self, row: dict, path: str, info: Probe, seg: Segment, audio) -> dict[str, Any]:
+    def segment_row(
+        self, row: dict, path: str, info: Probe, seg: Segment, audio, clock: Clock
+    ) -> dict[str, Any]:
         name = clip_name(row[C.VIDEO], seg.start, seg.end)
         out = C.segment_row(row, name, seg)
         reason = self.duration_problem(seg)
@@ -116,13 +126,15 @@ class SegmentStage(Stage):
             return out
         if self.cfg.check_faces:
             times = sample_times(seg.start, seg.end, self.cfg.faces.frames)
-            verdict = self.faces().check(frames_at(path, times, info, self.cfg.frame_short_side))
+            with clock.row(out, C.SECONDS_FACES):
+                verdict = self.faces().check(frames_at(path, times, info, self.cfg.frame_short_side))
             out.update(C.face_fields(verdict))
             if verdict.reason:
                 out.update(outcome=REJECTED, stage="faces", reason=verdict.reason)
                 return out
         uri = storage.join(self.output, C.CLIPS_DIR, f"{name}.mp4")
-        cut_clip(path, seg.start, seg.end, uri, self.cfg.cut)
+        with clock.row(out, C.SECONDS_CUT):
+            cut_clip(path, seg.start, seg.end, uri, self.cfg.cut)
         out[C.CLIP] = uri
         if not seg.text and self.cfg.transcribe and audio is not None:
             out[C.ASR_AUDIO] = encode_audio(clip_audio(audio, seg.start, seg.end))
@@ -135,6 +147,38 @@ class SegmentStage(Stage):
         if seg.duration > hi:
             return f"duration {seg.duration:.2f} s: over clips.max_duration_s = {hi:g}"
         return ""
+
+
+class Clock:
+    """Seconds per step: ``with clock(step)`` adds to the video's total (``video_seconds``, which
+    excludes the time of nested steps), ``with clock.row(row, column)`` sets a segment row's."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._nested = 0.0  # time of the steps run inside an open ``clock(step)``
+
+    @contextlib.contextmanager
+    def __call__(self, column: str) -> Iterator[None]:
+        start, nested = time.perf_counter(), self._nested
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - start
+            inner, self._nested = self._nested - nested, nested + took
+            self.seconds[column] = self.seconds.get(column, 0.0) + took - inner
+
+    @contextlib.contextmanager
+    def row(self, row: dict[str, Any], column: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - start
+            row[column] = round(took, 4)
+            self._nested += took
+
+    def video_seconds(self) -> dict[str, float]:
+        return {c: round(s, 4) for c, s in self.seconds.items()}
 
 
 def _no_audio(subtitle: str) -> str:
@@ -158,8 +202,12 @@ class AsrStage(Stage):
     def process(self, rows: list[dict[str, Any]]) -> None:
         todo = [r for r in rows if r.get(C.ASR_AUDIO)]
         if todo:
+            start = time.perf_counter()
             reqs = [LLMRequest("", audio=decode_audio(r[C.ASR_AUDIO]), id=r[C.NAME]) for r in todo]
-            for r, res in zip(todo, self.backend.generate(reqs)):
+            results = self.backend.generate(reqs)
+            share = round((time.perf_counter() - start) / len(todo), 4)
+            for r, res in zip(todo, results):
+                r[C.SECONDS_ASR] = share
                 if res.ok:
                     r.update(C.text_fields(res.text))
                     r[C.ASR_MODEL] = self.cfg.asr.model
