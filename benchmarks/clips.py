@@ -22,6 +22,7 @@ over parallel workers, so their sum may exceed the wall time. The clips must be 
 sides (``same_clips``). Prints one JSON object (``--out FILE`` writes it too).
 
     python benchmarks/clips.py [--copies 3] [--repeats 1] [--cpus 2] [--set clips.KEY=VALUE ...]
+        [--only episode_srt] [--out FILE]
 
 Target on 2 cores: ratio (loop seconds / Ray seconds) >= 0.9.
 """
@@ -66,13 +67,17 @@ def clips_config(overrides: list[str], scratch: Path):
     return cfg
 
 
-def source_videos(dest: Path, copies: int) -> Path:
-    """The episodes, ``copies`` times each (hard links), with their SRT files, in ``dest/videos``."""
+def source_videos(dest: Path, copies: int, only: list[str] | None = None) -> Path:
+    """The episodes (``only`` these names, when given), ``copies`` times each (hard links), with
+    their SRT files, in ``dest/videos``."""
     from pipelines.episodes import write_episodes
 
     videos = dest / "videos"
     videos.mkdir(parents=True, exist_ok=True)
-    for ep in write_episodes(dest / "episodes"):
+    episodes = [ep for ep in write_episodes(dest / "episodes") if not only or ep.name in only]
+    if not episodes:
+        raise ValueError(f"--only {only}: no such episode (pipelines.episodes.SCRIPTS names them)")
+    for ep in episodes:
         for k in range(copies):
             stem = f"{ep.name}_c{k}"
             os.link(ep.video, videos / f"{stem}{ep.video.suffix}")
@@ -215,6 +220,9 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a dotted config override"
     )
+    ap.add_argument(
+        "--only", action="append", default=[], metavar="EPISODE", help="use only this episode (repeatable)"
+    )
     ap.add_argument("--out", default="", metavar="FILE", help="also write the JSON to this file")
     args = ap.parse_args()
     if args.copies < 1 or args.repeats < 1:
@@ -225,7 +233,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="emer-bench-clips-") as tmp:
         scratch = Path(tmp)
         cfg = clips_config(args.set, scratch)
-        videos = source_videos(scratch, args.copies)
+        videos = source_videos(scratch, args.copies, args.only)
         start_ray(args.cpus)
         try:
             runs = measure(cfg, videos, scratch, args.repeats)
