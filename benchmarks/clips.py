@@ -25,6 +25,12 @@ sides (``same_clips``). Prints one JSON object (``--out FILE`` writes it too).
         [--only episode_srt] [--out FILE]
 
 Target on 2 cores: ratio (loop seconds / Ray seconds) >= 0.9.
+
+Measured (2026-12-07, 2 cores shared with other jobs, load average 37-40: not a verdict), --copies 2
+(4 videos, 10 clips of 22 segments on both sides, same names): loop 24.7 s, Ray 125.5 s, ratio
+0.197. Steps, loop: faces 15.5, cut 4.1, speakers 2.6, source 0.8, ASR 0.8, VAD 0.4 s. With the
+demo preset on 2 CPUs the idle ASR actor holds one CPU, so one decode actor (one torch thread) does
+all the videos while the loop's torch uses two; each actor also pays its imports and model loads.
 """
 
 from __future__ import annotations

@@ -114,6 +114,9 @@ def test_clips_run_records_every_bad_video_and_keeps_the_good_ones(clips_run, so
     clips = storage.list_files(f"{out}/clips")
     assert [c.rsplit("/", 1)[1] for c in clips] == [f"{k}.mp4" for k in kept]  # no temp, no failed clip
     assert m["counts"]["clips"] == len(kept) == 3 and m["this_run"]["failed"] == len(BAD)
+    steps = m["this_run"]["step_seconds"]  # measured inside the stages, summed over the videos
+    assert all(steps[k] > 0 for k in ("source", "vad", "speakers", "faces", "cut", "asr")), steps
+    assert sum(r["seconds_cut"] or 0 for r in table.values()) == pytest.approx(steps["cut"], abs=0.01)
     card = storage.read_text(f"{out}/README.md")
     assert "| failed | 6 |" in card and "bad_noface" in card
 
