@@ -73,14 +73,17 @@ def clips_config(overrides: list[str], scratch: Path):
     return cfg
 
 
-def source_videos(dest: Path, copies: int, only: list[str] | None = None) -> Path:
-    """The episodes (``only`` these names, when given), ``copies`` times each (hard links), with
-    their SRT files, in ``dest/videos``."""
+def source_videos(
+    dest: Path, copies: int, only: list[str] | None = None, written: list | None = None
+) -> Path:
+    """The episodes (``written`` ones, else written into ``dest/episodes``; ``only`` these names,
+    when given), ``copies`` times each (hard links), with their SRT files, in ``dest/videos``."""
     from pipelines.episodes import write_episodes
 
     videos = dest / "videos"
     videos.mkdir(parents=True, exist_ok=True)
-    episodes = [ep for ep in write_episodes(dest / "episodes") if not only or ep.name in only]
+    written = written if written is not None else write_episodes(dest / "episodes")
+    episodes = [ep for ep in written if not only or ep.name in only]
     if not episodes:
         raise ValueError(f"--only {only}: no such episode (pipelines.episodes.SCRIPTS names them)")
     for ep in episodes:

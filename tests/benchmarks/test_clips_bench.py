@@ -29,10 +29,10 @@ def load_bench():
     return module
 
 
-def test_clips_benchmark_compares_the_same_work_on_both_paths(ray_local, tmp_path):
+def test_clips_benchmark_compares_the_same_work_on_both_paths(ray_local, episodes, tmp_path):
     bench = load_bench()
     cfg = bench.clips_config(["clips.faces.frames=2", "clips.transcribe=false"], tmp_path)
-    videos = bench.source_videos(tmp_path, copies=1, only=["episode_srt"])
+    videos = bench.source_videos(tmp_path, copies=1, only=["episode_srt"], written=episodes)
     assert [p.name for p in sorted(videos.iterdir())] == ["episode_srt_c0.mp4", "episode_srt_c0.srt"]
     out = bench.summary(cfg, bench.measure(cfg, videos, tmp_path), videos=1, cpus=2)
     assert KEYS <= set(out)
