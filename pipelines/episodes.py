@@ -120,17 +120,13 @@ class Episode:
 
 def write_episodes(out_dir: str | Path, seed: int = 0) -> list[Episode]:
     """Write the episodes, their ``.srt`` where scripted, and ``episodes.json`` into ``out_dir``."""
-    espeak = find_espeak()
-    if espeak is None:
-        raise RuntimeError("episodes need espeak-ng for their speech: apt-get install -y espeak-ng")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    built = [_build(root, name, lines, espeak, rng) for name, lines in SCRIPTS.items()]
-    episodes = [episode for episode, _ in built]
+    planned = plan_episodes(root, seed)
+    episodes = [episode for episode, _ in planned]
     info = {"version": VERSION, "seed": seed, "episodes": [e.script() for e in episodes]}
     before = _read_json(root / "episodes.json")
-    for episode, track in built:
+    for episode, track in planned:
         if before != info or not episode.video.exists():
             _atomic_video(episode, track)
         if episode.subtitles is not None:
@@ -138,6 +134,15 @@ def write_episodes(out_dir: str | Path, seed: int = 0) -> list[Episode]:
     _atomic_text(root / "episodes.json", json.dumps(info, indent=2, ensure_ascii=False))
     log.info("episodes: %d long videos in %s", len(episodes), root)
     return episodes
+
+
+def plan_episodes(root: Path, seed: int = 0) -> list[tuple[Episode, np.ndarray]]:
+    """Each episode's script (files to be in ``root``) and its 16 kHz audio track; writes nothing."""
+    espeak = find_espeak()
+    if espeak is None:
+        raise RuntimeError("episodes need espeak-ng for their speech: apt-get install -y espeak-ng")
+    rng = np.random.default_rng(seed)
+    return [_build(Path(root), name, lines, espeak, rng) for name, lines in SCRIPTS.items()]
 
 
 def _build(root: Path, name: str, lines: list, espeak: str, rng: np.random.Generator):

@@ -5,9 +5,11 @@
 reads the WAV it writes (22.05 kHz), resamples it to ``SAMPLE_RATE`` and places it 0.2 s into a
 track of exactly ``seconds``. When the speech does not fit, it is spoken once more, faster, and
 then trimmed with a short fade. ``Prosody`` is espeak-ng's pitch (``-p``, 0-99), speed (``-s``,
-words per minute) and amplitude (``-a``, 0-200, 100 = its default): the track's peak is scaled by
-amplitude / 100, so a loud voice stays loud after the level is normalised. espeak-ng is
-deterministic, and so is everything done here.
+words per minute), amplitude (``-a``, 0-200, 100 = its default: the track's peak is scaled by
+amplitude / 100, so a loud voice stays loud after the level is normalised) and voice (``-v``,
+``en-us`` by default; ``en+f3`` and the like are other speakers). ``utterance`` gives the speech
+alone, espeak-ng's own leading and trailing silence cut off (the long episodes place it at scripted
+times). espeak-ng is deterministic, and so is everything done here.
 """
 
 from __future__ import annotations

@@ -188,6 +188,17 @@ def sample_clips(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def episodes(tmp_path_factory):
+    """The long generated episodes of ``emer samples`` (``pipelines.episodes``; need espeak-ng)."""
+    from pipelines.episodes import write_episodes
+    from pipelines.speech import find_espeak
+
+    if find_espeak() is None:
+        pytest.skip("espeak-ng is not on PATH: the episodes' speech needs it (apt-get install espeak-ng)")
+    return write_episodes(tmp_path_factory.mktemp("episodes"), seed=0)
+
+
+@pytest.fixture(scope="session")
 def models_cache() -> Path:
     """The models cache of the embedded default (``emer models prepare``, run by ``make test``)."""
     from emer.models import models_dir

@@ -1,16 +1,21 @@
-"""``emer annotate`` (clips -> EMER-Coarse on Ray Data) and ``emer samples`` (generated sample clips)."""
+"""``emer annotate`` (clips -> EMER-Coarse on Ray Data) and ``emer samples`` (generated sample clips,
+and the long episodes ``emer clips`` starts from)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 from core.runtime import init_ray
 from emer.commands import flags
 from emer.commands.flags import Parents, config_flag
 from emer.runconfig import require_models
 from pipelines.annotate import ON_CHANGE, check_outcome, run_annotation
+from pipelines.episodes import write_episodes
 from pipelines.samples import generate_samples
+from pipelines.speech import find_espeak
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +81,19 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
         description="Write N real mp4 clips (a moving face-like drawing; audio: the subtitle spoken by "
         "espeak-ng where it is installed, else speech-like syllables), a set of broken inputs (empty, "
         "truncated, random bytes, no audio, too short, too long), subtitles.csv and "
-        "reference-openset.csv (name, openset) into DIR; deterministic for a given seed.",
+        "reference-openset.csv (name, openset) into DIR, and DIR/episodes/: long videos with scripted "
+        "lines in two espeak-ng voices over real face photos, one with an .srt, and episodes.json "
+        "(their script); deterministic for a given seed.",
     )
     s.add_argument("dir", metavar="DIR", help="folder to write clips/ and subtitles.csv into")
     s.add_argument("--n", type=int, default=8, help="number of good clips (default 8)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument(
+        "--no-episodes",
+        action="store_true",
+        help="skip the long episodes (DIR/episodes/: raw videos with scripted speech and real face "
+        "photos, the input of `emer clips`; they need espeak-ng)",
+    )
     s.set_defaults(func=_samples)
 
 
@@ -111,6 +124,19 @@ def _samples(args: argparse.Namespace) -> int:
     print(
         f"samples: {len(s.clips)} clips and {len(s.broken)} broken inputs in {s.root / 'clips'}; "
         f"subtitles: {s.subtitles}; reference: {s.reference}; audio: {s.audio_source}",
+        flush=True,
+    )
+    if args.no_episodes:
+        return 0
+    if find_espeak() is None:
+        print("samples: no episodes: they need espeak-ng (apt-get install -y espeak-ng)", file=sys.stderr)
+        return 0
+    episodes = write_episodes(Path(args.dir) / "episodes", seed=args.seed)
+    lines = sum(len(e.utterances) for e in episodes)
+    print(
+        f"samples: {len(episodes)} episodes ({lines} scripted lines, "
+        f"{sum(e.duration_s for e in episodes):.1f} s) in {Path(args.dir) / 'episodes'}; "
+        "script: episodes.json",
         flush=True,
     )
     return 0

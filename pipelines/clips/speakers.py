@@ -8,7 +8,9 @@ and its loader calls ``torch.load`` without ``weights_only``. Here the file is r
 and the mel spectrogram is computed in NumPy exactly as resemblyzer asks librosa for it (25 ms Hann
 window, 10 ms hop, 40 Slaney mel bands, power spectrum, not log). As in resemblyzer, an utterance is
 cut into 1.6 s partials at 1.3 a second whose embeddings are averaged; quiet audio is first raised
-to -30 dBFS. Its webrtcvad silence trimming is left out: VAD segments are already speech.
+to -30 dBFS. Its webrtcvad silence trimming is left out: VAD segments are already speech. Checked
+once (2026-12) against librosa 0.11 and resemblyzer's own ``VoiceEncoder.embed_utterance``: mel
+filters within 1e-9, mel spectrogram within 1e-7 (relative), embedding cosine 1.0000.
 
 ``merge_same_speaker`` walks the segments in order and joins the next one to the current group when
 the pause is at most ``max_gap_s`` and the cosine similarity of its embedding to the group's (the

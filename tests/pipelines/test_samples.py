@@ -49,7 +49,7 @@ def without_espeak(monkeypatch) -> None:
 
 
 def test_samples_command_writes_clips_broken_inputs_and_subtitles(tmp_path, capsys):
-    assert main(["samples", str(tmp_path / "a"), "--n", "2", "--seed", "3"]) == 0
+    assert main(["samples", str(tmp_path / "a"), "--n", "2", "--seed", "3", "--no-episodes"]) == 0
     out = capsys.readouterr().out
     assert "2 clips and 6 broken inputs" in out
     assert f"reference: {tmp_path / 'a' / 'reference-openset.csv'}" in out
@@ -72,10 +72,10 @@ def test_samples_command_writes_clips_broken_inputs_and_subtitles(tmp_path, caps
     assert info["reference"] == "reference-openset.csv"
     assert info["audio_source"] in out and set(info["audio"]) == {"sample_00000000", "sample_00000001"}
 
-    assert main(["samples", str(tmp_path / "b"), "--n", "1", "--seed", "3"]) == 0
+    assert main(["samples", str(tmp_path / "b"), "--n", "1", "--seed", "3", "--no-episodes"]) == 0
     first = (clips / "sample_00000000.mp4").read_bytes()
     assert first == (tmp_path / "b" / "clips" / "sample_00000000.mp4").read_bytes()  # deterministic
-    assert main(["samples", str(tmp_path / "c"), "--n", "1", "--seed", "4"]) == 0
+    assert main(["samples", str(tmp_path / "c"), "--n", "1", "--seed", "4", "--no-episodes"]) == 0
     assert first != (tmp_path / "c" / "clips" / "sample_00000000.mp4").read_bytes()
 
 
