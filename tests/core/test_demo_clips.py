@@ -15,22 +15,18 @@ from core import storage
 from core.llm.tiny import MARKER
 from core.llm.tiny_whisper import build_tiny_whisper
 from emer.demo import annotate_line
-from emer.demo_clips import annotation_input, removal_label, run_clips_phase, write_demo_episodes
+from emer.demo_clips import annotation_input, removal_label, run_clips_phase
 from emer.models import models_dir
 from emer.runconfig import load_run_config
 from pipelines.annotate import run_annotation
 from pipelines.samples import generate_samples
-from pipelines.speech import find_espeak
 
 
 @pytest.fixture(scope="module")
-def phase(ray_local, tmp_path_factory):
-    """The demo's episodes (``<samples>/episodes``) and one clips phase over them."""
-    if find_espeak() is None:
-        pytest.skip("espeak-ng is not on PATH: the episodes' speech needs it (apt-get install espeak-ng)")
+def phase(ray_local, episodes, tmp_path_factory):
+    """One clips phase over the session's episodes (what ``emer samples`` and the demo write)."""
     root = tmp_path_factory.mktemp("demo-clips")
-    episodes = root / "samples" / "episodes"
-    assert len(write_demo_episodes(episodes, seed=0)) == 2
+    folder = episodes[0].video.parent
     whisper = models_dir() / "tiny-whisper"
     if not (whisper / MARKER).is_file():
         whisper = build_tiny_whisper(root / "tiny-whisper")
@@ -38,7 +34,7 @@ def phase(ray_local, tmp_path_factory):
         "demo",
         [f"clips.asr.model={whisper}", "clips.asr.max_new_tokens=6", "clips.stages.asr.num_cpus=0.5"],
     )
-    return root, episodes, run_clips_phase(cfg, str(episodes), str(root / "clips"))
+    return root, folder, run_clips_phase(cfg, str(folder), str(root / "clips"))
 
 
 def test_the_clips_line_counts_what_the_clips_job_removed(phase):
