@@ -222,6 +222,24 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
+def link_or_copy(src: str, dst: str) -> None:
+    """``dst`` gets ``src``'s content, atomically: a hard link where both are local on one file system
+    (no bytes copied), else a copy (local, or through S3)."""
+    if is_s3(src) or is_s3(dst):
+        write_bytes(dst, read_bytes(src))
+        return
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{dst}.tmp-{uuid.uuid4().hex[:8]}"  # is_temp() knows this name
+    try:
+        os.link(src, tmp)
+    except OSError:  # another file system, or links not allowed: copy
+        with open(src, "rb") as f:
+            data = f.read()
+        with open(tmp, "wb") as f:
+            f.write(data)
+    os.replace(tmp, dst)
+
+
 def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
 

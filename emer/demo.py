@@ -1,12 +1,15 @@
 """``emer demo``: the whole method end to end on the embedded default (configs/demo.yaml), offline.
 
-Phases: sample clips with a reference (``name, openset``) -> the models cache (``emer models
-prepare``) -> annotation into EMER-Coarse (text roles on SmolLM2-135M-Instruct, audio/video roles on
-tiny random-weight models) -> AffectGPT stage 1 and stage 2 with SmolLM2 as the frozen LLM ->
+Phases: the models cache (``emer models prepare``) -> sample clips with a reference (``name,
+openset``), broken inputs and two long episodes -> the clips job (``emer clips``) cutting the episodes
+into clips, with what each filter removed (``emer.demo_clips``) -> annotation of the sample clips and
+the episode clips into EMER-Coarse (text roles on SmolLM2-135M-Instruct, audio/video clues measured)
+-> AffectGPT stage 1 and stage 2 (``demo.stage2_max_steps``) with SmolLM2 as the frozen LLM ->
 inference on the test split -> evaluation of the annotation's OV labels and of the trained model's
-descriptions against the reference (emotion-wheel grouping). One line per phase; a final table of
-outputs. A finished demo writes ``summary.json`` last: a rerun with the same config prints that
-summary again without starting Ray. The numbers are a smoke figure of a 135 M model on 8 clips.
+descriptions against the reference (emotion-wheel grouping; the episode clips have no reference,
+so they are not scored). One line per phase; a final table of outputs. A finished demo writes
+``summary.json`` last: a rerun with the same config prints that summary again without starting Ray.
+The numbers are a smoke figure of a 135 M model on a few clips.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from core.config import dump_yaml
 from core.runtime import init_ray
 from emer import models
 from emer.commands import flags
+from emer.demo_clips import NO_ESPEAK, annotation_input, run_clips_phase, write_demo_episodes
 from emer.demo_eval import evaluate_demo, loss_curve
 from emer.runconfig import CONFIG_DIR, require_models, save_resolved
 from pipelines.annotate import check_outcome, run_annotation
@@ -48,32 +52,44 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[demo] finished before (config {digest}); {SUMMARY} says:", flush=True)
         print_summary(done)
         return 0
-    require_models(cfg, "annotate", "model", "evaluate")
+    require_models(cfg, "clips", "annotate", "model", "evaluate")
     cfg = with_checkpoint_key(cfg, out)
     phases: list[dict[str, Any]] = []
     _phase(phases, "models", t0, f"{len(prepared['models'])} models in {prepared['dir']}")
 
     samples = generate_samples(Path(out) / "samples", n=args.clips, seed=args.seed)
+    episodes = write_demo_episodes(samples.root / "episodes", seed=args.seed)
     outputs = {
         "sample clips": str(samples.root / "clips"),
         "subtitles": str(samples.subtitles),
         "reference": str(samples.reference),
+        "episodes": str(samples.root / "episodes"),
     }
-    _phase(phases, "samples", t0, f"{len(samples.clips)} clips, {len(samples.broken)} broken inputs")
+    what = f"{len(samples.clips)} clips, {len(samples.broken)} broken inputs, {len(episodes)} episodes"
+    _phase(phases, "samples", t0, what)
 
     outputs["config"] = save_resolved(cfg, out)
     init_ray(cfg.ray)
+    inputs, cut = [(outputs["sample clips"], outputs["subtitles"])], set()
+    if episodes:
+        clips = run_clips_phase(cfg, outputs["episodes"], storage.join(out, "clips"))
+        outputs.update(clips["outputs"])
+        inputs.append((clips["outputs"]["clips"], clips["subtitles"]))
+        cut = set(clips["names"])
+    _phase(phases, "clips", t0, clips["line"] if episodes else NO_ESPEAK)
+
+    clips_dir, subtitles = annotation_input(storage.join(out, "annotate-input"), inputs)
+    outputs["annotation input"] = clips_dir
     coarse = storage.join(out, "emer-coarse")
-    manifest = run_annotation(
-        cfg.annotate, outputs["sample clips"], outputs["subtitles"], coarse, resolved=cfg
-    )
+    manifest = run_annotation(cfg.annotate, clips_dir, subtitles, coarse, resolved=cfg)
     check_outcome(cfg.annotate, manifest)
-    c = manifest["counts"]
     outputs["EMER-Coarse samples"] = storage.join(coarse, "samples")
     outputs["EMER-Coarse card"] = storage.join(coarse, "README.md")
-    _phase(phases, "annotate", t0, f"{c['ok']} samples, {c['rejected']} rejected, {c['failed']} failed")
+    _phase(phases, "annotate", t0, annotate_line(manifest["counts"], outputs["EMER-Coarse samples"], cut))
 
-    trained = run_demo_training(cfg, outputs["EMER-Coarse samples"], out)
+    trained = run_demo_training(
+        cfg, outputs["EMER-Coarse samples"], out, stage2_max_steps=cfg.demo.stage2_max_steps
+    )
     outputs.update(trained)
     curve = loss_curve(trained["stage 1 run"])
     _phase(phases, "train", t0, f"stage 1 loss {_curve_text(curve)}")
@@ -93,6 +109,14 @@ def run_demo(args: argparse.Namespace) -> int:
     storage.write_text(storage.join(out, SUMMARY), json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
     return 0
+
+
+def annotate_line(counts: dict[str, int], coarse_samples: str, episode_clips: set[str]) -> str:
+    """The annotate phase's line, saying how many samples are clips cut from the episodes."""
+    names = storage.read_table(coarse_samples, columns=["name"]).column("name").to_pylist()
+    cut = sum(1 for n in names if n in episode_clips)
+    c = counts
+    return f"{c['ok']} samples ({cut} cut from the episodes), {c['rejected']} rejected, {c['failed']} failed"
 
 
 def demo_config(args: argparse.Namespace) -> Any:

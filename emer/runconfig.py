@@ -8,7 +8,7 @@ overrides too, ``emer.commands.flags``). ``load_run_config`` returns the validat
 ``load_run_config_with_sources`` also says, per key, the file or flag its value came from
 (``emer config`` prints that). Sections: ``storage`` and ``ray`` (core), ``clips``,
 ``annotate``, ``filter`` and ``noise`` (pipelines), ``model`` and ``train`` (affect_model),
-``evaluate`` (evaluation).
+``evaluate`` (evaluation), ``demo`` (what only ``emer demo`` reads).
 ``require_models`` checks, before any worker starts, that every model a command loads is here.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from affect_model.model.config import ModelConfig
 from affect_model.train.config import TrainConfig
 from core import storage
-from core.config import Config, ConfigError, Sources, load_with_sources
+from core.config import Config, ConfigError, Sources, check_range, load_with_sources
 from core.hub import missing_models
 from core.runtime import RayConfig
 from core.storage import StorageConfig, save_resolved
@@ -36,6 +36,20 @@ from pipelines.fine.config import FilterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig(Config):
+    """What only ``emer demo`` reads (its other settings are the components' own sections)."""
+
+    # stage 2's optimizer steps in the demo's stage 1 -> stage 2 chain (affect_model/jobs/demo.py);
+    # 0 = train.max_steps, as stage 1. `emer train --stage 2` takes --train.max_steps instead.
+    stage2_max_steps: int = 0
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        check_range(out, "demo.stage2_max_steps", self.stage2_max_steps, 0, None)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +67,7 @@ class RunConfig(Config):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     noise: NoiseConfig = dataclasses.field(default_factory=NoiseConfig)
+    demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
 
     def problems(self) -> list[str]:
         if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith("."):

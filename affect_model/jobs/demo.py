@@ -31,11 +31,16 @@ def write_fine_standin(coarse_uri: str, out_uri: str) -> str:
 
 
 def run_demo_training(
-    run_cfg: TrainRun, coarse_uri: str, out_dir: str, scorer: Scorer | None = None
+    run_cfg: TrainRun,
+    coarse_uri: str,
+    out_dir: str,
+    scorer: Scorer | None = None,
+    stage2_max_steps: int = 0,
 ) -> dict[str, str]:
     """Stage 1 on ``coarse_uri``, stage 2 on the stand-in EMER-Fine split, inference on its test split.
     Step counts, batch size etc. come from ``run_cfg.train`` (configs/demo.yaml keeps them tiny);
-    ``scorer`` scores stage 2's per-epoch evaluation (see ``run_training``)."""
+    ``stage2_max_steps`` > 0 caps stage 2 alone (``demo.stage2_max_steps``: the demo's stage 2 only
+    shows the EMER-Fine loop); ``scorer`` scores stage 2's per-epoch evaluation (see ``run_training``)."""
     from affect_model.jobs.infer import run_inference  # heavy: torch, imported on use
     from affect_model.train.loop import run_training  # heavy: torch, imported on use
 
@@ -43,8 +48,10 @@ def run_demo_training(
     fine = write_fine_standin(coarse_uri, storage.join(out_dir, "fine-standin.csv"))
     base = run_cfg.train.replace(coarse_uri=coarse_uri, fine_uri=fine, storage_path=runs, init_from="")
     stage1 = run_training(run_cfg.replace(train=base.replace(stage=1)))
+    steps2 = stage2_max_steps or base.max_steps
     stage2 = run_training(
-        run_cfg.replace(train=base.replace(stage=2, init_from=stage1["run_uri"])), scorer=scorer
+        run_cfg.replace(train=base.replace(stage=2, init_from=stage1["run_uri"], max_steps=steps2)),
+        scorer=scorer,
     )
     infer_cfg = base.infer.replace(
         checkpoint=stage2["run_uri"], split="test", output_uri=storage.join(out_dir, "infer", "test.parquet")

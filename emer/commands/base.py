@@ -21,8 +21,10 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser(
         "demo",
         parents=parents.ray,
-        help="generate sample clips and run the whole method end to end",
-        description="Generate MER-style sample clips, annotate them into EMER-Coarse, train AffectGPT "
+        help="generate sample clips and long episodes and run the whole method end to end",
+        description="Generate MER-style sample clips and two long episodes, cut the episodes into clips "
+        "(the clips job: what each filter removed is printed), annotate the sample and episode clips "
+        "into EMER-Coarse, train AffectGPT "
         "(stage 1 and 2 with SmolLM2-135M-Instruct as the frozen LLM), run inference and evaluate "
         "against the clips' reference labels; all offline on a local Ray unless --address is given. "
         "Prints one line per phase and where every output went; a finished demo reruns in seconds.",

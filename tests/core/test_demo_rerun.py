@@ -1,5 +1,6 @@
 """A finished ``emer demo`` (its ``summary.json`` written last, for the same config) is not run again:
-the rerun prints the saved summary without starting Ray; another config runs the demo."""
+the rerun prints the saved summary without generating anything or starting Ray; another config runs
+the demo."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from emer import demo
 
 
-class RayStarted(Exception):
+class Started(Exception):
     pass
 
 
@@ -28,10 +29,11 @@ def _summary(digest: str) -> dict:
 
 
 def test_a_finished_demo_prints_its_summary_without_ray(models_cache, tmp_path, monkeypatch, capsys):
-    def no_ray(*a, **k):
-        raise RayStarted
+    def started(*a, **k):
+        raise Started
 
-    monkeypatch.setattr(demo, "init_ray", no_ray)
+    monkeypatch.setattr(demo, "generate_samples", started)  # the first phase that does work
+    monkeypatch.setattr(demo, "init_ray", started)
     args = _args(tmp_path)
     digest = demo.demo_digest(demo.demo_config(args), args)
     (tmp_path / demo.SUMMARY).write_text(json.dumps(_summary(digest)))
@@ -42,5 +44,5 @@ def test_a_finished_demo_prints_its_summary_without_ray(models_cache, tmp_path, 
 
     changed = _args(tmp_path, overrides=["train.max_steps=5"])
     assert demo.demo_digest(demo.demo_config(changed), changed) != digest
-    with pytest.raises(RayStarted):  # another config: the demo runs (up to starting Ray here)
+    with pytest.raises(Started):  # another config: the demo runs (up to its samples phase here)
         demo.run_demo(changed)
