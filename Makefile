@@ -19,6 +19,10 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 PYTEST_ARGS ?=
+# Two test processes (pytest-xdist), a test file each at a time (module fixtures built once): most
+# of a Ray test's time is waiting on process start-up and polling, which the other process fills.
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup models demo test lint bench bench-gpu system-deps apt cluster-bundle
 
@@ -63,7 +67,7 @@ demo: models
 	$(VENV)/bin/emer demo --out runs/demo
 
 test: models
-	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # The layer contract (pyproject.toml [tool.importlinter]), lint and format; tests/core/test_architecture.py
