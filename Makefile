@@ -21,7 +21,7 @@ export TOKENIZERS_PARALLELISM ?= false
 PYTEST_ARGS ?=
 # Two test processes (pytest-xdist), a test file each at a time (module fixtures built once): most
 # of a Ray test's time is waiting on process start-up and polling, which the other process fills.
-# TEST_WORKERS=0 runs the suite in one process.
+# Then the `serial` tests (whole-cluster timing: tests/conftest.py SERIAL) alone. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 .PHONY: setup models demo test lint bench bench-gpu system-deps apt cluster-bundle
@@ -67,8 +67,9 @@ demo: models
 	$(VENV)/bin/emer demo --out runs/demo
 
 test: models
-	@$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	@$(PY) -m pytest -q -m "not serial" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; [ $$rc -eq 0 ] || exit $$rc; \
+	$(PY) -m pytest -q -m serial $(PYTEST_ARGS)
 
 # The layer contract (pyproject.toml [tool.importlinter]), lint and format; tests/core/test_architecture.py
 # runs the same checks inside `make test`.
