@@ -106,7 +106,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
 
     groups = pools.stage_groups(cfg)
     bounds = pools.pool_sizes(groups)
-    env = _runtime_env(worker_env())
+    env = pool_runtime_env(worker_env())
     if isolate:  # a few rows re-run one by one: no scaling
         bounds = [(lo, lo) for lo, _ in bounds]
     totals = ray.cluster_resources()
@@ -147,7 +147,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     return ds
 
 
-def _runtime_env(wanted: dict[str, str]) -> dict | None:
+def pool_runtime_env(wanted: dict[str, str]) -> dict | None:
     """The driver's non-secret env (S3 endpoint...) for the workers, unless the job already gives them it.
 
     A runtime env of its own makes Ray start fresh worker processes for the pool (slower start).
