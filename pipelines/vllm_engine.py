@@ -30,7 +30,7 @@ from ray.llm._internal.batch.stages.vllm_engine_stage import vLLMEngineStage, vL
 
 from core.stage import OK
 from pipelines import vllm_compat
-from pipelines.vllm_stage import ERROR, Preprocess
+from pipelines.vllm_rows import ERROR, Preprocess
 
 log = logging.getLogger(__name__)
 
