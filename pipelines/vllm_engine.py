@@ -85,12 +85,17 @@ class CompatPrepareMultimodalUDF(PrepareMultimodalUDF):
         super().__init__(*args, **kwargs)
 
 
-def compat_stages(stages: list) -> list:
-    """``stages`` with Ray's PrepareMultimodal running ``CompatPrepareMultimodalUDF``."""
-    for stage in stages:
-        if isinstance(stage, PrepareMultimodalStage):
-            stage.fn = CompatPrepareMultimodalUDF
-    return stages
+class CompatPrepareMultimodalStage(PrepareMultimodalStage):
+    fn: type = CompatPrepareMultimodalUDF
+
+
+def compat_stages(processor: Any) -> None:
+    """``processor`` with Ray's PrepareMultimodal stage running ``CompatPrepareMultimodalUDF``."""
+    for name, stage in list(processor.stages.items()):
+        if type(stage) is PrepareMultimodalStage:
+            processor.stages[name] = CompatPrepareMultimodalStage(
+                fn_constructor_kwargs=stage.fn_constructor_kwargs, map_batches_kwargs=stage.map_batches_kwargs
+            )
 
 
 def start_reason(model: str, err: BaseException) -> str:

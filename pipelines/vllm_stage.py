@@ -128,7 +128,7 @@ def build_stage_processor(cls: type[LLMStage], cfg: Any, **config: Any):
         preprocess=Preprocess(cls, cfg),
         postprocess=keep,  # Postprocess runs after the processor, on every row (see vllm_stages)
     )
-    compat_stages(list(processor.stages.values()))
+    compat_stages(processor)
     no_restarts(processor)
     return processor
 

@@ -361,8 +361,8 @@ def build_tiny_video_llm(out_dir: str | Path) -> str:
 
 
 def build_vllm_audio_llm(out_dir: str | Path) -> str:
-    """The tiny audio LLM as vLLM's CPU backend takes it: head_dim 32 (it refuses 16) and 30-s
-    Whisper chunks (vLLM's Qwen2-Audio processes audio in Whisper's own 30-s windows)."""
+    """The tiny audio LLM as vLLM's CPU backend takes it: head_dim 32 (the issue's trial saw 16
+    refused) and 30-s Whisper chunks (vLLM's Qwen2-Audio processes audio in Whisper's 30-s windows)."""
     return build_tiny_audio_llm(out_dir, chunk_seconds=30, heads=2)
 
 
