@@ -93,7 +93,7 @@ def bench(preset: str, role: str, stage: str, stage_class, data: list[dict], cpu
 
     os.environ.update(ENGINE_ENV)
     cfg = vllm_config(preset, role, stage, cpus)
-    loop = run_loop(cfg, stage_class, data)
+    # Ray first (as annotate_engine.py does): the loop runs beside the same idle Ray processes
     ray.init(
         num_cpus=max(4, cpus + 2),
         include_dashboard=False,
@@ -102,6 +102,7 @@ def bench(preset: str, role: str, stage: str, stage_class, data: list[dict], cpu
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
+        loop = run_loop(cfg, stage_class, data)
         half = len(data) // 2
         pairs = [
             (
