@@ -2,9 +2,9 @@
 ``vllm_stages``: one ``ray.data.llm`` processor per step, each with its own engine and CPU stages)
 against ONE shared engine (``pipelines.vllm_engine``), on the same rows, each in a fresh local Ray.
 
-Peak memory: the largest sum of the resident memory (RSS) of this venv's processes (the driver, Ray's
-own processes, every actor and engine process), sampled every 0.5 s; other users' processes on the
-machine run from other interpreters and are not counted. Needs ``.venv-vllm`` (see the Makefile):
+Peak memory: the largest sum of the resident memory (RSS) of this process and its process tree (Ray's
+raylet and GCS, every worker and actor the raylet starts, the engine processes they spawn), sampled
+every 0.5 s; other users' processes on the machine are not counted. Needs ``.venv-vllm`` (see the Makefile):
 
     .venv-vllm/bin/python benchmarks/vllm_engines.py [--rows 3] [--modes shared,per_step]
 
@@ -30,7 +30,7 @@ os.environ.update(ENGINE_ENV)
 
 
 class PeakRSS:
-    """Samples the summed RSS of the processes started from this interpreter's prefix."""
+    """Samples the summed RSS of this process and all its descendants."""
 
     def __init__(self, every: float = 0.5) -> None:
         self.every, self.peak, self._stop = every, 0, threading.Event()
@@ -39,13 +39,14 @@ class PeakRSS:
     def _run(self) -> None:
         import psutil
 
-        prefix = sys.prefix
+        me = psutil.Process()
         while not self._stop.is_set():
             total = 0
-            for p in psutil.process_iter(["cmdline", "memory_info"]):
-                cmd = p.info.get("cmdline") or []
-                if any(prefix in c for c in cmd[:2]) and p.info.get("memory_info"):
-                    total += p.info["memory_info"].rss
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:  # gone meanwhile
+                    pass
             self.peak = max(self.peak, total)
             self._stop.wait(self.every)
 
