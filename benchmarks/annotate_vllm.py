@@ -10,7 +10,12 @@ run (``annotate_engine.py --engine vllm`` runs it; needs ``.venv-vllm``, see the
   engine start: the difference cancels it), the loop's the generate time of all rows times
   ``(rows - rows / 2) / rows``; ``ratio = loop_steady / pipeline_steady`` (target >= 0.9).
 
-Greedy, so both sides give the same texts: ``texts_equal`` compares them.
+Greedy, so both sides should give the same texts: ``texts_equal`` compares them.
+
+Measured (2026-12-07, 32 rows, 1 repeat, load average 20-50 from other sessions): no usable ratio:
+the loop's engine start took 252 s, run(16) 459 s > run(32) 314 s (the load moved under the runs),
+and texts_equal was 0/48 (not explained yet: the same chat-templated prompts, greedy, float32; the
+tokenizer adds no extra BOS on either side). Rerun on an idle machine before quoting a ratio.
 """
 
 from __future__ import annotations

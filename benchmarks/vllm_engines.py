@@ -9,6 +9,13 @@ every 0.5 s; other users' processes on the machine are not counted. Needs ``.ven
     .venv-vllm/bin/python benchmarks/vllm_engines.py [--rows 3] [--modes shared,per_step]
 
 Prints one JSON object.
+
+Measured (2026-12-07, 2 cores shared with other sessions, load average 20-64 during the run), 3 rows,
+max_new_tokens 24: shared engine 124.8 s, per-step engines 817.2 s (6.5x); peak RSS 1.05 vs 2.29 GiB
+with the first version of this script, which matched processes by interpreter path and so missed
+Ray's renamed actor processes (each engine actor's own torch + tokenizer): a lower bound of the gap.
+System memory available fell by ~7 GiB during the per-step run (three engines, twelve CPU-stage
+actors). The issue's trial (idle box): 5 rows, per-step engines 240 s and +13.5 GB.
 """
 
 from __future__ import annotations
