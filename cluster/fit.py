@@ -7,7 +7,9 @@ win (the head's ``CPU: 0``); it comes up to ``max_workers`` times (the head once
 - per annotation stage (every field of ``annotate.stages``, so new stages are covered): one actor
   asks ``num_cpus`` CPUs, the role's ``num_gpus`` GPUs (the ``LLMConfig`` of the same name in
   ``annotate``, if any) and its custom ``resources``; the pool holds ``actors`` actors, or with
-  ``actors: 0`` from 1 up to ``max_actors``;
+  ``actors: 0`` from 1 up to ``max_actors``; a ``backend: vllm`` group asks what
+  ``pipelines.pools.vllm_asks`` lists: 1 to ``concurrency`` engine replicas (each its workers'
+  bundles), a media step's ``ray.data.llm`` CPU actors and one CPU for its pre/postprocess tasks;
 - training: ``train.workers`` (a ``core.resources.Resources``: ``actors`` workers, each asking its
   ``num_cpus``, ``num_gpus`` and custom ``resources``); ``emer features`` / ``emer infer``: their
   ``pool`` (the same type) likewise.
@@ -126,6 +128,11 @@ def _stage_asks(annotate: Any) -> list[Ask]:
     for stages, res, llm in pools.stage_groups(annotate):
         role = "decode" if llm is None else stages[0].role_for(annotate)
         key = role if llm is None or getattr(annotate.stages, role, None) is not None else "text"
+        if pools.is_vllm(llm):  # engine replicas (1..concurrency) and ray.data.llm's CPU actors
+            for what, per, n in pools.vllm_asks(stages, res, llm):
+                hi = llm.concurrency if what.endswith("engine replica") else n
+                out.append(Ask(f"annotate.stages.{key}", per, n, hi, f"{what}, from annotate.{role}"))
+            continue
         per = {
             "CPU": float(res.num_cpus),
             **{k: v for k, v in pools.per_actor(res, llm).items() if k != "CPU"},

@@ -61,6 +61,9 @@ BUILDERS = {
     "smollm2-135m-instruct": lambda root: str(smollm2.prepare_smollm2(root)),
     "tiny-qwen2-audio": lambda root: llm_tiny.build_tiny_audio_llm(root / "tiny-qwen2-audio"),
     "tiny-qwen2.5-vl": lambda root: llm_tiny.build_tiny_video_llm(root / "tiny-qwen2.5-vl"),
+    # the vllm tests' audio LLM, saved by this venv's transformers (vLLM's own, < 5.20, names the
+    # multimodal weights in a layout vLLM's Qwen2-Audio loader does not map)
+    "tiny-qwen2-audio-vllm": lambda root: llm_tiny.build_vllm_audio_llm(root / "tiny-qwen2-audio-vllm"),
     "tiny-clip-vision": lambda root: model_tiny.build_tiny_clip_vision(root / "tiny-clip-vision"),
     "tiny-whisper-encoder": lambda root: model_tiny.build_tiny_whisper_encoder(root / "tiny-whisper-encoder"),
     "tiny-whisper": lambda root: tiny_whisper.build_tiny_whisper(root / "tiny-whisper"),  # clips.asr

@@ -110,6 +110,8 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     if isolate:  # a few rows re-run one by one: no scaling
         bounds = [(lo, lo) for lo, _ in bounds]
     totals = ray.cluster_resources()
+    if pools.is_local_ray():  # a cluster's autoscaler may add what it lacks (`emer submit` checks it)
+        pools.check_room(groups, bounds, totals)
     batches = [
         1
         if isolate
@@ -127,7 +129,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     for i, ((stages, res, llm), pool, batch) in enumerate(zip(groups, bounds, batches)):
         chain = [(cls, {}) for cls in stages]
         if llm is not None and llm.backend == "vllm":  # ray.data.llm processors; then the sink (CPU)
-            ds = vllm_stages(ds, stages, cfg, res.resources, env)
+            ds = vllm_stages(ds, stages, cfg, res, env)
             if i < len(groups) - 1:
                 continue
             chain, llm, res, pool = [], None, res.replace(resources={}), (1, 1)  # the sink alone

@@ -283,6 +283,7 @@ _LLM_OPERATIONAL = (
     "api_key_env",
     "num_gpus",
     "cache_dir",
+    "engine_env",  # vllm: e.g. the CPU backend's KV-cache space
 )
 # Keys of ``AnnotateConfig`` that cannot change a row's output: how the run is executed (resources,
 # batching, retries, progress, failure budget). A resume may change them; any other change is refused

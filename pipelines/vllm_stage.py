@@ -1,14 +1,20 @@
-"""LLM stages on vLLM through ``ray.data.llm``: continuous batching on GPU engine replicas.
+"""LLM stages on vLLM through ``ray.data.llm``: continuous batching on engine replicas (GPU or CPU).
 
-For a role with ``backend: vllm`` each LLM stage of its group (e.g. disambiguate -> translate -> ov)
-becomes one ``ray.data.llm`` processor pass: Preprocess -> PrepareMultimodal (media roles) ->
-ChatTemplate -> Tokenize -> vLLM engine -> Detokenize -> Postprocess. The stage classes of
+For a role with ``backend: vllm`` its group's text steps (e.g. disambiguate -> translate -> ov) share
+ONE engine: one processor pass whose engine stage runs the steps in order inside its actor
+(``pipelines.vllm_engine``). A media step (audio / video / omni clues) is one ``ray.data.llm``
+processor pass of Ray's own: Preprocess -> PrepareMultimodal -> ChatTemplate -> Tokenize -> vLLM
+engine -> Detokenize -> Postprocess (the row side: ``pipelines.vllm_rows``). The stage classes of
 ``pipelines.stages`` are reused without a backend (their ``setup`` is never called): ``request(row)``
 builds the prompt, few-shot turns and media, ``accept(row, text)`` stores the answer, so both paths
-give the same columns. Rows that are not "ok", that miss a column, whose request cannot be built, or
-that need no request (``request`` returned None) skip the engine: their ``__inference_error__`` is set
-to ``SKIP``, which every ``ray.data.llm`` stage passes through untouched. An engine error fails its
-row with the reason (``core.stage.fail``), as ``LLMStage`` does for a failed request.
+give the same columns. Rows that are not
+"ok", that miss a column, whose request cannot be built, or that need no request (``request`` returned
+None) skip the engine: their ``__inference_error__`` is set to ``SKIP``, which every ``ray.data.llm``
+stage passes through untouched. An engine error fails its row with the reason (``core.stage.fail``),
+as ``LLMStage`` does for a failed request; an engine that cannot start fails the run with its error
+(engine actors are never restarted). Placement (one bundle per engine worker) and engine arguments
+come from the role's config (``engine_bundle``, ``engine_kwargs``), so the CPU test runs the code the
+GPU nodes run.
 """
 
 from __future__ import annotations
@@ -17,34 +23,24 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.llm.base import LLMConfig, request_problem
-from core.llm.openai_backend import chat_messages
-from core.stage import OK, Stage, fail
+from core.llm.base import LLMConfig
+from core.stage import Stage
 from pipelines.stages import LLMStage
+from pipelines.vllm_rows import (  # noqa: F401 - the row side, named here too
+    COLUMNS,
+    ERROR,
+    PASSES,
+    SKIP,
+    Admit,
+    Postprocess,
+    Preprocess,
+    bare_stage,
+    keep,
+    model_name,
+    sampling_params,
+)
 
 log = logging.getLogger(__name__)
-
-SKIP = "emer:skip"  # __inference_error__ of rows that bypass the engine (Ray skips error rows)
-ERROR = "__inference_error__"
-COLUMNS = "__emer_columns"  # the row's own columns, kept by postprocess (Ray adds many of its own)
-PASSES = ("messages", "sampling_params", ERROR, COLUMNS)
-
-
-def bare_stage(cls: type[LLMStage], cfg: Any) -> LLMStage:
-    """An instance of ``cls`` for ``request`` / ``accept`` only: no ``setup``, hence no backend."""
-    stage = cls.__new__(cls)
-    stage.cfg, stage.options, stage._shared = cfg, {}, []
-    stage.configure()
-    return stage
-
-
-def sampling_params(llm: LLMConfig) -> dict[str, Any]:
-    """vLLM ``SamplingParams`` kwargs from the role config."""
-    return {
-        "max_tokens": llm.max_new_tokens,
-        "min_tokens": llm.min_new_tokens,
-        "temperature": llm.temperature,
-    }
 
 
 def media_limits(cls: type[Stage], cfg: Any) -> dict[str, int]:
@@ -58,7 +54,8 @@ def media_limits(cls: type[Stage], cfg: Any) -> dict[str, int]:
 
 
 def engine_kwargs(llm: LLMConfig, limits: dict[str, int]) -> dict[str, Any]:
-    """The vLLM engine arguments of one role (names as vLLM calls them)."""
+    """The vLLM engine arguments of one role (names as vLLM calls them): its own keys, then
+    ``engine_kwargs`` (``enforce_eager``, ``gpu_memory_utilization``...)."""
     kwargs: dict[str, Any] = {
         "dtype": llm.dtype,
         "tensor_parallel_size": llm.tensor_parallel_size,
@@ -68,23 +65,43 @@ def engine_kwargs(llm: LLMConfig, limits: dict[str, int]) -> dict[str, Any]:
         kwargs["max_model_len"] = llm.max_model_len
     if limits:
         kwargs["limit_mm_per_prompt"] = limits
-    return kwargs
+    return {**kwargs, **llm.engine_kwargs}
+
+
+def engine_bundle(llm: LLMConfig, res: Any = None) -> dict[str, float]:
+    """One engine worker's placement bundle (``tensor_parallel_size * pipeline_parallel_size`` per
+    replica): the role's ``num_gpus``, the stage's CPUs (``res.num_cpus``) and custom resources."""
+    cpus = float(getattr(res, "num_cpus", 1.0))
+    bundle = {"CPU": cpus, "GPU": float(llm.num_gpus), **dict(getattr(res, "resources", None) or {})}
+    return {k: float(v) for k, v in bundle.items() if v or k == "CPU"}
+
+
+def engine_workers(llm: LLMConfig) -> int:
+    return llm.tensor_parallel_size * llm.pipeline_parallel_size
+
+
+def engine_env(llm: LLMConfig, runtime_env: dict | None) -> dict | None:
+    """``runtime_env`` plus the role's ``engine_env`` (``VLLM_*``) in its ``env_vars``."""
+    if not llm.engine_env:
+        return runtime_env
+    env = dict(runtime_env or {})
+    env["env_vars"] = {**(env.get("env_vars") or {}), **{k: str(v) for k, v in llm.engine_env.items()}}
+    return env
 
 
 def processor_config(
-    cls: type[LLMStage], cfg: Any, resources: dict[str, float] | None = None, runtime_env: dict | None = None
+    cls: type[LLMStage] | Sequence[type[LLMStage]], cfg: Any, res: Any = None, runtime_env: dict | None = None
 ):
-    """The ``vLLMEngineProcessorConfig`` of stage ``cls`` (its role's model, batching and parallelism).
-
-    ``resources``: custom Ray resources per GPU (e.g. ``{llm: 1}``), asked through the engine's
-    placement bundles (one bundle of one GPU per tensor/pipeline worker)."""
+    """The ``vLLMEngineProcessorConfig`` of stage ``cls`` (or of a shared engine's steps): its role's
+    model, engine arguments, batching and replicas, the placement bundle from config
+    (``engine_bundle``), the role's ``engine_env`` in the runtime env."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    llm = cfg.llm(cls.role_for(cfg))
-    limits = media_limits(cls, cfg)
-    extra = {}
-    if resources:
-        extra["placement_group_config"] = {"bundle_per_worker": {"GPU": 1, **resources}}
+    classes = list(cls) if isinstance(cls, (list, tuple)) else [cls]
+    llm = cfg.llm(classes[0].role_for(cfg))
+    limits: dict[str, int] = {}
+    for k in classes:
+        limits |= media_limits(k, cfg)
     return vLLMEngineProcessorConfig(
         model_source=llm.model,
         engine_kwargs=engine_kwargs(llm, limits),
@@ -92,108 +109,101 @@ def processor_config(
         concurrency=llm.concurrency,
         prepare_multimodal_stage={"enabled": bool(limits), "apply_sys_msg_formatting": True},
         should_continue_on_error=True,
-        runtime_env=runtime_env,
-        **extra,
+        runtime_env=engine_env(llm, runtime_env),
+        placement_group_config={"bundle_per_worker": engine_bundle(llm, res)},
+        log_engine_metrics=False,  # Ray's Prometheus stat logger needs ray.serve; our metrics count rows
     )
 
 
-class Preprocess:
-    """Row -> the row plus vLLM chat ``messages`` and ``sampling_params`` (or ``SKIP``)."""
-
-    def __init__(self, cls: type[LLMStage], cfg: Any) -> None:
-        self.stage = bare_stage(cls, cfg)
-        self.sampling = sampling_params(self.stage.llm_cfg)
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        row.setdefault("outcome", OK)
-        messages = self._messages(row) if row["outcome"] == OK else None
-        row[COLUMNS] = [c for c in row if c not in PASSES]  # after request(): it may fill a column
-        if messages is None:
-            return {**row, ERROR: SKIP}
-        return {**row, "messages": messages, "sampling_params": dict(self.sampling), ERROR: ""}
-
-    def _messages(self, row: dict[str, Any]) -> list[dict] | None:
-        st = self.stage
-        missing = [c for c in st.needs if c not in row]
-        if missing:
-            fail(row, st.name, f"stage {st.name} needs columns {missing} that no earlier stage made")
-            return None
-        try:
-            req = st.request(row)
-        except Exception as err:  # noqa: BLE001 - a row whose input cannot be prepared fails alone
-            fail(row, st.name, f"cannot build the {st.role} request: {type(err).__name__}: {err}")
-            return None
-        if req is None:
-            return None
-        problem = request_problem(req, st.kind)
-        if problem is None:
-            try:
-                return chat_messages(req)
-            except ValueError as err:
-                problem = f"bad input: {err}"
-        fail(row, st.name, f"{st.role} LLM ({_model(st.llm_cfg)}): {problem}")
-        return None
-
-
-class Postprocess:
-    """Engine output -> our columns: ``accept(row, text)``, or the row failed with the engine's error.
-
-    It runs after the processor, on every row: error and skipped rows bypass Ray's own postprocess,
-    which therefore keeps rows whole (``keep``), so that a block's rows all have the same columns."""
-
-    def __init__(self, cls: type[LLMStage], cfg: Any) -> None:
-        self.stage = bare_stage(cls, cfg)
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        own = {c: row.get(c) for c in row[COLUMNS]}
-        error = row.get(ERROR) or ""
-        if error != SKIP and own.get("outcome", OK) == OK:
-            st = self.stage
-            if error:
-                fail(own, st.name, f"{st.role} LLM ({_model(st.llm_cfg)}): vllm: {error}")
-            else:
-                st.accept(own, (row.get("generated_text") or "").strip())
-        for c in (*self.stage.produces, "stage", "reason"):
-            own.setdefault(c, None)
-        return own
-
-
-def _model(llm: LLMConfig) -> str:
-    return f"{llm.backend}:{llm.model}"
-
-
-def keep(row: dict[str, Any]) -> dict[str, Any]:
-    """The processor's own postprocess: the row as the engine left it (``Postprocess`` follows)."""
-    return row
-
-
 def build_stage_processor(cls: type[LLMStage], cfg: Any, **config: Any):
-    """The ``ray.data.llm`` processor of stage ``cls`` (``config``: see ``processor_config``)."""
+    """The ``ray.data.llm`` processor of stage ``cls`` (``config``: see ``processor_config``): Ray's
+    stages (PrepareMultimodal with the compatibility hook, chat template, tokenize, engine,
+    detokenize); the engine actor is never restarted (``no_restarts``)."""
     from ray.data.llm import build_processor
 
-    return build_processor(
+    from pipelines.vllm_engine import compat_stages  # heavy: ray.llm's stage classes
+
+    processor = build_processor(
         processor_config(cls, cfg, **config),
         preprocess=Preprocess(cls, cfg),
         postprocess=keep,  # Postprocess runs after the processor, on every row (see vllm_stages)
     )
+    compat_stages(processor)
+    no_restarts(processor)
+    return processor
+
+
+def build_engine_processor(stages: Sequence[type[LLMStage]], cfg: Any, **config: Any):
+    """ONE engine for the text steps ``stages`` of one model (``pipelines.vllm_engine``): a processor
+    whose only stage runs the steps in order inside the engine's actor."""
+    import ray.data
+    from ray.llm._internal.batch.processor.base import Processor
+
+    from pipelines.vllm_engine import StepsEngineStage  # heavy: ray.llm's stage classes
+
+    pc = processor_config(list(stages), cfg, **config)
+    engine = StepsEngineStage(
+        fn_constructor_kwargs=dict(
+            steps=list(stages),
+            cfg=cfg,
+            batch_size=pc.batch_size,
+            max_concurrent_batches=pc.max_concurrent_batches,
+            model=pc.model_source,
+            engine_kwargs=pc.engine_kwargs,
+            placement_group_config=pc.placement_group_config,
+            should_continue_on_error=True,
+            log_engine_metrics=pc.log_engine_metrics,
+        ),
+        map_batches_kwargs=dict(
+            zero_copy_batch=True,
+            compute=ray.data.ActorPoolStrategy(**pc.get_concurrency(autoscaling_enabled=True)),
+            max_concurrency=pc.max_concurrent_batches,
+            runtime_env=pc.runtime_env,
+        ),
+    )
+    processor = Processor(pc, [engine], preprocess=Admit(), postprocess=keep)
+    no_restarts(processor)
+    return processor
+
+
+def no_restarts(processor: Any) -> None:
+    """Engine actors are never restarted: an engine that cannot start (or dies) fails the run with
+    its error, where Ray Data's default (``max_restarts=-1``) restarted it forever."""
+    for name in processor.list_stage_names():
+        if "Engine" in name:
+            processor.get_stage_by_name(name).map_batches_kwargs["max_restarts"] = 0
+
+
+def shares_engine(stages: Sequence[type[LLMStage]]) -> bool:
+    """Text steps run on one shared engine (``build_engine_processor``); media steps go through
+    Ray's processor (its PrepareMultimodal stage turns our image / audio parts into engine inputs)."""
+    return all(cls.kind == "text" for cls in stages)
 
 
 def vllm_stages(
     ds: Any,
     stages: Sequence[type[LLMStage]],
     cfg: Any,
-    resources: dict[str, float] | None = None,
+    res: Any = None,
     runtime_env: dict | None = None,
     build: Callable[..., Any] | None = None,
 ) -> Any:
-    """``ds`` through the LLM stages of one group, one processor pass each, in order (lazy): what
-    ``map_stages`` gives for a group whose role runs on vLLM; the sink must follow in a ``map_stages``
-    of its own. ``resources``: custom Ray resources per GPU (``stages.<group>.resources``);
-    ``build``: the processor factory (default ``build_stage_processor``; tests give an engine-free one)."""
+    """``ds`` through the LLM stages of one group (lazy): what ``map_stages`` gives for a group whose
+    role runs on vLLM; the sink must follow in a ``map_stages`` of its own. Text steps share ONE
+    engine (one processor pass, ``build_engine_processor``); a media step is one processor pass of
+    its own. ``res``: the group's ``StageConfig`` (CPUs and custom resources of each engine worker);
+    ``build``: the processor factory of one stage (default ``build_stage_processor``; tests give an
+    engine-free one), which also makes text steps run one pass each."""
     for cls in stages:
         if not issubclass(cls, LLMStage):
             raise ValueError(f"stage {cls.name} is no LLM stage: it cannot run on vLLM")
+    model = cfg.llm(stages[0].role_for(cfg)).model
+    if build is None and shares_engine(stages):
+        log.info("stages %s: one vLLM engine for %s", "+".join(c.name for c in stages), model)
+        processor = build_engine_processor(stages, cfg, res=res, runtime_env=runtime_env)
+        return processor(ds).map(Postprocess(list(stages), cfg))
+    for cls in stages:
         log.info("stage %s: vLLM processor for %s", cls.name, cfg.llm(cls.role_for(cfg)).model)
-        processor = (build or build_stage_processor)(cls, cfg, resources=resources, runtime_env=runtime_env)
+        processor = (build or build_stage_processor)(cls, cfg, res=res, runtime_env=runtime_env)
         ds = processor(ds).map(Postprocess(cls, cfg))
     return ds

@@ -10,8 +10,10 @@ annotation section, or the evaluation's grouping / extraction LLM (``evaluate.ll
 from __future__ import annotations
 
 import dataclasses
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +44,12 @@ class LLMConfig(Config):
     ``{"input": {data field: value}, "output": "answer"}``; the input is rendered like a real request.
     The papers use none (zero-shot); a preset for a small model may add some (configs/demo.yaml).
     vllm only, named as vLLM calls them: max_model_len (0 = the model's), tensor_parallel_size and
-    pipeline_parallel_size (GPUs per engine replica = their product); dtype is passed on too.
+    pipeline_parallel_size (GPUs per engine replica = their product); dtype is passed on too;
+    engine_kwargs: any further vLLM engine argument (``enforce_eager``, ``gpu_memory_utilization``,
+    ``max_num_seqs``...), engine_env: ``VLLM_*`` variables of the engine's actors
+    (``VLLM_CPU_KVCACHE_SPACE``...). An engine replica's placement bundle per worker is the role's
+    ``num_gpus`` GPUs plus its stage's CPUs and custom resources (``annotate.stages.<step>``), so the
+    same code runs on CPU (``num_gpus: 0``) and GPU nodes.
     ``signal`` is no LLM: the annotation's audio / video clue roles only, measured by the
     ``pipelines.signals`` package (eGeMAPS; MTCNN + a facial-expression classifier) in their stage;
     ``model`` is then a free-text name of the components, and sampling and prompts are unused.
@@ -69,6 +76,8 @@ class LLMConfig(Config):
     max_model_len: int = 0  # vllm: context length; 0 = the model's
     tensor_parallel_size: int = 1  # vllm: GPUs one engine shards each layer over
     pipeline_parallel_size: int = 1  # vllm: pipeline stages of one engine
+    engine_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # vllm: more engine args
+    engine_env: dict[str, str] = dataclasses.field(default_factory=dict)  # vllm: VLLM_* of its actors
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)
     examples: dict[str, list] = dataclasses.field(default_factory=dict)
     cache_dir: str = ""  # answers of ``Completer`` calls, keyed by a hash of the request; local or s3://
@@ -110,7 +119,7 @@ class LLMConfig(Config):
                 out.append(f"prompts.{name} = '': must be an instruction text (or leave the key out)")
         for name, shots in self.examples.items():
             out += _example_problems(name, shots)
-        return out
+        return out + _engine_problems(self.engine_kwargs, self.engine_env)
 
     def turns(self, name: str) -> list[tuple[str, str]]:
         """The few-shot (user, assistant) turns for prompt ``name``, rendered like real requests."""
@@ -118,6 +127,37 @@ class LLMConfig(Config):
             (render(name, self.prompts, **shot["input"]), str(shot["output"]))
             for shot in self.examples.get(name, [])
         ]
+
+
+# engine arguments made from the role's own keys: set there, never in ``engine_kwargs``
+ENGINE_KEYS = {
+    "model": "model",
+    "dtype": "dtype",
+    "max_model_len": "max_model_len",
+    "tensor_parallel_size": "tensor_parallel_size",
+    "pipeline_parallel_size": "pipeline_parallel_size",
+    "limit_mm_per_prompt": "the stage (the frames / audio it sends)",
+    "task_type": "the stage (generate)",
+}
+ENGINE_ENV = re.compile(r"VLLM_[A-Z0-9_]+")
+
+
+def _engine_problems(kwargs: object, env: object) -> list[str]:
+    if not isinstance(kwargs, dict):
+        return [f"engine_kwargs = {kwargs!r}: must be a mapping of vLLM engine arguments"]
+    out = [
+        f"engine_kwargs.{k}: set by {ENGINE_KEYS[k]}; give it there, not in engine_kwargs"
+        for k in kwargs
+        if k in ENGINE_KEYS
+    ]
+    if not isinstance(env, dict):
+        return [*out, f"engine_env = {env!r}: must be a mapping of VLLM_* variables to values"]
+    for k, v in env.items():
+        if not ENGINE_ENV.fullmatch(str(k)):
+            out.append(f"engine_env.{k}: only vLLM's own variables (VLLM_...) may be set here")
+        elif not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            out.append(f"engine_env.{k} = {v!r}: must be a string or a number")
+    return out
 
 
 def _example_problems(name: str, shots: object) -> list[str]:

@@ -265,8 +265,9 @@ def build_tiny_text_llm(out_dir: str | Path) -> str:
     return build_folder(out_dir, "text llm (Qwen2ForCausalLM)", make)
 
 
-def build_tiny_audio_llm(out_dir: str | Path) -> str:
-    """A tiny ``Qwen2AudioForConditionalGeneration`` plus ``Qwen2AudioProcessor`` in out_dir."""
+def build_tiny_audio_llm(out_dir: str | Path, chunk_seconds: int = CHUNK_SECONDS, heads: int = 4) -> str:
+    """A tiny ``Qwen2AudioForConditionalGeneration`` plus ``Qwen2AudioProcessor`` in out_dir: audio in
+    ``chunk_seconds`` Whisper chunks, ``heads`` attention heads over hidden 64 (text and encoder)."""
 
     def make(out: Path) -> None:
         from transformers import (
@@ -282,12 +283,12 @@ def build_tiny_audio_llm(out_dir: str | Path) -> str:
         audio_cfg = Qwen2AudioEncoderConfig(
             num_mel_bins=80,
             encoder_layers=2,
-            encoder_attention_heads=4,
+            encoder_attention_heads=heads,
             encoder_ffn_dim=128,
             d_model=64,
-            max_source_positions=CHUNK_SECONDS * 100 // 2,
+            max_source_positions=chunk_seconds * 100 // 2,
         )
-        text_cfg = Qwen2Config(**_text_kwargs(tok))
+        text_cfg = Qwen2Config(**_text_kwargs(tok, heads=heads))
         cfg = Qwen2AudioConfig(
             audio_config=audio_cfg.to_dict(),
             text_config=text_cfg.to_dict(),
@@ -295,7 +296,7 @@ def build_tiny_audio_llm(out_dir: str | Path) -> str:
         )
         _save_model(Qwen2AudioForConditionalGeneration(cfg), out, tok)
         fe = WhisperFeatureExtractor(
-            feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=CHUNK_SECONDS, n_fft=400
+            feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=chunk_seconds, n_fft=400
         )
         proc = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE)
         proc.save_pretrained(str(out))
@@ -357,6 +358,12 @@ def build_tiny_video_llm(out_dir: str | Path) -> str:
         proc.save_pretrained(str(out))
 
     return build_folder(out_dir, "video llm (Qwen2_5_VLForConditionalGeneration)", make)
+
+
+def build_vllm_audio_llm(out_dir: str | Path) -> str:
+    """The tiny audio LLM as vLLM's CPU backend takes it: head_dim 32 (the issue's trial saw 16
+    refused) and 30-s Whisper chunks (vLLM's Qwen2-Audio processes audio in Whisper's 30-s windows)."""
+    return build_tiny_audio_llm(out_dir, chunk_seconds=30, heads=2)
 
 
 BUILDERS: dict[str, Callable[[str | Path], str]] = {

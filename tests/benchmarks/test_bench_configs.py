@@ -73,3 +73,21 @@ def test_engine_summary_cancels_start_up_and_compares_texts():
     assert out["pipeline_s"] == {2: [12.0, 10.0], 4: [16.0, 15.0]}
     assert out["ratio_with_start_up"] == round(14.0 / 15.5, 3) and out["pipeline_start_up_s"] == 6.5
     assert (out["texts_equal"], out["errors"], out["texts_match"]) == ("11/12", 1, False)
+
+
+def test_vllm_engine_config_and_summary():
+    import annotate_vllm
+
+    cfg = annotate_vllm.vllm_config(annotate_engine.PRESET, annotate_engine.ROLE, annotate_engine.STAGE, 2)
+    llm = cfg.llm(annotate_engine.ROLE)
+    assert (llm.backend, llm.concurrency, llm.engine_kwargs) == ("vllm", 1, {"enforce_eager": True})
+    assert cfg.stages.of(annotate_engine.STAGE).num_cpus == 2  # the engine's CPU bundle
+    data = annotate_engine.rows(4)
+    texts = {r["name"]: "['sad']" for r in data}
+    loop = {"load_s": 9.0, "generate_s": 4.0, "texts": texts}
+    half = {"wall_s": 20.0, "texts": dict(list(texts.items())[:2])}
+    pairs = [(half, {"wall_s": 22.5, "texts": texts})]
+    out = annotate_vllm.summary(llm, loop, pairs, data, 2)
+    assert out["loop_rows_per_s"] == 1.0 and out["pipeline_steady_rows_per_s"] == 0.8
+    assert out["ratio_pipeline_vs_loop"] == 0.8 and out["pipeline_start_up_s"] == 17.5
+    assert out["texts_equal"] == "6/6" and out["errors"] == 0

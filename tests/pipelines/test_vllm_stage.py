@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from llm_fixtures import tiny_model
 
+from core.config import ConfigError
 from core.llm.base import LLMResult
 from core.schema import SAMPLE_RATE
 from core.stage import FAILED, OK
-from pipelines.config import AnnotateConfig
+from pipelines.config import AnnotateConfig, StageConfig
 from pipelines.stages import (
     AudioClueStage,
     DecodeStage,
@@ -85,8 +86,8 @@ def engine(pre: dict, text: str = "", error: str = "") -> dict:
 
 
 def test_config_maps_to_the_vllm_processor():
-    cfg = vllm_cfg(max_model_len=8192, tensor_parallel_size=2, pipeline_parallel_size=1)
-    video = processor_config(VideoClueStage, cfg, resources={"llm": 1})
+    cfg = vllm_cfg(max_model_len=8192, tensor_parallel_size=2, pipeline_parallel_size=1, num_gpus=1)
+    video = processor_config(VideoClueStage, cfg, res=StageConfig(num_cpus=2, resources={"llm": 1}))
     assert video.model_source == "Qwen/Qwen2-7B-Instruct"
     assert (video.batch_size, video.concurrency, video.should_continue_on_error) == (8, 2, True)
     kw = video.engine_kwargs
@@ -98,12 +99,24 @@ def test_config_maps_to_the_vllm_processor():
     )
     assert kw["limit_mm_per_prompt"] == {"image": 4}  # video_prompt_frames
     assert video.prepare_multimodal_stage["enabled"] is True
-    assert video.placement_group_config["bundle_per_worker"] == {"CPU": 0.0, "GPU": 1.0, "llm": 1}
+    assert video.placement_group_config["bundle_per_worker"] == {"CPU": 2.0, "GPU": 1.0, "llm": 1.0}
     audio = processor_config(AudioClueStage, cfg).engine_kwargs
     assert audio["limit_mm_per_prompt"] == {"audio": 1}
-    text = processor_config(DisambiguateStage, vllm_cfg())
+    # finding 4: CPU placement and engine settings from the role's config, as the CPU test runs it
+    cpu = vllm_cfg(engine_kwargs={"enforce_eager": True}, engine_env={"VLLM_CPU_KVCACHE_SPACE": 1})
+    text = processor_config(DisambiguateStage, cpu)
     assert "max_model_len" not in text.engine_kwargs and "limit_mm_per_prompt" not in text.engine_kwargs
-    assert text.prepare_multimodal_stage["enabled"] is False and text.placement_group_config is None
+    assert text.engine_kwargs["enforce_eager"] is True
+    assert text.prepare_multimodal_stage["enabled"] is False
+    assert text.placement_group_config["bundle_per_worker"] == {"CPU": 1.0, "GPU": 0.0}  # num_gpus 0
+    assert text.runtime_env["env_vars"] == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def test_engine_settings_are_checked():
+    with pytest.raises(ConfigError) as err:
+        vllm_cfg(engine_kwargs={"dtype": "half", "enforce_eager": True}, engine_env={"HOME": "/x"})
+    assert "engine_kwargs.dtype: set by dtype" in str(err.value)
+    assert "engine_env.HOME: only vLLM's own variables (VLLM_...)" in str(err.value)
 
 
 def test_the_processor_builds_without_vllm(ray_local):
@@ -115,10 +128,30 @@ def test_the_processor_builds_without_vllm(ray_local):
     engine_row = {"name": "a", "generated_text": "x", "prompt": "p", "__inference_error__": ""}
     assert proc.postprocess({"__data": dict(engine_row)}) == engine_row
     vcfg = vllm_cfg(model=tiny_model("video"))
-    proc = build_stage_processor(VideoClueStage, vcfg, resources={"llm": 1})
+    vcfg = vcfg.replace(video=vcfg.video.replace(num_gpus=1.0))
+    proc = build_stage_processor(VideoClueStage, vcfg, res=StageConfig(resources={"llm": 1}))
     assert proc.list_stage_names()[0] == "PrepareMultimodalStage"
+    assert proc.get_stage_by_name("PrepareMultimodalStage").fn.__name__ == "CompatPrepareMultimodalUDF"
+    assert type(proc.get_stage_by_name("PrepareMultimodalStage")).__name__ == "CompatPrepareMultimodalStage"
     kwargs = proc.get_stage_by_name("vLLMEngineStage").map_batches_kwargs
     assert kwargs["num_gpus"] == 1 and kwargs["resources"] == {"llm": 1}  # one GPU and `llm` per replica
+    assert kwargs["max_restarts"] == 0  # finding 3: an engine that cannot start is not restarted
+
+
+def test_the_text_steps_of_one_model_get_one_engine(ray_local):
+    """Finding 2: the three text steps build ONE engine stage (one processor pass), CPU-placed
+    from config; steps that differ only in sampling still share it."""
+    from pipelines import pools
+    from pipelines.vllm_stage import build_engine_processor
+
+    cfg = vllm_cfg(model=tiny_model("text"))
+    cfg = cfg.replace(ov=cfg.text.replace(max_new_tokens=8, temperature=0.0))
+    groups = pools.stage_groups(cfg)
+    assert [[c.name for c in g[0]] for g in groups][-1] == ["disambiguate", "translate", "ov_labels"]
+    proc = build_engine_processor(groups[-1][0], cfg, res=StageConfig(num_cpus=2))
+    assert proc.list_stage_names() == ["StepsEngineStage"]
+    kwargs = proc.get_stage_by_name("StepsEngineStage").map_batches_kwargs
+    assert (kwargs["num_cpus"], kwargs["max_restarts"]) == (2, 0) and "num_gpus" not in kwargs
 
 
 def test_video_and_audio_messages_from_decoded_clips(decoded):
@@ -275,10 +308,11 @@ def test_an_annotation_run_with_the_omni_role_on_vllm(ray_local, sample_clips, t
     from annotate_helpers import all_inputs, check_every_name_once, openai_config
     from llm_fixtures import fake_openai_server
 
-    from pipelines import vllm_stage
+    from pipelines import pools, vllm_stage
     from pipelines.annotate import run_annotation
 
     monkeypatch.setattr(vllm_stage, "build_stage_processor", fake_processor)
+    monkeypatch.setattr(pools, "MEDIA_CPU_STAGES", ())  # the stand-in has no CPU stages to count
     out = str(tmp_path / "out")
     with fake_openai_server() as server:
         omni = {"backend": "vllm", "model": "Qwen/Qwen2.5-Omni-7B", "num_gpus": 0, "batch_size": 4}
