@@ -1,6 +1,6 @@
 """Smoke test of ``benchmarks/clips.py`` on its smallest input (one SRT episode, two sampled frames
 per segment): both paths run the real stages, give the same clips, and the JSON has its keys and a
-positive ratio (no timing is asserted: the machine is shared)."""
+positive ratio (no timing is asserted: the machine is shared); the loop ran in its own process."""
 
 from __future__ import annotations
 
@@ -31,14 +31,16 @@ def load_bench():
 
 def test_clips_benchmark_compares_the_same_work_on_both_paths(ray_local, episodes, tmp_path):
     bench = load_bench()
-    cfg = bench.clips_config(["clips.faces.frames=2", "clips.transcribe=false"], tmp_path)
+    overrides = ["clips.faces.frames=2", "clips.transcribe=false"]
+    cfg = bench.clips_config(overrides, tmp_path)
     videos = bench.source_videos(tmp_path, copies=1, only=["episode_srt"], written=episodes)
     assert [p.name for p in sorted(videos.iterdir())] == ["episode_srt_c0.mp4", "episode_srt_c0.srt"]
-    out = bench.summary(cfg, bench.measure(cfg, videos, tmp_path), videos=1, cpus=2)
+    out = bench.summary(cfg, bench.measure(cfg, overrides, videos, tmp_path), videos=1, cpus=2)
     assert KEYS <= set(out)
     assert out["clips"]["loop"] == out["clips"]["ray"] > 0 and out["same_clips"]
     assert out["segments"]["loop"] == out["segments"]["ray"] > out["clips"]["ray"]  # some removed
     assert out["ratio_loop_vs_ray"] > 0 and out["ray_clips_per_s"] > 0
+    assert 0 < out["loop_inner_s"][0] < out["loop_s"][0]  # timed inside its process, and around it
     for side in ("loop", "ray"):
         steps = out["step_seconds"][side]
         assert steps["faces"] > 0 and steps["cut"] > 0 and steps["vad"] == steps["asr"] == 0  # SRT path
