@@ -12,10 +12,14 @@ run (``annotate_engine.py --engine vllm`` runs it; needs ``.venv-vllm``, see the
 
 Greedy, so both sides should give the same texts: ``texts_equal`` compares them.
 
-Measured (2026-12-07, 32 rows, 1 repeat, load average 20-50 from other sessions): no usable ratio:
-the loop's engine start took 252 s, run(16) 459 s > run(32) 314 s (the load moved under the runs),
-and texts_equal was 0/48 (not explained yet: the same chat-templated prompts, greedy, float32; the
-tokenizer adds no extra BOS on either side). Rerun on an idle machine before quoting a ratio.
+Measured (2026-12-07, 32 rows, 1 repeat, 2 idle cores, load 2.7; ``benchmarks/results/
+annotate-vllm-idle.json``): LLM.generate 1.52 rows/s after a 52.7 s engine start; the pipeline
+1.38 rows/s steady (run(16) 81.7 s, run(32) 93.3 s, start-up 70.2 s): **ratio 0.912**; texts_equal
+48/48. The earlier 0/48 was a real defect this benchmark found: a group of ONE text step (here the
+OV step alone) runs on the shared engine, whose answers are written into the row, but
+``Postprocess`` took one stage for a per-stage processor and overwrote them with its empty
+``generated_text`` (fixed: ``Postprocess(..., shared=True)``; test
+``test_after_a_shared_engine_the_answers_in_the_row_stay``).
 """
 
 from __future__ import annotations
@@ -130,6 +134,8 @@ def summary(llm, loop: dict, pairs: list, data: list[dict], cpus: int) -> dict:
     pipe_more = statistics.median(mores)
     runs = [run for pair in pairs for run in pair]
     same = sum(loop["texts"].get(k) == v for run in runs for k, v in run["texts"].items())
+    differ = [(k, loop["texts"].get(k), v) for run in runs for k, v in run["texts"].items()]
+    differ = [d for d in differ if d[1] != d[2]]
     total = sum(len(run["texts"]) for run in runs)
     errors = sum(v.startswith("ERROR") for run in runs for v in run["texts"].values())
     return {
@@ -151,5 +157,8 @@ def summary(llm, loop: dict, pairs: list, data: list[dict], cpus: int) -> dict:
         "texts_equal": f"{same}/{total}",
         "errors": errors,
         "sample_text": next(iter(loop["texts"].values())),
+        "first_difference": {"name": differ[0][0], "loop": differ[0][1], "pipeline": differ[0][2]}
+        if differ
+        else None,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }

@@ -10,12 +10,11 @@ every 0.5 s; other users' processes on the machine are not counted. Needs ``.ven
 
 Prints one JSON object.
 
-Measured (2026-12-07, 2 cores shared with other sessions, load average 20-64 during the run), 3 rows,
-max_new_tokens 24: shared engine 124.8 s, per-step engines 817.2 s (6.5x); peak RSS 1.05 vs 2.29 GiB
-with the first version of this script, which matched processes by interpreter path and so missed
-Ray's renamed actor processes (each engine actor's own torch + tokenizer): a lower bound of the gap.
-System memory available fell by ~7 GiB during the per-step run (three engines, twelve CPU-stage
-actors). The issue's trial (idle box): 5 rows, per-step engines 240 s and +13.5 GB.
+Measured (2026-12-07, 2 idle cores, load 5.7 at the end; ``benchmarks/results/
+vllm-engines-idle.json``), 3 rows, the demo's three text steps (SmolLM2-135M, max_new_tokens 48):
+shared engine 93.1 s and peak RSS 6.32 GiB; one engine per step 263.8 s and 18.83 GiB (2.8x the
+time, 3.0x the memory). An earlier run under load 20-64 (with an RSS method that missed Ray's
+renamed actor processes) gave 124.8 vs 817.2 s. The issue's trial: 5 rows, 240 s and +13.5 GB.
 """
 
 from __future__ import annotations

@@ -96,11 +96,16 @@ class Postprocess:
 
     It runs after the processor, on every row: error and skipped rows bypass Ray's own postprocess,
     which therefore keeps rows whole (``keep``), so that a block's rows all have the same columns.
-    Given several stage classes (a shared engine's steps), it only gives every row their columns."""
+    After a shared engine (``shared``: its steps, one or more, answered into the row already) it only
+    gives every row their columns."""
 
-    def __init__(self, cls: type[LLMStage] | Sequence[type[LLMStage]], cfg: Any) -> None:
+    def __init__(
+        self, cls: type[LLMStage] | Sequence[type[LLMStage]], cfg: Any, shared: bool = False
+    ) -> None:
         classes = list(cls) if isinstance(cls, (list, tuple)) else [cls]
-        self.answers = Preprocess(classes[0], cfg) if len(classes) == 1 else None
+        if not shared and len(classes) != 1:
+            raise ValueError(f"{len(classes)} stages: one processor answers one stage (or give shared=True)")
+        self.answers = None if shared else Preprocess(classes[0], cfg)
         self.produces = [c for k in classes for c in k.produces]
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:

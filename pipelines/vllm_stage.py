@@ -201,7 +201,7 @@ def vllm_stages(
     if build is None and shares_engine(stages):
         log.info("stages %s: one vLLM engine for %s", "+".join(c.name for c in stages), model)
         processor = build_engine_processor(stages, cfg, res=res, runtime_env=runtime_env)
-        return processor(ds).map(Postprocess(list(stages), cfg))
+        return processor(ds).map(Postprocess(list(stages), cfg, shared=True))
     for cls in stages:
         log.info("stage %s: vLLM processor for %s", cls.name, cfg.llm(cls.role_for(cfg)).model)
         processor = (build or build_stage_processor)(cls, cfg, res=res, runtime_env=runtime_env)

@@ -197,6 +197,27 @@ def test_postprocess_gives_the_columns_of_the_map_stages_path(decoded, cls):
         assert got["ov_labels"] == ["happy", "surprised"]
 
 
+@pytest.mark.parametrize("steps", [(OVLabelStage,), TEXT_STAGES], ids=["one step", "three steps"])
+def test_after_a_shared_engine_the_answers_in_the_row_stay(decoded, steps):
+    """A group of one text step runs on a shared engine too: the answer its actor wrote into the row
+    is kept (one stage used to be read as a per-stage processor's ``generated_text``: empty)."""
+    from pipelines.vllm_rows import COLUMNS, ERROR, Admit
+
+    cfg = vllm_cfg()
+    row = Admit()(copy.deepcopy(decoded[1]))
+    for cls in steps:  # what StepsEngineUDF does, step by step, with the engine's answers
+        pre = Preprocess(cls, cfg)
+        assert pre.messages(row) is not None
+        pre.answer(row, "happy, surprised" if cls is OVLabelStage else "He looks angry.")
+    row.pop(ERROR)
+    got = Postprocess(list(steps), cfg, shared=True)(row)
+    assert (got["ov_raw"], got["ov_labels"]) == ("happy, surprised", ["happy", "surprised"])
+    assert got["outcome"] == OK
+    assert COLUMNS not in got and set(decoded[1]) <= set(got)
+    with pytest.raises(ValueError, match="shared=True"):
+        Postprocess(list(TEXT_STAGES), cfg)
+
+
 def test_an_engine_error_fails_the_row_like_a_failed_request(decoded):
     cfg = vllm_cfg()
     row = copy.deepcopy(decoded[1])
