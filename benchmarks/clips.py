@@ -30,11 +30,15 @@ wall time. The clips must be the same on both sides (``same_clips``). Prints one
 
 Target on 2 cores: ratio (loop seconds / Ray seconds) >= 0.9.
 
-Measured (2026-12-07, 2 cores shared with other jobs, load average 37-40: not a verdict), --copies 2
-(4 videos, 10 clips of 22 segments on both sides, same names): loop 24.7 s, Ray 125.5 s, ratio
-0.197. Steps, loop: faces 15.5, cut 4.1, speakers 2.6, source 0.8, ASR 0.8, VAD 0.4 s. With the
-demo preset on 2 CPUs the idle ASR actor holds one CPU, so one decode actor (one torch thread) does
-all the videos while the loop's torch uses two; each actor also pays its imports and model loads.
+Measured (2026-12-07, 2 idle cores, load 1.8-2.3; ``benchmarks/results/clips-idle.json``),
+--copies 2 (4 videos, 10 clips of 22 segments on both sides, same names), 3 repeats: loop 27.75 s
+(its process; 24.69 s inside it), Ray 27.44 s: **ratio 1.012** (0.90 against the loop's inner
+time). Steps, loop: faces 9.9, cut 2.8, speakers 0.6, source 0.6, ASR 0.4, VAD 0.3 s; on Ray faces
+sum to 18.3 s (one decode actor at one torch thread while the ASR actor holds the other CPU). With
+the loop's repeats in ONE process (the first version of this script) its later repeats fell to
+15 s (imports, cached models, warmed kernels) and the ratio to 0.54; under load 37-40: 0.197
+(``clips-copies2-loaded.json``). ``clips.stages.asr.num_cpus=0`` (a second decode actor) was slower
+(ratio 0.475 in the in-process method: two actors' model loads and torch threads contending).
 """
 
 from __future__ import annotations
