@@ -65,6 +65,7 @@ class LLMConfig(Config):
     min_new_tokens: int = 0
     temperature: float = 0.0  # 0: greedy
     batch_size: int = 4
+    reuse_prefix: bool = True  # transformers, text: the batch's shared prompt head run once per step
     concurrency: int = 4
     timeout_s: float = 120.0
     max_retries: int = 4

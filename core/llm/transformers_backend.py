@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 from core.llm.base import LLMBackend, LLMConfig, LLMRequest, LLMResult, conversation
+from core.llm.prefix_cache import PrefixCache
 from core.schema import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,9 @@ class TransformersBackend(LLMBackend):
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.prefix = None  # the text steps' shared prompt heads (core.llm.prefix_cache)
+        if kind == "text" and cfg.reuse_prefix:
+            self.prefix = PrefixCache(self.model, self.tokenizer.pad_token_id)
         logger.info(
             "loaded %s model %s (%s) on %s in %.1f s",
             kind,
@@ -186,7 +190,7 @@ class TransformersBackend(LLMBackend):
     def _run(self, chunk: list[tuple[int, dict]]) -> list[LLMResult]:
         import torch
 
-        enc = self._encode(chunk).to(self.model.device)
+        enc = self._shared_head(chunk) or self._encode(chunk).to(self.model.device)
         gen = {"max_new_tokens": self.cfg.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if self.cfg.min_new_tokens:
             gen["min_new_tokens"] = self.cfg.min_new_tokens
@@ -205,6 +209,13 @@ class TransformersBackend(LLMBackend):
             LLMResult(text=t.strip(), prompt_tokens=int(p), completion_tokens=_count_new(row, stop))
             for t, p, row in zip(texts, prompt_tokens, new.tolist())
         ]
+
+    def _shared_head(self, chunk: list[tuple[int, dict]]) -> dict | None:
+        """Text prompts with a long common head: its cached keys/values and the rows' tails."""
+        if self.prefix is None:
+            return None
+        rows = [self.tokenizer(inp["text"])["input_ids"] for _, inp in chunk]
+        return self.prefix.inputs(rows)
 
     def _stop_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
