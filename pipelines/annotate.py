@@ -110,8 +110,8 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     if isolate:  # a few rows re-run one by one: no scaling
         bounds = [(lo, lo) for lo, _ in bounds]
     totals = ray.cluster_resources()
-    if pools.is_local_ray():  # a cluster's autoscaler may add what it lacks (`emer submit` checks it)
-        pools.check_room(groups, bounds, totals)
+    if pools.is_local_ray() and pools.has_vllm(groups):  # a cluster's autoscaler may add what it
+        pools.check_room(groups, bounds, totals)  # lacks (`emer submit` checks it)
     batches = [
         1
         if isolate

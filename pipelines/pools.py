@@ -157,6 +157,14 @@ def check_room(groups, bounds, totals: dict[str, float]) -> None:
     )
 
 
+def has_vllm(groups) -> bool:
+    """Does a group run on vLLM? Only then can pools that do not fit all at once hang a local run:
+    Ray Data runs plain map pools that do not fit one after another (a finished operator frees its
+    actors: the demo's four 1-CPU pools on 2 CPUs), while ``ray.data.llm``'s stages wait for each
+    other's actors (finding 5: a three-step group on 4 CPUs hung)."""
+    return any(llm is not None and llm.backend == "vllm" for _, _, llm in groups)
+
+
 def _text(per: dict[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in per.items()) + "}"
 

@@ -53,6 +53,23 @@ def test_a_local_run_whose_pools_do_not_fit_stops_before_starting(ray_local, tmp
         build_pipeline(vllm_cfg(), rows, str(tmp_path / "out"))
 
 
+def test_plain_pools_that_do_not_fit_at_once_still_build_on_the_local_ray(ray_local, tmp_path, monkeypatch):
+    """The demo preset's four 1-CPU pools on 2 CPUs: Ray Data runs them one after another (the demo
+    did, on this 2-core machine); the check is for vLLM groups alone."""
+    from pipelines.annotate import build_pipeline
+
+    cfg = load_run_config("demo").annotate
+    groups = pools.stage_groups(cfg)
+    assert not pools.has_vllm(groups) and pools.has_vllm(pools.stage_groups(vllm_cfg()))
+    with pytest.raises(pools.PoolsDontFit):  # they do not fit at once on 2 CPUs...
+        pools.check_room(groups, [(1, 1)] * len(groups), {"CPU": 2.0})
+    monkeypatch.setattr(ray_local, "cluster_resources", lambda: {"CPU": 2.0, "memory": 8e9})  # 2 cores
+    rows = [{"name": "a", "clip": str(tmp_path / "a.mp4")}]
+    assert build_pipeline(cfg, rows, str(tmp_path / "out")) is not None  # ...and are not refused
+    with pytest.raises(pools.PoolsDontFit, match="it has 2"):  # a vLLM group is
+        build_pipeline(vllm_cfg(), rows, str(tmp_path / "out2"))
+
+
 def test_the_fit_check_counts_engine_bundles_and_cpu_actors():
     run = load_run_config(["cluster"], ["annotate.clues=omni", "annotate.omni.backend=vllm"])
     asks = [a for a in fit.asks(run, ["annotate"])["annotate"] if a.key == "annotate.stages.omni"]
