@@ -128,7 +128,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
     batches[0] = None  # the first pool takes one input block (<= its batch size) per call
     for i, ((stages, res, llm), pool, batch) in enumerate(zip(groups, bounds, batches)):
         chain = [(cls, {}) for cls in stages]
-        if llm is not None and llm.backend == "vllm":  # ray.data.llm processors; then the sink (CPU)
+        if pools.is_vllm(llm):  # ray.data.llm processors; then the sink (CPU)
             ds = vllm_stages(ds, stages, cfg, res, env)
             if i < len(groups) - 1:
                 continue

@@ -162,7 +162,7 @@ def has_vllm(groups) -> bool:
     Ray Data runs plain map pools that do not fit one after another (a finished operator frees its
     actors: the demo's four 1-CPU pools on 2 CPUs), while ``ray.data.llm``'s stages wait for each
     other's actors (finding 5: a three-step group on 4 CPUs hung)."""
-    return any(llm is not None and llm.backend == "vllm" for _, _, llm in groups)
+    return any(is_vllm(llm) for _, _, llm in groups)
 
 
 def _text(per: dict[str, float]) -> str:

@@ -12,12 +12,9 @@ from the mask, so every row sees the positions of its unpadded prompt (what a ba
 from __future__ import annotations
 
 import copy
-import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 def common_prefix(rows: Sequence[Sequence[int]]) -> int:
@@ -71,14 +68,14 @@ class PrefixCache:
         A cached head the rows start with is reused as it is (a batch of one row too)."""
         import torch
 
-        ids = self.cached_head(rows)
-        if ids is None:  # a new head: what two or more rows share (one row's own prompt is no head)
+        head = self.cached_head(rows)
+        if head is None:  # a new head: what two or more rows share (one row's own prompt is no head)
             n = common_prefix(rows) if len(rows) > 1 else 0
             if n < self.min_tokens:
                 return None
-            ids = tuple(rows[0][:n])
-        n = len(ids)
-        cache = copy.deepcopy(self.head(ids))
+            head = tuple(rows[0][:n])
+        n = len(head)
+        cache = copy.deepcopy(self.head(head))
         cache.batch_repeat_interleave(len(rows))
         width = max(len(r) for r in rows) - n
         ids, mask = [], []

@@ -156,8 +156,11 @@ class TransformersBackend(LLMBackend):
 
     def _encode(self, chunk: list[tuple[int, dict]]):
         texts = [inp["text"] for _, inp in chunk]
-        if self.kind == "text":
-            return self.tokenizer(texts, return_tensors="pt", padding=True)
+        if self.kind == "text":  # tokenized once: the shared head's inputs, else the padded batch
+            rows = [self.tokenizer(t)["input_ids"] for t in texts]
+            shared = self.prefix.inputs(rows) if self.prefix is not None else None
+            padded = None if shared else self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+            return shared or padded.to(self.model.device)
         if self.kind == "audio":
             return self.processor(
                 text=texts,
@@ -190,7 +193,8 @@ class TransformersBackend(LLMBackend):
     def _run(self, chunk: list[tuple[int, dict]]) -> list[LLMResult]:
         import torch
 
-        enc = self._shared_head(chunk) or self._encode(chunk).to(self.model.device)
+        enc = self._encode(chunk)
+        enc = enc if self.kind == "text" else enc.to(self.model.device)
         gen = {"max_new_tokens": self.cfg.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if self.cfg.min_new_tokens:
             gen["min_new_tokens"] = self.cfg.min_new_tokens
@@ -209,13 +213,6 @@ class TransformersBackend(LLMBackend):
             LLMResult(text=t.strip(), prompt_tokens=int(p), completion_tokens=_count_new(row, stop))
             for t, p, row in zip(texts, prompt_tokens, new.tolist())
         ]
-
-    def _shared_head(self, chunk: list[tuple[int, dict]]) -> dict | None:
-        """Text prompts with a long common head: its cached keys/values and the rows' tails."""
-        if self.prefix is None:
-            return None
-        rows = [self.tokenizer(inp["text"])["input_ids"] for _, inp in chunk]
-        return self.prefix.inputs(rows)
 
     def _stop_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
