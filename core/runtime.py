@@ -1,10 +1,12 @@
 """Connect to a Ray cluster (``--address`` / ``RAY_ADDRESS``) or start the embedded local Ray.
 
 The embedded default runs every Ray service on 127.0.0.1 only (dashboard, GCS, raylet, workers) and
-prints the dashboard URL; beside another local Ray it takes a free dashboard port. Environment
-variables that jobs need go into the runtime environment by value only when not secret (S3 endpoint,
-region, offline flags); secret ones (credentials, LLM keys, a URL holding credentials: see
-``core.secrets.is_secret``) never do: workers inherit them from their node's environment.
+prints the dashboard URL; beside another local Ray it takes a free dashboard port. Its workers
+inherit this process's environment, so it has no runtime env (``start_local``); connected to a
+cluster, the variables jobs need go into the runtime environment by value only when not secret (S3
+endpoint, region, offline flags; ``runtime_env_for`` adds what the workers lack); secret ones
+(credentials, LLM keys, a URL holding credentials: see ``core.secrets.is_secret``) never do: workers
+inherit them from their node's environment.
 """
 
 from __future__ import annotations
@@ -41,7 +43,18 @@ PASS_THROUGH_ENV = (
     "EMER_DEBUG_CRASH_ON",  # crash and timeout tests' fault injection (pipelines.stages)
     "EMER_DEBUG_HANG_ON",
 )
-__all__ = ["PASS_THROUGH_ENV", "RayConfig", "init_ray", "is_secret", "worker_env"]
+__all__ = [
+    "PASS_THROUGH_ENV",
+    "RayConfig",
+    "init_ray",
+    "is_secret",
+    "runtime_env_for",
+    "start_local",
+    "worker_env",
+]
+# The environment of this process when it started the local Ray it uses, and that Ray's GCS address:
+# the raylet and every worker inherit that environment (see ``start_local``).
+_STARTED: dict[str, object] = {"gcs": "", "env": {}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +91,34 @@ def worker_env(extra_names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     return {n: os.environ[n] for n in names if os.environ.get(n) and not is_secret(n, os.environ[n])}
 
 
+def start_local(**init_kwargs):
+    """``ray.init(**init_kwargs)`` of a local Ray, without a job runtime env: its raylet and workers
+    inherit this process's environment, recorded here for ``runtime_env_for``. A runtime env of any
+    content makes Ray start every worker through a set-up process of its own (a second Python start
+    per worker) and keeps its workers apart from those of other runtime envs."""
+    import ray
+
+    if "runtime_env" in init_kwargs:
+        raise ValueError("start_local: the local Ray's workers inherit the environment; pass no runtime_env")
+    env = dict(os.environ)
+    ctx = ray.init(**init_kwargs)
+    _STARTED.update(gcs=ray.get_runtime_context().gcs_address, env=env)
+    return ctx
+
+
+def runtime_env_for(wanted: dict[str, str]) -> dict | None:
+    """A runtime env that gives the workers ``wanted``, or None where they have every value already
+    (the job's runtime env, or the environment a local Ray started by this process inherited)."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    job = (ctx.runtime_env or {}).get("env_vars") or {}
+    inherited = _STARTED["env"] if _STARTED["gcs"] and _STARTED["gcs"] == ctx.gcs_address else {}
+    have = {**inherited, **job}
+    missing = {k: v for k, v in wanted.items() if have.get(k) != v}
+    return {"env_vars": {**job, **missing}} if missing else None
+
+
 def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
     """Connect to ``cfg.address`` / RAY_ADDRESS, or start a local Ray on 127.0.0.1."""
     import ray
@@ -99,7 +140,7 @@ def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
         log.info("connecting to Ray at %s", address)
         ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=cfg.worker_logs)
     else:
-        ctx = _start_local(cfg, runtime_env)
+        ctx = _start_local(cfg)  # its workers inherit this environment: no runtime env
     url = getattr(ctx, "dashboard_url", "") or ""
     if url and not quiet:
         print(
@@ -109,16 +150,13 @@ def init_ray(cfg: RayConfig | None = None, quiet: bool = False):
     return ctx
 
 
-def _start_local(cfg: RayConfig, runtime_env: dict):
+def _start_local(cfg: RayConfig):
     """Start the embedded Ray with every service on 127.0.0.1, beside any other local Ray.
 
     Starts on this machine are serialised by a file lock, so two runs started at once do not both
     pick the same free dashboard port.
     """
-    import ray
-
     kwargs = {
-        "runtime_env": runtime_env,
         "log_to_driver": cfg.worker_logs,
         "include_dashboard": cfg.dashboard,
     }
@@ -130,7 +168,7 @@ def _start_local(cfg: RayConfig, runtime_env: dict):
     with storage.file_lock(lock), _loopback_only():
         if cfg.dashboard:
             kwargs.update(dashboard_host="127.0.0.1", dashboard_port=dashboard_port(cfg.dashboard_port))
-        return ray.init(**kwargs)
+        return start_local(**kwargs)
 
 
 def dashboard_port(wanted: int) -> int:

@@ -23,7 +23,7 @@ from core.failures import FATAL_HINT, BlockErrors, FatalStreak, RunFailed, check
 from core.fingerprint import ResumeMismatch
 from core.fingerprint import changes as fingerprint_changes
 from core.metrics import ProgressLine
-from core.runtime import worker_env
+from core.runtime import runtime_env_for, worker_env
 from core.stage import FAILED, map_stages
 from pipelines import card, pools, provenance, sink
 from pipelines.config import RESUME_IGNORED, AnnotateConfig
@@ -106,7 +106,7 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
 
     groups = pools.stage_groups(cfg)
     bounds = pools.pool_sizes(groups)
-    env = pool_runtime_env(worker_env())
+    env = runtime_env_for(worker_env())  # None where the workers have it (a local Ray inherits it)
     if isolate:  # a few rows re-run one by one: no scaling
         bounds = [(lo, lo) for lo, _ in bounds]
     totals = ray.cluster_resources()
@@ -147,18 +147,6 @@ def build_pipeline(cfg: AnnotateConfig, rows: list[dict[str, Any]], output: str,
             in_flight=1 if isolate else 2,
         )
     return ds
-
-
-def pool_runtime_env(wanted: dict[str, str]) -> dict | None:
-    """The driver's non-secret env (S3 endpoint...) for the workers, unless the job already gives them it.
-
-    A runtime env of its own makes Ray start fresh worker processes for the pool (slower start).
-    """
-    import ray
-
-    job = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
-    missing = {k: v for k, v in wanted.items() if job.get(k) != v}
-    return {"env_vars": {**job, **missing}} if missing else None
 
 
 def consume(

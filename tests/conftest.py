@@ -98,19 +98,10 @@ def ray_local(s3):
     environment (secret values are never put into a runtime env)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=TEST_NUM_CPUS,
-            include_dashboard=False,
-            log_to_driver=True,
-            runtime_env={
-                "env_vars": {
-                    "DS_ACCELERATOR": "cpu",
-                    "HF_HUB_OFFLINE": "1",
-                    "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"],
-                }
-            },
-        )
+    from core.runtime import start_local
+
+    if not ray.is_initialized():  # no runtime env: the workers inherit the environment set above
+        start_local(num_cpus=TEST_NUM_CPUS, include_dashboard=False, log_to_driver=True)
     yield ray
     ray.shutdown()
 

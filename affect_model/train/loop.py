@@ -36,7 +36,7 @@ from affect_model.train.task import AffectGPTTask, absolute_paths
 from affect_model.train.tracking import check_tracking
 from affect_model.train.worker import WEIGHTS_DIR, train_loop
 from core import storage
-from core.runtime import worker_env
+from core.runtime import runtime_env_for, worker_env
 
 if TYPE_CHECKING:  # Ray is imported where it runs (the driver and the trainer task)
     from ray.data import Dataset
@@ -96,7 +96,9 @@ def run_training(
         scorer=scorer,
         eval_llm=run_cfg.evaluate.llm,
     )
-    fit = ray.remote(num_cpus=0, max_retries=0)(_fit).options(runtime_env={"env_vars": env})
+    fit = ray.remote(num_cpus=0, max_retries=0)(_fit)
+    runtime_env = runtime_env_for(env)  # RAY_ADDRESS at least: the workers do not inherit it
+    fit = fit.options(runtime_env=runtime_env) if runtime_env else fit
     return ray.get(fit.remote(job))
 
 

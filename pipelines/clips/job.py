@@ -23,10 +23,9 @@ from typing import Any
 from core import storage
 from core.failures import BlockErrors, check_failure_budget
 from core.metrics import ProgressLine
-from core.runtime import worker_env
+from core.runtime import runtime_env_for, worker_env
 from core.stage import FAILED, map_stages
 from pipelines import pools
-from pipelines.annotate import pool_runtime_env  # one rule for a pool's env
 from pipelines.clips import card, outputs
 from pipelines.clips import columns as C
 from pipelines.clips.config import ClipsConfig
@@ -93,7 +92,7 @@ def build_pipeline(cfg: ClipsConfig, rows: list[dict[str, Any]], output: str):
     """The lazy Dataset: SegmentStage on the decode pool, then AsrStage where a video needs ASR."""
     import ray
 
-    env = pool_runtime_env(worker_env())  # the driver's S3 endpoint etc., unless the job gives them already
+    env = runtime_env_for(worker_env())  # the driver's S3 endpoint etc., unless the workers have them
     dec = cfg.stages.decode
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     ds = map_stages(
