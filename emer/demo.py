@@ -31,7 +31,7 @@ from core.runtime import init_ray
 from emer import models
 from emer.commands import flags
 from emer.demo_clips import NO_ESPEAK, annotation_input, run_clips_phase, write_demo_episodes
-from emer.demo_eval import evaluate_demo, loss_curve
+from emer.demo_eval import EvaluationLLM, evaluate_demo, loss_curve
 from emer.runconfig import CONFIG_DIR, require_models, save_resolved
 from pipelines.annotate import check_outcome, run_annotation
 from pipelines.samples import generate_samples
@@ -87,6 +87,7 @@ def run_demo(args: argparse.Namespace) -> int:
     outputs["EMER-Coarse card"] = storage.join(coarse, "README.md")
     _phase(phases, "annotate", t0, annotate_line(manifest["counts"], outputs["EMER-Coarse samples"], cut))
 
+    llm = EvaluationLLM(cfg.evaluate.llm)  # loads while the demo trains (the driver only waits then)
     trained = run_demo_training(
         cfg, outputs["EMER-Coarse samples"], out, stage2_max_steps=cfg.demo.stage2_max_steps
     )
@@ -94,7 +95,7 @@ def run_demo(args: argparse.Namespace) -> int:
     curve = loss_curve(trained["stage 1 run"])
     _phase(phases, "train", t0, f"stage 1 loss {_curve_text(curve)}")
 
-    scores = evaluate_demo(cfg, samples.reference, coarse, trained, storage.join(out, "evaluation"))
+    scores = evaluate_demo(cfg, samples.reference, coarse, trained, storage.join(out, "evaluation"), llm)
     outputs["evaluation report"] = scores["report"]
     _phase(phases, "evaluate", t0, scores["line"])
 

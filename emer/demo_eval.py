@@ -5,7 +5,8 @@ against the sample clips' reference (``name, openset``) with the emotion-wheel g
 report) and ``<out>/report.md`` (both numbers side by side, labelled as a smoke figure). The model's
 labels are extracted from its descriptions by ``evaluate.llm`` (SmolLM2 in the demo preset). Without
 an emotion wheel (``evaluate.wheel_dir`` missing) the grouping falls back to exact matching and the
-report says so.
+report says so. ``EvaluationLLM`` loads that LLM in a background thread while the demo trains (the
+driver only waits on Ray then), so the evaluate phase does not wait for the load.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ast
 import csv
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,29 @@ SMOKE = (
 )
 
 
+class EvaluationLLM:
+    """``evaluate.llm``'s completer, its backend (the model) loading in a background thread from
+    construction on; ``get()`` waits for the load and raises its error, if any."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.completer = Completer(cfg)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._load, name="evaluate-llm-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self.completer.backend()
+        except BaseException as err:  # noqa: BLE001 - re-raised by get(), in the caller's thread
+            self._error = err
+
+    def get(self) -> Completer:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.completer
+
+
 def loss_curve(run_uri: str) -> list[float]:
     """The per-step training losses of a run (its ``history.json``)."""
     uri = storage.join(run_uri, "history.json")
@@ -46,8 +71,16 @@ def read_reference(path: Path | str) -> dict[str, list[str]]:
         return {row["name"]: list(ast.literal_eval(row["openset"])) for row in csv.DictReader(f)}
 
 
-def evaluate_demo(cfg: Any, reference: Path | str, coarse: str, trained: dict[str, str], out: str) -> dict:
-    """Score both against ``reference``; returns ``{"scores", "line", "report"}``."""
+def evaluate_demo(
+    cfg: Any,
+    reference: Path | str,
+    coarse: str,
+    trained: dict[str, str],
+    out: str,
+    llm: EvaluationLLM | None = None,
+) -> dict:
+    """Score both against ``reference``; returns ``{"scores", "line", "report"}``. ``llm``: the
+    evaluation LLM, loading already (``EvaluationLLM``); None: made here."""
     ev, note = _grouping(cfg.evaluate)
     ref = read_reference(reference)
     coarse_rows = storage.read_table(storage.join(coarse, "samples"), columns=["name", OV_LABELS]).to_pylist()
@@ -55,7 +88,12 @@ def evaluate_demo(cfg: Any, reference: Path | str, coarse: str, trained: dict[st
     scores = {"annotation (OV labels)": _score_labels(ev, ref, annotated, storage.join(out, "annotation"))}
     if ev.resolved_grouping() == "wheel":
         scores["annotation (OV labels)"]["in_wheel"] = _in_wheel(ev.wheel_dir, annotated)
-    scores["AffectGPT (descriptions)"] = _score_model(ev, ref, trained, storage.join(out, "model"))
+    complete = (llm or EvaluationLLM(ev.llm)).get()
+    try:
+        model_out = storage.join(out, "model")
+        scores["AffectGPT (descriptions)"] = _score_model(ev, ref, trained, model_out, complete)
+    finally:
+        complete.close()
     report = storage.join(out, "report.md")
     storage.write_text(report, _report_md(scores, note, ev.resolved_grouping()))
     a, m = scores["annotation (OV labels)"], scores["AffectGPT (descriptions)"]
@@ -82,7 +120,7 @@ def _score_labels(ev: Any, ref: dict, labels: dict[str, list[str]], out: str) ->
     return {"scored": int(result["ov"].get("samples", 0)), **flat_metrics(result), "report": result["report"]}
 
 
-def _score_model(ev: Any, ref: dict, trained: dict[str, str], out: str) -> dict:
+def _score_model(ev: Any, ref: dict, trained: dict[str, str], out: str, complete: Completer) -> dict:
     preds = storage.read_table(trained["predictions (test)"]).to_pylist()
     refs = {r["name"]: r for r in storage.read_table(trained["references (test)"]).to_pylist()}
     names = sorted(p["name"] for p in preds if p["name"] in ref)
@@ -95,11 +133,7 @@ def _score_model(ev: Any, ref: dict, trained: dict[str, str], out: str) -> dict:
             "description": [(refs.get(n) or {}).get("description") or "" for n in names],
         },
     )
-    complete = Completer(ev.llm)
-    try:
-        result = report_file(gt, trained["predictions (test)"], ev.replace(out=out), out, complete=complete)
-    finally:
-        complete.close()
+    result = report_file(gt, trained["predictions (test)"], ev.replace(out=out), out, complete=complete)
     return {"scored": int(result["ov"].get("samples", 0)), **flat_metrics(result), "report": result["report"]}
 
 
