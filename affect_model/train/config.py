@@ -95,7 +95,7 @@ class TrainConfig(Config):
     workers: Resources = dataclasses.field(default_factory=_one_pool)
     batch_size: int = 3  # per worker and micro-step (the paper: 3 on one A100)
     grad_accum: int = 1
-    materialize: bool = False  # read the rows once, keep them in Ray's object store (small sets)
+    materialize: bool = False  # small sets: read the rows once (Arrow), keep them in Ray's object store
     shuffle_buffer: int = 64  # rows in the per-worker shuffle window (seeded per epoch); 0 = data order
     group_by_length: bool = True  # batches of similar token length (less padding); seeded per epoch
     length_bucket_size: int = 50  # batches per length-sorted buffer of rows on each worker

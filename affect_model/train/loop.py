@@ -134,7 +134,7 @@ def _fit(job: TrainJob) -> dict[str, Any]:
 
 def _datasets(cfg: TrainConfig, train_ds: Dataset) -> dict[str, Dataset]:
     """The ``train`` dataset (split over the workers) and, for per-epoch evaluation, ``eval``."""
-    datasets = {"train": train_ds.materialize() if cfg.materialize else train_ds}
+    datasets = {"train": train_ds}  # train.materialize: already in memory (train_dataset)
     if cfg.eval_each_epoch:
         datasets["eval"], _ = eval_dataset(cfg)
     return datasets
