@@ -103,6 +103,7 @@ class DeepSpeedEngine(Engine):
             dist_init_required=False,
         )
         self.module = self.model.module
+        _drop_frozen_aliases(self.model)
         self.dtype = DTYPES[cfg.precision]
 
     def cast(self, batch: dict) -> dict:
@@ -159,6 +160,24 @@ class DeepSpeedEngine(Engine):
             full = safe_get_full_fp32_param(param)
             out[name] = (full if full is not None else param.detach()).float().cpu().clone()
         return out
+
+
+def _drop_frozen_aliases(engine) -> None:
+    """DeepSpeed's ``exclude_frozen_parameters`` drops frozen weights found by ``named_parameters()``,
+    which names a tied weight once: a frozen LLM's tied ``lm_head`` (its whole vocabulary matrix, 113 MB
+    of SmolLM2's) stayed in every checkpoint. Every frozen name is dropped, tied aliases included."""
+    named = engine.module.named_parameters(remove_duplicate=False)
+    frozen = {name for name, param in named if not param.requires_grad}
+    base = engine.module_state_dict
+
+    def module_state_dict(*args, exclude_frozen_parameters: bool = False, **kwargs):
+        sd = base(*args, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+        if exclude_frozen_parameters:
+            for name in frozen & set(sd):
+                del sd[name]
+        return sd
+
+    engine.module_state_dict = module_state_dict
 
 
 class DDPEngine(Engine):

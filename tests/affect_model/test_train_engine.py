@@ -83,6 +83,12 @@ def test_deepspeed_checkpoint_round_trip(process_group, tiny_cfg, tmp_path, chan
     engine.save(str(tmp_path), {"step": 2, "epoch": 0, "micro": 2 * cfg.grad_accum})
     files = [p.name for p in (tmp_path / "state").iterdir()]
     assert any("optim_states" in f for f in files)
+    # no frozen weight in the checkpoint, tied aliases included (the LLM's lm_head = its embeddings)
+    [states] = (tmp_path / "state").glob("*mp_rank_00_model_states.pt")  # ZeRO-3: zero_pp_rank_0_...
+    saved = torch.load(states, weights_only=False)["module"]
+    frozen = {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    assert "llm.lm_head.weight" in frozen and not frozen & set(saved)
+    assert set(saved) == {n for n, p in module.named_parameters() if p.requires_grad}
     # a fresh engine (other random trainable weights) restores weights, optimizer and lr exactly
     torch.manual_seed(1)
     task2 = AffectGPTTask(tiny_cfg)
