@@ -3,8 +3,6 @@ over the loaded completer, which answers; a load that fails raises its error at 
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from core.llm import LLMConfig, tiny
