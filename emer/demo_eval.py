@@ -36,24 +36,23 @@ SMOKE = (
 
 class EvaluationLLM:
     """``evaluate.llm``'s completer, its backend (the model) loading in a background thread from
-    construction on; ``get()`` waits for the load and raises its error, if any."""
+    construction on. ``get()`` waits for the load. A load that failed is not raised there: the
+    completer loads again when an answer is not cached, and raises that error then (answers all
+    cached need no model, as before)."""
 
     def __init__(self, cfg: Any) -> None:
         self.completer = Completer(cfg)
-        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._load, name="evaluate-llm-load", daemon=True)
         self._thread.start()
 
     def _load(self) -> None:
         try:
             self.completer.backend()
-        except BaseException as err:  # noqa: BLE001 - re-raised by get(), in the caller's thread
-            self._error = err
+        except Exception as err:  # noqa: BLE001 - raised again on first use (Completer.backend)
+            log.debug("evaluation LLM did not load ahead: %s", err)
 
     def get(self) -> Completer:
         self._thread.join()
-        if self._error is not None:
-            raise self._error
         return self.completer
 
 

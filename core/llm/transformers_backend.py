@@ -155,6 +155,7 @@ class TransformersBackend(LLMBackend):
         return owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode(self, chunk: list[tuple[int, dict]]):
+        """The chunk's model inputs, on the model's device."""
         texts = [inp["text"] for _, inp in chunk]
         if self.kind == "text":  # tokenized once: the shared head's inputs, else the padded batch
             rows = [self.tokenizer(t)["input_ids"] for t in texts]
@@ -168,7 +169,7 @@ class TransformersBackend(LLMBackend):
                 sampling_rate=SAMPLE_RATE,
                 return_tensors="pt",
                 padding=True,
-            )
+            ).to(self.model.device)
         return self.processor(
             text=texts,
             videos=[inp["video"] for _, inp in chunk],
@@ -176,7 +177,7 @@ class TransformersBackend(LLMBackend):
             do_sample_frames=False,
             return_tensors="pt",
             padding=True,
-        )
+        ).to(self.model.device)
 
     # ------------------------------------------------------------------ generation
 
@@ -194,7 +195,6 @@ class TransformersBackend(LLMBackend):
         import torch
 
         enc = self._encode(chunk)
-        enc = enc if self.kind == "text" else enc.to(self.model.device)
         gen = {"max_new_tokens": self.cfg.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if self.cfg.min_new_tokens:
             gen["min_new_tokens"] = self.cfg.min_new_tokens

@@ -1,5 +1,6 @@
 """The demo's evaluation LLM loads in a background thread (while the demo trains): ``get()`` hands
-over the loaded completer, which answers; a load that fails raises its error at ``get()``."""
+over the loaded completer, which answers; a load that fails raises its error when an answer needs
+the model (answers all cached need none)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ def test_the_llm_loads_in_the_background_and_answers(tmp_path):
     complete.close()
 
 
-def test_a_load_that_fails_raises_at_get(tmp_path):
-    llm = EvaluationLLM(LLMConfig(backend="transformers", model=str(tmp_path / "no-such-model")))
+def test_a_load_that_fails_raises_when_an_answer_needs_the_model(tmp_path):
+    model = str(tmp_path / "no-such-model")
+    cfg = LLMConfig(backend="transformers", model=model, cache_dir=str(tmp_path / "cache"))
+    complete = EvaluationLLM(cfg).get()
+    assert complete._backend is None  # not loaded; nothing raised yet
     with pytest.raises(Exception, match="no-such-model"):
-        llm.get()
+        complete(["List the emotions: she smiles."])
